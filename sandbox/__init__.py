@@ -1,0 +1,3 @@
+"""sbx: a rootless, daemonless, Docker-compatible sandbox runner."""
+
+__version__ = "0.1.0"

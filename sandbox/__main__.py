@@ -1,0 +1,3 @@
+from sandbox.cli.main import main
+
+main()

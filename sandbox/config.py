@@ -1,0 +1,148 @@
+"""Settings: where state lives and what the config file says (layer L1).
+
+Roots follow XDG: images and records under ``$XDG_DATA_HOME/sbx`` (default ``~/.local/share/sbx``), sockets and pids
+under ``$XDG_RUNTIME_DIR/sbx`` or ``/tmp/sbx-$UID``. The config file is ``$SBX_CONFIG`` or
+``$XDG_CONFIG_HOME/sbx/config.toml``::
+
+    default_platform = "linux/amd64"          # optional
+    insecure_registries = ["myhost:5000"]     # plain http allowed (localhost/127.0.0.0/8 always are)
+    storage_driver = "overlay"                # optional: overlay, fuse-overlayfs, copy
+
+    [registries."docker.io"]
+    mirrors = ["127.0.0.1:5000"]              # tried in order before the registry itself
+
+Every root is a field so tests can point them at a tmp dir.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sandbox.errors import ConfigError
+
+_STORAGE_DRIVERS = ("overlay", "fuse-overlayfs", "copy")
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    mirrors: tuple[str, ...] = ()
+    insecure: bool = False
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_root: Path
+    runtime_root: Path
+    config_root: Path
+    config_file: Path | None = None
+    registries: dict[str, RegistryConfig] = field(default_factory=dict)
+    insecure_registries: frozenset[str] = frozenset()
+    default_platform: str | None = None
+    storage_driver: str | None = None
+    docker_config: Path | None = None
+
+    @property
+    def store_root(self) -> Path:
+        return self.data_root
+
+    @property
+    def auth_file(self) -> Path:
+        """sbx's own credentials (mode 0600), written by `sbx login`."""
+        return self.config_root / "auth.json"
+
+    def registry(self, host: str) -> RegistryConfig:
+        return self.registries.get(host, RegistryConfig())
+
+    def is_insecure(self, host: str) -> bool:
+        """Plain http is used for loopback registries (as Docker does) and those the config names."""
+        if host in self.insecure_registries or self.registry(host).insecure:
+            return True
+        return is_loopback(host)
+
+
+def is_loopback(host: str) -> bool:
+    name = host
+    if name.startswith("["):
+        name = name[1:].split("]", 1)[0]
+    elif name.count(":") == 1:
+        name = name.split(":", 1)[0]
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def load_settings(env: os._Environ[str] | dict[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    home = Path(env.get("HOME") or os.path.expanduser("~"))
+    data_home = Path(env.get("XDG_DATA_HOME") or home / ".local" / "share")
+    config_home = Path(env.get("XDG_CONFIG_HOME") or home / ".config")
+    runtime_dir = env.get("XDG_RUNTIME_DIR")
+    runtime_root = Path(runtime_dir) / "sbx" if runtime_dir else Path(f"/tmp/sbx-{os.getuid()}")
+    config_file = Path(env["SBX_CONFIG"]) if env.get("SBX_CONFIG") else config_home / "sbx" / "config.toml"
+    docker_config_dir = env.get("DOCKER_CONFIG")
+    docker_config = Path(docker_config_dir) / "config.json" if docker_config_dir else home / ".docker" / "config.json"
+    settings = Settings(
+        data_root=Path(env.get("SBX_ROOT") or data_home / "sbx"),
+        runtime_root=runtime_root,
+        config_root=config_home / "sbx",
+        docker_config=docker_config,
+    )
+    if config_file.exists():
+        return _apply_file(settings, config_file)
+    if env.get("SBX_CONFIG"):
+        raise ConfigError(f"config file {config_file} does not exist", hint="unset SBX_CONFIG or create the file")
+    return settings
+
+
+def _apply_file(settings: Settings, path: Path) -> Settings:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    known = {"registries", "insecure_registries", "default_platform", "storage_driver"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown setting {unknown[0]!r}")
+    registries: dict[str, RegistryConfig] = {}
+    raw_registries = data.get("registries", {})
+    if not isinstance(raw_registries, dict):
+        raise ConfigError(f"config file {path}: [registries] must be a table")
+    for host, entry in raw_registries.items():
+        if not isinstance(entry, dict):
+            raise ConfigError(f"config file {path}: [registries.{host!r}] must be a table")
+        mirrors = entry.get("mirrors", [])
+        insecure = entry.get("insecure", False)
+        if not isinstance(mirrors, list) or not all(isinstance(m, str) and m for m in mirrors):
+            raise ConfigError(f"config file {path}: registries.{host}.mirrors must be a list of hosts")
+        if not isinstance(insecure, bool):
+            raise ConfigError(f"config file {path}: registries.{host}.insecure must be true or false")
+        registries[host] = RegistryConfig(tuple(m.rstrip("/") for m in mirrors), insecure)
+    insecure_list = data.get("insecure_registries", [])
+    if not isinstance(insecure_list, list) or not all(isinstance(h, str) for h in insecure_list):
+        raise ConfigError(f"config file {path}: insecure_registries must be a list of hosts")
+    platform = data.get("default_platform")
+    if platform is not None and not isinstance(platform, str):
+        raise ConfigError(f"config file {path}: default_platform must be a string like linux/amd64")
+    driver = data.get("storage_driver")
+    if driver is not None and driver not in _STORAGE_DRIVERS:
+        raise ConfigError(f"config file {path}: storage_driver must be one of {', '.join(_STORAGE_DRIVERS)}")
+    return Settings(
+        data_root=settings.data_root,
+        runtime_root=settings.runtime_root,
+        config_root=settings.config_root,
+        config_file=path,
+        registries=registries,
+        insecure_registries=frozenset(insecure_list),
+        default_platform=platform,
+        storage_driver=driver,
+        docker_config=settings.docker_config,
+    )

@@ -1,0 +1,148 @@
+"""The error tree (layer L0).
+
+Every failure a user can act on is a subclass of :class:`SbxError`. The library raises them with a short
+lowercase message (no final period) and, where there is one, a hint that says what to do next. Only the CLI
+renders them, once, as ``sbx: MESSAGE`` plus the hint; ``--debug`` adds the traceback.
+
+Fields (``op``, ``path``, ``errno``, ``digest``, ...) travel as attributes so callers and tests can inspect them
+without parsing the message.
+"""
+
+from __future__ import annotations
+
+import errno as errno_codes
+
+
+class SbxError(Exception):
+    """Base of every error sbx raises on purpose."""
+
+    hint: str | None = None
+
+    def __init__(self, message: str, *, hint: str | None = None, **fields: object) -> None:
+        super().__init__(message)
+        self.message = message
+        if hint is not None:
+            self.hint = hint
+        self.fields = fields
+        for key, value in fields.items():
+            setattr(self, key, value)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# --- configuration -------------------------------------------------------------------------------------------
+
+
+class ConfigError(SbxError):
+    """The config file or a setting is invalid."""
+
+
+# --- names and formats -----------------------------------------------------------------------------------------
+
+
+class InvalidReference(SbxError):
+    """An image reference (name, tag or digest) does not parse."""
+
+    hint = "use NAME[:TAG] or NAME@sha256:DIGEST, e.g. docker.io/library/busybox:latest"
+
+
+class InvalidDigest(SbxError):
+    """A digest string is not `sha256:` + 64 lower-case hex (or `sha512:` + 128)."""
+
+
+class InvalidManifest(SbxError):
+    """A manifest, index or image config is malformed, ambiguous or of an unsupported kind."""
+
+
+class PlatformNotFound(SbxError):
+    """An index has no manifest for the requested platform."""
+
+
+# --- registry ----------------------------------------------------------------------------------------------------
+
+
+class RegistryError(SbxError):
+    """The registry answered with an error or could not be reached."""
+
+
+class RegistryUnreachable(RegistryError):
+    """Connecting to the registry failed or timed out."""
+
+
+class AuthenticationRequired(RegistryError):
+    """The registry refused the request for lack of (valid) credentials."""
+
+    hint = "run: sbx login REGISTRY"
+
+
+class ManifestUnknown(RegistryError):
+    """The registry has no such repository, tag or manifest."""
+
+
+class ResponseTooLarge(RegistryError):
+    """A body was larger than the bound sbx allows for its kind."""
+
+
+class InsecureRegistry(RegistryError):
+    """Plain http was asked of a registry that is not configured insecure, or https redirected to http."""
+
+
+class RedirectRefused(RegistryError):
+    """A redirect could not be followed safely."""
+
+
+# --- content verification ------------------------------------------------------------------------------------------
+
+
+class VerificationError(SbxError):
+    """Content did not match what its descriptor promised."""
+
+
+class DigestMismatch(VerificationError):
+    """Bytes hashed to another digest than expected."""
+
+
+class SizeMismatch(VerificationError):
+    """A blob's length differs from its descriptor's size."""
+
+
+class DiffIDMismatch(VerificationError):
+    """A layer's uncompressed stream does not hash to the config's diff_id."""
+
+
+# --- the store -----------------------------------------------------------------------------------------------------
+
+
+class StoreError(SbxError):
+    """The local store could not be read or written."""
+
+
+class StoreCorrupt(StoreError):
+    """An item in the store is missing or damaged."""
+
+    hint = "run: sbx system check, then sbx rmi -f IMAGE or sbx system prune"
+
+
+class NoSpace(StoreError):
+    """The store's file system is full (ENOSPC)."""
+
+    hint = "free some space (sbx system prune, sbx rmi) and try again"
+
+    errno = errno_codes.ENOSPC
+
+
+class LockTimeout(StoreError):
+    """Another sbx process held a lock for too long."""
+
+
+class ImageNotFound(SbxError):
+    """No local image matches the name or id."""
+
+
+class ImageInUse(SbxError):
+    """An image cannot be removed because something still uses it."""
+
+
+class AmbiguousImage(SbxError):
+    """A short id matches more than one image."""

@@ -1,0 +1,58 @@
+"""Content digests (`algorithm:hex`), validated before they ever become a path or a URL.
+
+Only ``sha256`` (64 hex) and ``sha512`` (128 hex), lower-case, are accepted, as the OCI image spec registers.
+Anything else — ``sha256:../../x``, upper-case hex, short hex, ``md5:`` — is an :class:`InvalidDigest`
+(containers/image CVE-2024-3727 built paths from unchecked digests).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from sandbox.errors import InvalidDigest
+
+_LENGTHS = {"sha256": 64, "sha512": 128}
+_HEX = re.compile(r"[0-9a-f]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    algorithm: str
+    hex: str
+
+    @classmethod
+    def parse(cls, text: object) -> Digest:
+        if not isinstance(text, str):
+            raise InvalidDigest(f"invalid digest {text!r}: not a string")
+        algorithm, sep, hexpart = text.partition(":")
+        length = _LENGTHS.get(algorithm)
+        if not sep or length is None:
+            raise InvalidDigest(f"invalid digest {text[:80]!r}: algorithm must be sha256 or sha512")
+        if len(hexpart) != length or not _HEX.fullmatch(hexpart):
+            raise InvalidDigest(f"invalid digest {text[:80]!r}: expected {length} lower-case hex digits")
+        return cls(algorithm, hexpart)
+
+    @classmethod
+    def of(cls, data: bytes, algorithm: str = "sha256") -> Digest:
+        return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
+
+    def hasher(self):
+        return hashlib.new(self.algorithm)
+
+    @property
+    def short(self) -> str:
+        """The 12-hex id Docker shows."""
+        return self.hex[:12]
+
+    def __str__(self) -> str:
+        return f"{self.algorithm}:{self.hex}"
+
+
+def is_digest(text: str) -> bool:
+    try:
+        Digest.parse(text)
+    except InvalidDigest:
+        return False
+    return True
