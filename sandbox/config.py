@@ -119,6 +119,9 @@ def _apply_file(settings: Settings, path: Path) -> Settings:
     for host, entry in raw_registries.items():
         if not isinstance(entry, dict):
             raise ConfigError(f"config file {path}: [registries.{host!r}] must be a table")
+        unknown = sorted(set(entry) - {"mirrors", "insecure"})
+        if unknown:
+            raise ConfigError(f"config file {path}: unknown setting {unknown[0]!r} in [registries.{host!r}]")
         mirrors = entry.get("mirrors", [])
         insecure = entry.get("insecure", False)
         if not isinstance(mirrors, list) or not all(isinstance(m, str) and m for m in mirrors):

@@ -111,6 +111,10 @@ class DiffIDMismatch(VerificationError):
     """A layer's uncompressed stream does not hash to the config's diff_id."""
 
 
+class InvalidLayer(VerificationError):
+    """A layer blob does not decompress (corrupt or truncated gzip/zstd)."""
+
+
 # --- the store -----------------------------------------------------------------------------------------------------
 
 

@@ -25,7 +25,7 @@ class Digest:
     @classmethod
     def parse(cls, text: object) -> Digest:
         if not isinstance(text, str):
-            raise InvalidDigest(f"invalid digest {text!r}: not a string")
+            raise InvalidDigest(f"invalid digest: expected a string, not {type(text).__name__}")
         algorithm, sep, hexpart = text.partition(":")
         length = _LENGTHS.get(algorithm)
         if not sep or length is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import platform as host_platform
+import reprlib
 from dataclasses import dataclass, field
 
 from sandbox.errors import InvalidDigest, InvalidManifest, PlatformNotFound
@@ -63,6 +64,7 @@ def _normalise_arch(arch: str) -> tuple[str, str | None]:
         "amd64": ("amd64", None),
         "aarch64": ("arm64", None),
         "arm64": ("arm64", None),
+        "arm": ("arm", "v7"),  # as containerd's platforms.Normalize: plain arm means arm/v7
         "armv7l": ("arm", "v7"),
         "armhf": ("arm", "v7"),
         "armv6l": ("arm", "v6"),
@@ -140,7 +142,7 @@ def parse_document(raw: bytes, content_type: str | None = None) -> Manifest | In
         raise InvalidManifest(f"manifest mediaType {declared!r} disagrees with Content-Type {content_type!r}")
     if data.get("schemaVersion") != 2:
         raise InvalidManifest(
-            f"unsupported manifest schemaVersion {data.get('schemaVersion')!r}",
+            f"unsupported manifest schemaVersion {reprlib.repr(data.get('schemaVersion'))}",
             hint="only Docker v2 schema 2 and OCI images are supported",
         )
     has_manifests = "manifests" in data
@@ -191,7 +193,7 @@ def _descriptor(value: object, what: str, with_platform: bool) -> Descriptor:
     if not isinstance(media_type, str) or not media_type:
         raise InvalidManifest(f"{what} has no mediaType")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise InvalidManifest(f"{what} has an invalid size {size!r}")
+        raise InvalidManifest(f"{what} has an invalid size {reprlib.repr(size)}")
     try:
         digest = Digest.parse(value.get("digest"))
     except InvalidDigest as exc:

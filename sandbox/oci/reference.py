@@ -77,7 +77,8 @@ class Reference:
     def familiar_name(self) -> str:
         """The name as Docker shows it: docker.io/library/ dropped."""
         if self.registry == DEFAULT_REGISTRY:
-            return self.repository.removeprefix("library/")
+            remainder = self.repository.removeprefix("library/")
+            return remainder if "/" not in remainder else self.repository
         return self.name
 
     @property
