@@ -1,0 +1,1 @@
+"""The command line (layer L6): the only code that prints or picks an exit code."""

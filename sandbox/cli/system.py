@@ -1,0 +1,95 @@
+"""`sbx system df|prune|check|info` and the top-level `sbx info`."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from sandbox.cli.render import human_size, out, table
+
+
+def _service():
+    from sandbox.config import load_settings
+    from sandbox.service.images import ImageService
+
+    return ImageService(load_settings())
+
+
+def df() -> None:
+    """Show disk usage."""
+    usage = _service().disk_usage()
+    percent = int(100 * usage.reclaimable_bytes / usage.total_bytes) if usage.total_bytes else 0
+    rows = [
+        [
+            "Images",
+            str(usage.images),
+            str(usage.active_images),
+            human_size(usage.total_bytes),
+            f"{human_size(usage.reclaimable_bytes)} ({percent}%)",
+        ],
+        ["Containers", "0", "0", "0B", "0B"],
+    ]
+    out(table(["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"], rows))
+
+
+def prune(
+    all_images: bool = typer.Option(False, "--all", "-a", help="Remove all unused images, not just dangling ones."),
+    force: bool = typer.Option(False, "--force", "-f", help="Do not prompt for confirmation."),
+) -> None:
+    """Remove dangling images (all unused ones with -a) and unreferenced blobs."""
+    if not force:
+        what = "all images without at least one container" if all_images else "all dangling images"
+        sys.stdout.write(
+            f"WARNING! This will remove:\n  - {what}\n  - all blobs no image uses\n\n"
+            "Are you sure you want to continue? [y/N] "
+        )
+        sys.stdout.flush()
+        answer = sys.stdin.readline().strip().lower()
+        if answer not in ("y", "yes"):
+            raise typer.Exit(1)
+    removed, freed = _service().prune(all_images=all_images)
+    if removed:
+        out("Deleted Images:")
+        for image_id in removed:
+            out(f"deleted: {image_id}")
+        out()
+    out(f"Total reclaimed space: {human_size(freed)}")
+
+
+def check() -> None:
+    """Verify every blob's digest and every image record; exit 1 when something is damaged."""
+    problems = _service().check()
+    if not problems:
+        out("no problems found")
+        return
+    for problem in problems:
+        out(f"{problem.item}: {problem.message}")
+    raise typer.Exit(1)
+
+
+def info() -> None:
+    """Display system-wide information."""
+    from sandbox import __version__
+    from sandbox.config import load_settings
+
+    settings = load_settings()
+    service = _service()
+    images = len(service.store.images())
+    out(f"sbx version: {__version__}")
+    out(f"Images: {images}")
+    out(f"Storage root: {settings.data_root}")
+    out(f"Runtime root: {settings.runtime_root}")
+    out(f"Config file: {settings.config_file or 'none'}")
+    mirrors = [f"{host} -> {', '.join(entry.mirrors)}" for host, entry in settings.registries.items() if entry.mirrors]
+    out(f"Registry mirrors: {'; '.join(mirrors) or 'none'}")
+
+
+def register(app: typer.Typer) -> None:
+    group = typer.Typer(help="Manage sbx.", no_args_is_help=True)
+    group.command("df")(df)
+    group.command("prune")(prune)
+    group.command("check")(check)
+    group.command("info")(info)
+    app.add_typer(group, name="system")
+    app.command("info")(info)

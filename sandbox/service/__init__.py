@@ -1,0 +1,1 @@
+"""Use cases the CLI calls (layer L5)."""
