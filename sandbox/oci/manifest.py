@@ -161,11 +161,11 @@ def parse_document(raw: bytes, content_type: str | None = None) -> Manifest | In
         if media_type in mt.INDEXES:
             raise InvalidManifest(f"{media_type} has no 'manifests'")
         raise InvalidManifest(f"unsupported manifest media type {media_type!r}")
-    config = _descriptor(data.get("config"), "config descriptor", False)
+    config = _descriptor(data.get("config"), "manifest config descriptor", False)
     layers = _list(data, "layers", "manifest")
     if len(layers) > MAX_LAYERS:
         raise InvalidManifest(f"manifest has {len(layers)} layers (more than {MAX_LAYERS})")
-    parsed_layers = tuple(_descriptor(layer, "layer descriptor", False) for layer in layers)
+    parsed_layers = tuple(_descriptor(layer, "manifest layer descriptor", False) for layer in layers)
     for layer in parsed_layers:
         if layer.media_type not in mt.LAYER_COMPRESSION:
             raise InvalidManifest(f"unsupported layer media type {layer.media_type!r}")

@@ -33,6 +33,7 @@ from sandbox.errors import (
     DigestMismatch,
     ImageInUse,
     ImageNotFound,
+    InvalidLayer,
     InvalidManifest,
     InvalidReference,
     SizeMismatch,
@@ -500,6 +501,7 @@ class _VerifyingWriter:
         self._events = events
         self._digest = layer.digest.hasher()
         self._diff = DiffIDHasher(mt.LAYER_COMPRESSION[layer.media_type])
+        self._diff_error: InvalidLayer | None = None
 
     @property
     def written(self) -> int:
@@ -514,12 +516,17 @@ class _VerifyingWriter:
             )
         self._ingest.write(data)
         self._digest.update(data)
-        self._diff.update(data)
+        if self._diff_error is None:
+            try:
+                self._diff.update(data)
+            except InvalidLayer as exc:  # reported after the digest check: wrong bytes are a digest mismatch
+                self._diff_error = exc
 
     def reset(self) -> None:
         self._ingest.reset()
         self._digest = self._layer.digest.hasher()
         self._diff.reset()
+        self._diff_error = None
 
     def progress(self, _count: int) -> None:
         self._events.progress(self._layer.digest, self._ingest.written, self._layer.size)
@@ -533,6 +540,8 @@ class _VerifyingWriter:
         actual = Digest(layer.digest.algorithm, self._digest.hexdigest())
         if actual != layer.digest:
             raise DigestMismatch(f"digest mismatch: expected {layer.digest}, got {actual}")
+        if self._diff_error is not None:
+            raise self._diff_error
         uncompressed = self._diff.digest()
         if uncompressed != diff_id:
             raise DiffIDMismatch(
