@@ -34,7 +34,8 @@ class Image:
     """A small valid image (two gzip layers) whose parts a test can spoil before serving."""
 
     def __init__(self) -> None:
-        self.tars = [layer_tar({"a.txt": b"first\n" * 1000}), layer_tar({"b.bin": random.Random(1).randbytes(3_000_000)})]
+        noise = random.Random(1).randbytes(3_000_000)  # incompressible, so a drop half-way leaves a resumable part
+        self.tars = [layer_tar({"a.txt": b"first\n" * 1000}), layer_tar({"b.bin": noise})]
         self.layers = [gzip.compress(t, mtime=0) for t in self.tars]
         self.config = {
             "architecture": "amd64",

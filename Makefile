@@ -1,0 +1,76 @@
+# sbx developer entry points. CI runs `make test` (see .ci/run).
+#
+#   make setup             machine packages, test user, .venv (as root); checks and .venv otherwise
+#   make test              setup, unit tests, integration tests (as the unprivileged user sbxtest when root)
+#   make test-unit         unit tests only (needs only .venv)
+#   make test-integration  integration tests only; PYTEST_ARGS='-k token -x' narrows them
+#   make lint              ruff
+#   make bench / demo      benchmarks / offline demo
+#   make clean             remove .venv, caches and (as root) the integration copy
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+.NOTPARALLEL:
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+TEST_USER ?= sbxtest
+TEST_ROOT ?= /var/tmp/sbx-test
+export SBX_TEST_USER := $(TEST_USER)
+export SBX_TEST_ROOT := $(TEST_ROOT)
+
+# pytest exits 5 when it collects nothing: fine only while tests/unit holds no test files
+define run_unit_tests
+	@echo "== unit tests"
+	@status=0; $(PY) -m pytest tests/unit $(PYTEST_ARGS) || status=$$?; \
+	if [ $$status -eq 5 ] && [ -z "$$(find tests/unit -name 'test_*.py' -o -name '*_test.py' 2>/dev/null)" ]; then \
+	  echo "no unit tests yet"; status=0; \
+	fi; exit $$status
+endef
+
+define run_integration_tests
+	@echo "== integration tests"
+	@bash scripts/test-integration.sh $(PYTEST_ARGS)
+endef
+
+.PHONY: help setup venv test test-unit test-integration lint bench demo clean
+
+help:
+	@sed -n '1,10s/^# \{0,1\}//p' Makefile
+
+setup:
+	@bash scripts/setup.sh
+
+venv:
+	@bash scripts/setup.sh --venv-only
+
+test: setup
+	$(run_unit_tests)
+	$(run_integration_tests)
+
+test-unit: venv
+	$(run_unit_tests)
+
+test-integration: setup
+	$(run_integration_tests)
+
+lint: venv
+	$(PY) -m ruff check .
+
+bench: venv
+	@if [ -x bench/run ]; then \
+	  bench/run; \
+	elif [ -f bench/__main__.py ]; then \
+	  $(PY) -m bench; \
+	else \
+	  echo "make bench: no benchmark runner yet (expected bench/run or bench/__main__.py)" >&2; exit 1; \
+	fi
+
+demo:
+	@echo "make demo: not yet available"
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	@if [ "$$(id -u)" -eq 0 ] && [ -d "$(TEST_ROOT)" ]; then echo "rm -rf $(TEST_ROOT)"; rm -rf "$(TEST_ROOT)"; fi
