@@ -58,14 +58,9 @@ test-integration: setup
 lint: venv
 	$(PY) -m ruff check .
 
-bench: venv
-	@if [ -x bench/run ]; then \
-	  bench/run; \
-	elif [ -f bench/__main__.py ]; then \
-	  $(PY) -m bench; \
-	else \
-	  echo "make bench: no benchmark runner yet (expected bench/run or bench/__main__.py)" >&2; exit 1; \
-	fi
+bench: setup
+	@bash scripts/bench-setup.sh
+	@$(PY) -m bench
 
 demo:
 	@echo "make demo: not yet available"

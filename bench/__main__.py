@@ -1,0 +1,60 @@
+"""python -m bench [pull|all|list] [-n ITERATIONS] [--warmup N] [--tools sbx,podman,...]
+
+Runs the benchmarks present in this package, writes bench/results/<name>.json and prints a short table for each.
+Exits 0 when a tool (sbx included) is missing or fails: it is reported as unavailable/failed in the table and JSON.
+Exits 1 only when the harness itself cannot run (for instance no registry or no image could be built).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+
+from bench.common import BenchError
+
+BENCHMARKS = {
+    "pull": "B4: sbx pull vs rootless podman pull vs skopeo copy + umoci unpack --rootless",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description="sbx benchmarks (see docs/BENCHMARKS.md)")
+    p.add_argument("which", nargs="?", default="all", choices=[*BENCHMARKS, "all", "list"])
+    p.add_argument("-n", "--iterations", type=int, default=5, help="measured iterations per tool (default 5)")
+    p.add_argument("--warmup", type=int, default=1, help="warm-up iterations per tool (default 1)")
+    p.add_argument(
+        "--tools",
+        default=os.environ.get("SBX_BENCH_TOOLS", ""),
+        help="comma-separated subset, e.g. sbx,podman (default: all: sbx,podman,skopeo+umoci,tar-floor)",
+    )
+    args = p.parse_args(argv)
+
+    if args.which == "list":
+        for name, what in BENCHMARKS.items():
+            print(f"{name:8} {what}")
+        return 0
+    names = list(BENCHMARKS) if args.which == "all" else [args.which]
+    rc = 0
+    for name in names:
+        try:
+            if name == "pull":
+                from bench import pull
+
+                only = [t.strip() for t in args.tools.split(",") if t.strip()] or None
+                pull.main(iterations=args.iterations, warmup=args.warmup, only=only)
+        except BenchError as e:
+            print(f"[bench] {name}: cannot run: {e}", file=sys.stderr)
+            rc = 1
+        except KeyboardInterrupt:
+            print(f"[bench] {name}: interrupted", file=sys.stderr)
+            return 130
+        except Exception:  # noqa: BLE001 - report and go on with the next benchmark
+            traceback.print_exc()
+            rc = 1
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
