@@ -37,6 +37,7 @@ from sandbox.errors import (
     InvalidManifest,
     InvalidReference,
     SizeMismatch,
+    StoreCorrupt,
 )
 from sandbox.oci import mediatypes as mt
 from sandbox.oci.digest import Digest
@@ -375,7 +376,15 @@ class ImageService:
         self.store.tag(record.id, f"{ref.name}:{ref.tag}")
 
     def remove(self, text: str, *, force: bool = False) -> Removal:
-        record = self.resolve(text)
+        try:
+            record = self.resolve(text)
+        except StoreCorrupt as exc:
+            # a damaged record can only be dropped whole, and only when asked to (TESTPLAN 55)
+            image_id = getattr(exc, "image_id", None)
+            if not force or image_id is None:
+                raise
+            deleted = self.store.remove_image(image_id)
+            return Removal(deleted=(str(image_id), *(str(d) for d in deleted if d != image_id)))
         untagged: list[str] = []
         by_name = self._names_image(text, record)
         if by_name is not None and len(record.repo_tags) > 1:

@@ -294,3 +294,26 @@ def test_version_and_help(sbx):
     assert "pull" in sbx("--help").stdout
     result = subprocess.run(sbx.argv("nope"), capture_output=True, text=True, env=sbx.env)
     assert result.returncode != 0 and "Traceback" not in result.stderr
+
+
+def test_damaged_store_is_named_and_recoverable(sbx, registry):
+    """TESTPLAN 55: a truncated record and a deleted blob are named, and rmi -f / system prune recover."""
+    sbx("pull", "-q", "busybox")
+    sbx("pull", "-q", "zstd")
+    busybox = registry.images["library/busybox:latest"]
+    record = store_root(sbx) / "images" / "sha256" / f"{busybox.config_digest.split(':')[1]}.json"
+    record.write_bytes(record.read_bytes()[:20])
+    broken = sbx("images", check=False)
+    assert str(record) in single_error_line(broken)
+    assert sbx("rmi", busybox.config_digest[7:19], check=False).returncode == 1
+    sbx("rmi", "-f", busybox.config_digest[7:19])
+    assert len(sbx("images", "-q").stdout.split()) == 1
+
+    zstd = registry.images["library/zstd:latest"]
+    (store_root(sbx) / "blobs" / "sha256" / zstd.layer_digests[0].split(":")[1]).unlink()
+    check = sbx("system", "check", check=False)
+    assert check.returncode == 1 and zstd.layer_digests[0] in check.stdout
+    sbx("rmi", "-f", "zstd")
+    sbx("system", "prune", "-a", "-f")
+    assert sbx("system", "check").stdout.strip() == "no problems found"
+    assert blob_files(sbx) == []
