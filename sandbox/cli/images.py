@@ -387,21 +387,13 @@ def image_inspect(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("pull")(pull)
-    app.command("push")(push)
-    app.command("images")(images)
-    app.command("rmi")(rmi)
-    app.command("tag")(tag)
-    app.command("search")(search)
-    app.command("login")(login)
-    app.command("logout")(logout)
-    app.command("inspect")(image_inspect)
+    top_level = {"pull": pull, "push": push, "images": images, "rmi": rmi, "tag": tag, "search": search,
+                 "login": login, "logout": logout, "inspect": image_inspect}
+    for name, command in top_level.items():
+        app.command(name)(command)
     group = typer.Typer(help="Manage images.", no_args_is_help=True)
-    group.command("pull")(pull)
-    group.command("push")(push)
-    group.command("ls")(images)
-    group.command("list")(images)
-    group.command("rm")(rmi)
-    group.command("tag")(tag)
-    group.command("inspect")(image_inspect)
+    grouped = {"pull": pull, "push": push, "ls": images, "list": images, "rm": rmi, "tag": tag,
+               "inspect": image_inspect}
+    for name, command in grouped.items():
+        group.command(name)(command)
     app.add_typer(group, name="image")

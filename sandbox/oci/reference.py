@@ -89,22 +89,15 @@ class Reference:
     def with_tag(self, tag: str) -> Reference:
         return Reference(self.registry, self.repository, tag, None)
 
+    def _suffixed(self, name: str) -> str:
+        return name + (f":{self.tag}" if self.tag else "") + (f"@{self.digest}" if self.digest else "")
+
     def __str__(self) -> str:
-        text = self.name
-        if self.tag:
-            text += f":{self.tag}"
-        if self.digest:
-            text += f"@{self.digest}"
-        return text
+        return self._suffixed(self.name)
 
     @property
     def familiar(self) -> str:
-        text = self.familiar_name
-        if self.tag:
-            text += f":{self.tag}"
-        if self.digest:
-            text += f"@{self.digest}"
-        return text
+        return self._suffixed(self.familiar_name)
 
 
 def _split_registry(name: str) -> tuple[str, str]:

@@ -22,15 +22,6 @@ def make_settings(tmp_path: Path) -> Settings:
     return Settings(data_root=tmp_path / "data", runtime_root=tmp_path / "run", config_root=tmp_path / "config")
 
 
-@pytest.fixture
-def config(tmp_path):
-    return make_settings(tmp_path)
-
-
-@pytest.fixture
-def registry():
-    with FakeRegistry("127.0.0.1") as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 import pytest
 
@@ -35,15 +34,6 @@ from tests.fixtures.fakeregistry import FakeRegistry, Reply, closed_port, regist
 MIB = 1024 * 1024
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> Settings:
-    return Settings(data_root=tmp_path / "data", runtime_root=tmp_path / "run", config_root=tmp_path / "config")
-
-
-@pytest.fixture
-def registry():
-    with FakeRegistry("127.0.0.1") as fake:
-        yield fake
 
 
 def client(fake: FakeRegistry, config: Settings, creds=None, **kw) -> RegistryClient:

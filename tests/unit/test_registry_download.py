@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import time
-from pathlib import Path
 
 import pytest
 
@@ -22,15 +21,6 @@ BLOB = bytes(range(256)) * 12289  # 3 MiB + 256 bytes: several 1 MiB chunks, not
 PATH = f"/v2/library/app/blobs/{sha256(BLOB)}"
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> Settings:
-    return Settings(data_root=tmp_path / "data", runtime_root=tmp_path / "run", config_root=tmp_path / "config")
-
-
-@pytest.fixture
-def registry():
-    with FakeRegistry("127.0.0.1") as fake:
-        yield fake
 
 
 def layer(data: bytes = BLOB, size: int | None = None) -> Descriptor:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
@@ -16,17 +15,6 @@ from sandbox.registry.client import RegistryClient
 from sandbox.registry.credentials import StaticCredentials
 from sandbox.registry.transport import MAX_REDIRECTS, check_redirect
 from tests.fixtures.fakeregistry import FakeRegistry, Reply, sha256
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> Settings:
-    return Settings(data_root=tmp_path / "data", runtime_root=tmp_path / "run", config_root=tmp_path / "config")
-
-
-@pytest.fixture
-def registry():
-    with FakeRegistry("127.0.0.1") as fake:
-        yield fake
 
 
 @pytest.fixture
