@@ -1,8 +1,9 @@
-"""The `sbx` command: the typer application and the one place where errors become a line and an exit code.
+"""The `sbx` entry point: the one place where errors become a line and an exit code.
 
 Library code raises typed :class:`~sandbox.errors.SbxError`; :func:`main` renders it once as
 ``sbx: message: hint`` on stderr and exits 1 (a command may choose another code, as `run` does with 125).
-``--debug`` (or ``SBX_DEBUG=1``) shows the traceback too.
+``--debug`` (or ``SBX_DEBUG=1``) shows the traceback too. The typer application is imported only when a command
+needs it, so `sbx --version` costs little more than Python's own start (BENCHMARKS B3).
 """
 
 from __future__ import annotations
@@ -10,55 +11,23 @@ from __future__ import annotations
 import os
 import sys
 
-import typer
-
-from sandbox import __version__
-from sandbox.cli import images, system
 from sandbox.cli.render import err, escape
-
-app = typer.Typer(
-    name="sbx",
-    help="Rootless, daemonless, Docker-compatible sandboxes.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
-
-
-def _version(value: bool) -> None:
-    if value:
-        sys.stdout.write(f"sbx version {__version__}\n")
-        raise typer.Exit()
-
-
-@app.callback()
-def root(
-    debug: bool = typer.Option(False, "--debug", "-D", help="Show tracebacks of errors."),
-    version: bool = typer.Option(
-        False, "--version", "-v", callback=_version, is_eager=True, help="Print version information and quit."
-    ),
-) -> None:
-    if debug:
-        os.environ["SBX_DEBUG"] = "1"
-
-
-@app.command("version")
-def version_command() -> None:
-    """Show the sbx version."""
-    sys.stdout.write(f"sbx version {__version__}\n")
-
-
-images.register(app)
-system.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
     from sandbox.errors import SbxError
 
-    debug = os.environ.get("SBX_DEBUG") == "1" or "--debug" in (argv or sys.argv[1:]) or "-D" in (argv or sys.argv[1:])
+    args = sys.argv[1:] if argv is None else argv
+    if args in (["--version"], ["-v"], ["version"]):
+        from sandbox import __version__
+
+        sys.stdout.write(f"sbx version {__version__}\n")
+        return
+    debug = os.environ.get("SBX_DEBUG") == "1" or "--debug" in args or "-D" in args
     try:
-        app(args=argv, prog_name="sbx")
+        from sandbox.cli.app import app
+
+        app(args=args, prog_name="sbx")
     except SbxError as exc:
         if debug:
             import traceback

@@ -1,0 +1,47 @@
+"""The typer application: global options and the command groups, registered from their modules."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from sandbox import __version__
+from sandbox.cli import images, system
+
+app = typer.Typer(
+    name="sbx",
+    help="Rootless, daemonless, Docker-compatible sandboxes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"sbx version {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: bool = typer.Option(False, "--debug", "-D", help="Show tracebacks of errors."),
+    version: bool = typer.Option(
+        False, "--version", "-v", callback=_version, is_eager=True, help="Print version information and quit."
+    ),
+) -> None:
+    if debug:
+        os.environ["SBX_DEBUG"] = "1"
+
+
+@app.command("version")
+def version_command() -> None:
+    """Show the sbx version."""
+    sys.stdout.write(f"sbx version {__version__}\n")
+
+
+images.register(app)
+system.register(app)
