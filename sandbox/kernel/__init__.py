@@ -1,0 +1,58 @@
+"""Layer L1: the only package that calls into Linux directly (through libc, with ctypes).
+
+Everything above receives a :class:`KernelAPI` as a parameter: :class:`Kernel` in production, :class:`FakeKernel`
+in tests. Both are imported on first use, so ``import sandbox.kernel`` costs neither ctypes nor libc.
+
+Every call that fails raises ``OSError(errno, "op: strerror", path)``, i.e. ``PermissionError``,
+``FileNotFoundError``, ... as :mod:`os` would. ``unshare(CLONE_NEWUSER)`` needs a single-threaded process, which
+is why sbx forks before starting any thread.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from sandbox.kernel.fake import Call, FakeKernel
+    from sandbox.kernel.libc import Kernel
+
+__all__ = ["Call", "FakeKernel", "Kernel", "KernelAPI"]
+
+
+class KernelAPI(Protocol):
+    """The kernel calls sbx makes. Paths are ``str``; flags come from :mod:`sandbox.kernel.constants`."""
+
+    def unshare(self, flags: int) -> None: ...
+
+    def setns(self, fd: int, nstype: int = 0) -> None: ...
+
+    def mount(
+        self,
+        source: str | None,
+        target: str,
+        fstype: str | None,
+        flags: int = 0,
+        data: str | None = None,
+    ) -> None: ...
+
+    def umount2(self, target: str, flags: int = 0) -> None: ...
+
+    def pivot_root(self, new_root: str, put_old: str) -> None: ...
+
+    def sethostname(self, name: str) -> None: ...
+
+    def setdomainname(self, name: str) -> None: ...
+
+    def prctl(self, option: int, arg2: Any = 0, arg3: Any = 0, arg4: Any = 0, arg5: Any = 0) -> int: ...
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Kernel":
+        from sandbox.kernel.libc import Kernel
+
+        return Kernel
+    if name in ("FakeKernel", "Call"):
+        from sandbox.kernel import fake
+
+        return getattr(fake, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

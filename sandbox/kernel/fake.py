@@ -1,0 +1,87 @@
+"""A recording kernel for tests (youki's ``Syscall`` test double).
+
+:class:`FakeKernel` accepts the same calls as :class:`sandbox.kernel.libc.Kernel`, touches nothing, and appends
+each one to :attr:`FakeKernel.calls`. ``fail(op, errno, nth)`` makes the Nth call of ``op`` raise the same
+``OSError(errno, "op: strerror", path)`` the real kernel would, so error paths can be tested without privileges.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Call:
+    """One recorded call: the method name and its arguments, positionally, defaults filled in."""
+
+    op: str
+    args: tuple[Any, ...]
+
+
+class FakeKernel:
+    """Records calls instead of making them; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self._counts: Counter[str] = Counter()
+        self._failures: dict[tuple[str, int], int] = {}
+        self.prctl_results: dict[int, int] = {}
+
+    def fail(self, op: str, errno: int, nth: int = 1) -> FakeKernel:
+        """Make the ``nth`` call (counting from 1, over the fake's whole life) of ``op`` raise ``errno``."""
+        if nth < 1:
+            raise ValueError(f"nth counts from 1, got {nth}")
+        if not callable(getattr(self, op, None)) or op.startswith("_") or op in ("fail", "ops"):
+            raise ValueError(f"FakeKernel has no kernel call {op!r}")
+        self._failures[(op, nth)] = errno
+        return self
+
+    def ops(self) -> list[str]:
+        """The names of the recorded calls, in order."""
+        return [call.op for call in self.calls]
+
+    def _record(self, op: str, args: tuple[Any, ...], path: str | None = None, path2: str | None = None) -> None:
+        self.calls.append(Call(op, args))
+        self._counts[op] += 1
+        code = self._failures.pop((op, self._counts[op]), None)
+        if code is None:
+            return
+        if path2 is None:
+            raise OSError(code, f"{op}: {os.strerror(code)}", path)
+        raise OSError(code, f"{op}: {os.strerror(code)}", path, None, path2)
+
+    def unshare(self, flags: int) -> None:
+        self._record("unshare", (flags,))
+
+    def setns(self, fd: int, nstype: int = 0) -> None:
+        self._record("setns", (fd, nstype))
+
+    def mount(
+        self,
+        source: str | None,
+        target: str,
+        fstype: str | None,
+        flags: int = 0,
+        data: str | None = None,
+    ) -> None:
+        self._record("mount", (source, target, fstype, flags, data), target)
+
+    def umount2(self, target: str, flags: int = 0) -> None:
+        self._record("umount2", (target, flags), target)
+
+    def pivot_root(self, new_root: str, put_old: str) -> None:
+        self._record("pivot_root", (new_root, put_old), new_root, put_old)
+
+    def sethostname(self, name: str) -> None:
+        self._record("sethostname", (name,))
+
+    def setdomainname(self, name: str) -> None:
+        self._record("setdomainname", (name,))
+
+    def prctl(self, option: int, arg2: Any = 0, arg3: Any = 0, arg4: Any = 0, arg5: Any = 0) -> int:
+        """Returns ``prctl_results.get(option, 0)``, so a test can script what a ``PR_GET_*`` answers."""
+        self._record("prctl", (option, arg2, arg3, arg4, arg5))
+        return self.prctl_results.get(option, 0)

@@ -1,0 +1,102 @@
+"""The real kernel: thin ctypes wrappers over libc.
+
+This is the only module in sbx that imports :mod:`ctypes`. Python 3.11 has no ``os.unshare``/``os.setns``, and
+``mount``, ``pivot_root`` and ``prctl`` have never been in :mod:`os`, so each call goes straight to libc. libc is
+loaded on the first call, not at import, because this module sits on the ``sbx run`` start-up path.
+
+Every failure raises ``OSError(errno, "op: strerror", path)``; Python turns that into the matching subclass
+(``PermissionError``, ``FileNotFoundError``, ...), so callers catch what they expect from :mod:`os`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+from typing import Any, NoReturn
+
+from sandbox.kernel.constants import SYS_PIVOT_ROOT
+
+_libc: ctypes.CDLL | None = None
+
+
+def _load() -> ctypes.CDLL:
+    global _libc
+    if _libc is None:
+        # CDLL(None) is the running process's own symbol table, which already holds libc; use_errno makes
+        # ctypes copy errno out right after each call, before the interpreter can clobber it.
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        libc.prctl.restype = ctypes.c_int
+        _libc = libc
+    return _libc
+
+
+def _encode(value: str | None) -> bytes | None:
+    return None if value is None else os.fsencode(value)
+
+
+def _raise(op: str, path: str | None = None, path2: str | None = None) -> NoReturn:
+    code = ctypes.get_errno()
+    if path2 is None:
+        raise OSError(code, f"{op}: {os.strerror(code)}", path)
+    raise OSError(code, f"{op}: {os.strerror(code)}", path, None, path2)
+
+
+def _check(result: int, op: str, path: str | None = None, path2: str | None = None) -> int:
+    if result == -1:
+        _raise(op, path, path2)
+    return result
+
+
+class Kernel:
+    """The calls sbx makes into Linux, one method per system call; see :class:`sandbox.kernel.KernelAPI`."""
+
+    def unshare(self, flags: int) -> None:
+        _check(_load().unshare(ctypes.c_int(flags)), "unshare")
+
+    def setns(self, fd: int, nstype: int = 0) -> None:
+        _check(_load().setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")
+
+    def mount(
+        self,
+        source: str | None,
+        target: str,
+        fstype: str | None,
+        flags: int = 0,
+        data: str | None = None,
+    ) -> None:
+        result = _load().mount(_encode(source), _encode(target), _encode(fstype), ctypes.c_ulong(flags), _encode(data))
+        _check(result, "mount", target)
+
+    def umount2(self, target: str, flags: int = 0) -> None:
+        _check(_load().umount2(_encode(target), ctypes.c_int(flags)), "umount2", target)
+
+    def pivot_root(self, new_root: str, put_old: str) -> None:
+        machine = platform.machine()
+        number = SYS_PIVOT_ROOT.get(machine)
+        if number is None:
+            raise OSError(38, f"pivot_root: no syscall number known for {machine}", new_root)  # ENOSYS
+        result = _load().syscall(ctypes.c_long(number), _encode(new_root), _encode(put_old))
+        _check(result, "pivot_root", new_root, put_old)
+
+    def sethostname(self, name: str) -> None:
+        raw = os.fsencode(name)
+        _check(_load().sethostname(raw, ctypes.c_size_t(len(raw))), "sethostname")
+
+    def setdomainname(self, name: str) -> None:
+        raw = os.fsencode(name)
+        _check(_load().setdomainname(raw, ctypes.c_size_t(len(raw))), "setdomainname")
+
+    def prctl(self, option: int, arg2: Any = 0, arg3: Any = 0, arg4: Any = 0, arg5: Any = 0) -> int:
+        args = [_prctl_arg(arg) for arg in (arg2, arg3, arg4, arg5)]
+        return _check(_load().prctl(ctypes.c_int(option), *args), "prctl")
+
+
+def _prctl_arg(value: Any) -> Any:
+    # prctl's variadic arguments are unsigned longs; PR_SET_NAME takes a pointer to a NUL-terminated name.
+    if isinstance(value, str):
+        return ctypes.c_char_p(os.fsencode(value))
+    if isinstance(value, bytes):
+        return ctypes.c_char_p(value)
+    return ctypes.c_ulong(value)
