@@ -150,3 +150,20 @@ class ImageInUse(SbxError):
 
 class AmbiguousImage(SbxError):
     """A short id matches more than one image."""
+
+
+# --- layer extraction ----------------------------------------------------------------------------------------------
+
+
+class UnsafeLayer(VerificationError):
+    """A layer entry would leave the root, or cannot be made safe (bad whiteout, escaping hardlink, absurd device)."""
+
+
+class LayerTooLarge(VerificationError):
+    """A layer unpacks to more bytes than the configured limit (a decompression bomb)."""
+
+
+class WhiteoutUnsupported(StoreError):
+    """Whiteouts cannot be stored the way kernel overlayfs needs them (0:0 character devices, opaque xattrs)."""
+
+    hint = "use the fuse-overlayfs or copy storage driver"
