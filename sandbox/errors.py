@@ -167,3 +167,19 @@ class WhiteoutUnsupported(StoreError):
     """Whiteouts cannot be stored the way kernel overlayfs needs them (0:0 character devices, opaque xattrs)."""
 
     hint = "use the fuse-overlayfs or copy storage driver"
+
+
+# --- image archives (save, load, import) ------------------------------------------------------------------------
+
+
+class InvalidArchive(VerificationError):
+    """An image archive or rootfs tar is malformed or hostile (unsafe member name, escaping link, missing file)."""
+
+
+class RootfsError(SbxError):
+    """The container's root filesystem could not be prepared or mounted."""
+
+
+class NamespaceError(SbxError):
+    """A user-namespace job could not start, died, or ran out of time."""
+

@@ -39,7 +39,9 @@ class _PlainPullEvents:
         "waiting": "Pulling fs layer",
         "exists": "Already exists",
         "verifying": "Verifying Checksum",
-        "complete": "Pull complete",
+        "downloaded": "Download complete",
+        "extracting": "Extracting",
+        "extracted": "Pull complete",
     }
 
     def __init__(self, quiet: bool) -> None:
@@ -64,6 +66,10 @@ class _PlainPullEvents:
 
     def progress(self, digest, done: int, total: int) -> None:
         return None
+
+    def notice(self, text: str) -> None:
+        with self.lock:
+            err(f"sbx: {escape(text)}")
 
     def close(self) -> None:
         return None
@@ -99,13 +105,15 @@ class _TerminalPullEvents(_PlainPullEvents):
             "downloading": "Downloading",
             "exists": "Already exists",
             "verifying": "Verifying Checksum",
-            "complete": "Pull complete",
+            "downloaded": "Download complete",
+            "extracting": "Extracting",
+            "extracted": "Pull complete",
         }[state]
         with self.lock:
             task = self.tasks.get(digest)
             if task is None:
                 task = self.tasks[digest] = self.progress_bars.add_task(f"{digest.short}: {label}", total=size)
-            done = size if state in ("exists", "complete") else None
+            done = size if state in ("exists", "downloaded", "extracting", "extracted") else None
             self.progress_bars.update(task, description=f"{digest.short}: {label:<18}", completed=done)
 
     def progress(self, digest, done: int, total: int) -> None:

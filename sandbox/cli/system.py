@@ -78,6 +78,7 @@ def info() -> None:
     images = len(service.store.images())
     out(f"sbx version: {__version__}")
     out(f"Images: {images}")
+    out(f"Storage driver: {service.unpacker().storage_driver(settings.storage_driver)}")
     out(f"Storage root: {settings.data_root}")
     out(f"Runtime root: {settings.runtime_root}")
     out(f"Config file: {settings.config_file or 'none'}")

@@ -49,6 +49,7 @@ from sandbox.oci.reference import DEFAULT_REGISTRY, Reference
 if TYPE_CHECKING:
     from sandbox.registry.client import RegistryClient
     from sandbox.registry.credentials import CredentialStore
+    from sandbox.service.layers import LayerUnpacker
     from sandbox.store.images import ImageRecord
     from sandbox.store.store import Store
 
@@ -63,10 +64,14 @@ class PullEvents:
         """The reference was parsed; default_tag is true when `latest` was implied."""
 
     def layer(self, digest: Digest, size: int, state: str) -> None:
-        """A layer changed state: "exists", "waiting", "downloading", "verifying", "complete"."""
+        """A layer changed state: "exists", "waiting", "downloading", "verifying", "downloaded", "extracting",
+        "extracted"."""
 
     def progress(self, digest: Digest, done: int, total: int) -> None:
         """Bytes of a layer received so far."""
+
+    def notice(self, text: str) -> None:
+        """Something the user should read once (a single-id map fallback, device nodes skipped)."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,11 @@ class ImageService:
         from sandbox.registry.credentials import CredentialStore
 
         return CredentialStore(self.settings.auth_file, self.settings.docker_config)
+
+    def unpacker(self, notice=None) -> LayerUnpacker:
+        from sandbox.service.layers import LayerUnpacker
+
+        return LayerUnpacker(self.store, notice=notice)
 
     def client(self, registry: str, credentials=None) -> RegistryClient:
         if self._client_factory is not None:
@@ -209,7 +219,11 @@ class ImageService:
                 size=sum(layer.size for layer in manifest.layers) + manifest.config.size,
                 index_digest=top.digest if index_raw is not None else None,
             )
-            stored = store.add_image(record)
+            def on_layer(layer: Descriptor, state: str) -> None:
+                events.layer(layer.digest, layer.size, state)
+
+            with self.unpacker(events.notice).unpacked(manifest.layers, config.diff_ids, on_layer):
+                stored = store.add_image(record)
         except BaseException:
             self._discard(committed)
             raise
@@ -253,7 +267,7 @@ class ImageService:
                 writer.verify(diff_id)
                 ingest.commit()
                 committed.append(layer.digest)
-            events.layer(layer.digest, layer.size, "complete")
+            events.layer(layer.digest, layer.size, "downloaded")
 
         pool = ThreadPoolExecutor(max_workers=PARALLEL_LAYERS, thread_name_prefix="sbx-pull")
         futures = [pool.submit(fetch, pair) for pair in zip(layers, diff_ids, strict=True)]
@@ -384,6 +398,7 @@ class ImageService:
             if not force or image_id is None:
                 raise
             deleted = self.store.remove_image(image_id)
+            self.unpacker().collect()
             return Removal(deleted=(str(image_id), *(str(d) for d in deleted if d != image_id)))
         untagged: list[str] = []
         by_name = self._names_image(text, record)
@@ -400,6 +415,7 @@ class ImageService:
         untagged.extend(_familiar_ref(tag) for tag in record.repo_tags)
         untagged.extend(_familiar_ref(digest) for digest in record.repo_digests)
         deleted = self.store.remove_image(record.id)
+        self.unpacker().collect()
         return Removal(untagged=tuple(untagged), deleted=(str(record.id), *(str(d) for d in deleted if d != record.id)))
 
     @staticmethod
@@ -490,7 +506,9 @@ class ImageService:
         return self.store.disk_usage()
 
     def prune(self, *, all_images: bool = False):
-        return self.store.prune(dangling_only=not all_images)
+        removed = self.store.prune(dangling_only=not all_images)
+        self.unpacker().collect()
+        return removed
 
     def check(self):
         return self.store.check()

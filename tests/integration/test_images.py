@@ -132,8 +132,13 @@ def test_unreachable_registry_is_one_line(sbx):
 
 def test_store_is_private(sbx, registry):
     sbx("pull", "-q", "busybox")
-    for path in [store_root(sbx), *[p for p in store_root(sbx).rglob("*") if p.is_dir()]]:
+    root = store_root(sbx)
+    # the image's own trees keep their modes (setuid files, 1777 /tmp): the 0700 dirs above them keep others out
+    store_dirs = [p for p in root.rglob("*") if p.is_dir() and "layers" not in p.relative_to(root).parts[:1]]
+    for path in [root, root / "layers", *store_dirs]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+    for layer in (root / "layers").iterdir():
+        assert stat.S_IMODE(layer.stat().st_mode) == 0o700, layer
 
 
 def test_parallel_pulls_make_one_record(sbx, registry):

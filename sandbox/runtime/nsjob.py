@@ -1,0 +1,303 @@
+"""The namespace job: the child's side of :mod:`sandbox.runtime.userns` (the protocol is drawn there), and the ops.
+
+Run as ``python -m sandbox.runtime.nsjob --sync-fd N [--user-namespace] [--mount-namespace]``. It prints nothing
+but the one JSON result on stdout. Ops (``job["op"]``):
+
+- ``unpack``: ``{"layers": [{"blob", "compression": "gzip"|"zstd"|"none", "dest", "whiteout_format"}],
+  "max_bytes", "container_uids", "container_gids"}``; each layer's blob is decompressed as a stream and extracted
+  into ``dest`` with tar owners kept as container ids, which the namespace's map turns into host ids. An owner the
+  map does not cover is refused (:class:`UnsafeLayer`), except with a single map, where every owner becomes 0.
+  ``container_uids``/``container_gids`` of None (sbx already root) keep owners as they are. Returns
+  ``{"layers": [{"files", "bytes", "skipped_devices"}], "warnings": [...]}``.
+- ``remove``: ``{"paths": [...]}``; removes each tree from inside the namespace, where subordinate-owned files and
+  mode-000 directories are the namespace root's own. Returns ``{"removed": count}``.
+- ``probe_rootfs``: ``{"driver", "dir"}`` (with a mount namespace); can that driver mount layers in the stored
+  format here (:func:`sandbox.runtime.rootfs.probe`)? Returns ``{"reason": None}`` when it can, else why not.
+- ``inventory``: ``{"plan", "target"}`` (with a mount namespace); mounts a :class:`RootfsPlan` at ``target`` and
+  returns ``{"tree": ...}`` (:func:`sandbox.runtime.rootfs.inventory`), the driver-equivalence check's view.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import sys
+import traceback
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from sandbox.errors import InvalidLayer, SbxError, StoreError, UnsafeLayer
+from sandbox.kernel import constants as k
+
+_READ = 1 << 16
+_MAX_WARNINGS = 100
+
+
+# --- decompression -----------------------------------------------------------------------------------------------
+
+
+class _GzipReader(io.RawIOBase):
+    """A gzip stream of one or more members (pigz, concatenating builders), decompressed as it is read."""
+
+    def __init__(self, raw: BinaryIO, name: str) -> None:
+        self.raw = raw
+        self.name = name
+        self.decompressor = zlib.decompressobj(wbits=31)
+        self.pending = b""  # compressed input not yet given to the decompressor
+        self.done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        while not self.done:
+            if self.decompressor.eof:
+                rest = self.decompressor.unused_data + self.pending
+                self.pending = b""
+                if not rest:
+                    rest = self.raw.read(_READ)
+                if not rest:
+                    self.done = True
+                    break
+                self.decompressor = zlib.decompressobj(wbits=31)
+                self.pending = rest
+            data = self.decompressor.unconsumed_tail or self.pending
+            self.pending = b""
+            if not data:
+                data = self.raw.read(_READ)
+                if not data:
+                    if not self.decompressor.eof:
+                        raise InvalidLayer(f"invalid layer: {self.name} ends inside a gzip member", path=self.name)
+                    self.done = True
+                    break
+            try:
+                out = self.decompressor.decompress(data, len(view))
+            except zlib.error as error:
+                raise InvalidLayer(f"invalid layer: {self.name} is not valid gzip: {error}", path=self.name) from error
+            if out:
+                view[: len(out)] = out
+                return len(out)
+        return 0
+
+
+def _open_layer(blob: Path, compression: str) -> BinaryIO:
+    raw = open(blob, "rb")  # noqa: SIM115 - closed by the returned reader
+    if compression == "none":
+        return raw
+    if compression == "gzip":
+        return io.BufferedReader(_ClosingRaw(_GzipReader(raw, str(blob)), raw), _READ)
+    if compression == "zstd":
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)
+    raw.close()
+    raise InvalidLayer(f"unsupported layer compression {compression!r}", path=str(blob))
+
+
+class _ClosingRaw(io.RawIOBase):
+    """Closes the compressed file with the decompressing reader."""
+
+    def __init__(self, inner: io.RawIOBase, raw: BinaryIO) -> None:
+        self.inner = inner
+        self.raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return self.inner.readinto(buffer)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.raw.close()
+        super().close()
+
+
+# --- ops ---------------------------------------------------------------------------------------------------------
+
+
+def owner_map(uids: int | None, gids: int | None) -> Callable[[int, int], tuple[int, int]]:
+    """Container owners as they are when mapped; refused outside the map; all 0 on a side that maps one id."""
+
+    def one(value: int, count: int | None, kind: str, source: str) -> int:
+        if count is None:
+            return value
+        if count <= 1:
+            return 0
+        if 0 <= value < count:
+            return value
+        raise UnsafeLayer(
+            f"unsafe layer: owner {kind} {value} is outside the {count} ids mapped from {source}",
+            hint=f"images may use {kind}s 0-{count - 1}; a larger range in {source} (usermod) would map more",
+            **{kind: value},
+        )
+
+    def mapped(uid: int, gid: int) -> tuple[int, int]:
+        return one(uid, uids, "uid", "/etc/subuid"), one(gid, gids, "gid", "/etc/subgid")
+
+    return mapped
+
+
+def _unpack(job: dict[str, Any]) -> dict[str, Any]:
+    from sandbox.store.unpack import DEFAULT_MAX_BYTES, unpack_layer
+
+    warnings: list[str] = []
+
+    def warn(message: str) -> None:
+        if message not in warnings and len(warnings) < _MAX_WARNINGS:
+            warnings.append(message)
+
+    mapping = owner_map(job.get("container_uids"), job.get("container_gids"))
+    max_bytes = int(job.get("max_bytes") or DEFAULT_MAX_BYTES)
+    stats = []
+    for layer in job["layers"]:
+        blob = Path(layer["blob"])
+        try:
+            stream = _open_layer(blob, layer.get("compression", "gzip"))
+        except OSError as error:
+            message = f"cannot open layer {blob}: {(error.strerror or str(error)).lower()}"
+            raise StoreError(message, path=str(blob)) from error
+        with stream:
+            result = unpack_layer(
+                stream,
+                Path(layer["dest"]),
+                whiteout_format=layer.get("whiteout_format", "overlay"),
+                max_bytes=max_bytes,
+                owner_map=mapping,
+                warn=warn,
+            )
+        stats.append({"files": result.files, "bytes": result.bytes, "skipped_devices": result.skipped_devices})
+    return {"layers": stats, "warnings": warnings}
+
+
+def _remove(job: dict[str, Any]) -> dict[str, Any]:
+    from sandbox.store.unpack import remove_tree
+
+    for path in job["paths"]:
+        remove_tree(Path(path))
+    return {"removed": len(job["paths"])}
+
+
+def _probe_rootfs(job: dict[str, Any]) -> dict[str, Any]:
+    from sandbox.kernel import Kernel
+    from sandbox.runtime.rootfs import probe
+
+    return {"reason": probe(Kernel(), job["driver"], Path(job["dir"]))}
+
+
+def _inventory(job: dict[str, Any]) -> dict[str, Any]:
+    from sandbox.kernel import Kernel
+    from sandbox.runtime.rootfs import RootfsPlan, inventory, mount_rootfs, unmount_rootfs
+
+    plan = RootfsPlan(**{key: tuple(v) if key == "lower" else v for key, v in job["plan"].items()})
+    kernel = Kernel()
+    mount_rootfs(kernel, plan, job["target"])
+    try:
+        return {"tree": inventory(job["target"])}
+    finally:
+        unmount_rootfs(kernel, plan, job["target"])
+
+
+OPS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "unpack": _unpack,
+    "remove": _remove,
+    "probe_rootfs": _probe_rootfs,
+    "inventory": _inventory,
+}
+
+
+def execute(job: dict[str, Any]) -> dict[str, Any]:
+    """Run one job in this process (as the namespace's root, or as real root); raises what the op raises."""
+    op = OPS.get(job.get("op"))  # type: ignore[arg-type]
+    if op is None:
+        raise SbxError(f"unknown namespace job {job.get('op')!r}")
+    return op(job)
+
+
+# --- the child process -------------------------------------------------------------------------------------------
+
+
+def _error_report(error: BaseException) -> dict[str, Any]:
+    if isinstance(error, SbxError):
+        fields = {key: value for key, value in error.fields.items() if isinstance(value, str | int | float | bool)}
+        return {"type": type(error).__name__, "message": error.message, "hint": error.hint, "fields": fields}
+    if isinstance(error, OSError):
+        return {
+            "type": "StoreError",
+            "message": f"{(error.strerror or str(error)).lower()}" + (f": {error.filename}" if error.filename else ""),
+            "hint": None,
+            "fields": {"errno": error.errno} if error.errno is not None else {},
+        }
+    return {"type": "SbxError", "message": f"namespace job failed: {type(error).__name__}: {error}", "hint": None}
+
+
+def _write_own_maps(uid: int, gid: int) -> None:
+    # An unprivileged process may map only its own ids, and its gid only once setgroups is denied (else it could
+    # drop a supplementary group that denies it access somewhere).
+    for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1\n"), ("gid_map", f"0 {gid} 1\n")):
+        with open(f"/proc/self/{name}", "w") as file:
+            file.write(text)
+
+
+def _become_root() -> None:
+    os.setresgid(0, 0, 0)
+    # setgroups is denied with a single map, or when newgidmap found no subgid range: then there is nothing to drop.
+    with contextlib.suppress(PermissionError):
+        os.setgroups([])
+    os.setresuid(0, 0, 0)
+
+
+def main(argv: list[str]) -> int:
+    import signal
+    import socket
+
+    from sandbox.kernel import Kernel
+    from sandbox.runtime.userns import Channel
+
+    sync_fd = int(argv[argv.index("--sync-fd") + 1])
+    user_namespace = "--user-namespace" in argv
+    mount_namespace = "--mount-namespace" in argv
+    channel = Channel(socket.socket(fileno=sync_fd))
+    kernel = Kernel()
+    flags = (k.CLONE_NEWUSER if user_namespace else 0) | (k.CLONE_NEWNS if mount_namespace else 0)
+    try:
+        kernel.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() == 1:
+            return 1  # the parent is already gone
+        if flags:
+            kernel.unshare(flags)
+    except OSError as error:
+        channel.send({"type": "error", "op": "unshare", "errno": error.errno, "message": error.strerror or str(error)})
+        return 1
+    channel.send({"type": "ready"})
+    go = channel.recv()
+    channel.close()
+    if go is None or go.get("type") != "go":
+        return 1
+    try:
+        if user_namespace:
+            own = go.get("own_maps")
+            if own:
+                _write_own_maps(int(own["uid"]), int(own["gid"]))
+            _become_root()
+        if mount_namespace:
+            # Mounts made here must not propagate back to the host's namespace.
+            kernel.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
+        job = json.load(sys.stdin)
+        message: dict[str, Any] = {"ok": execute(job)}
+    except Exception as error:  # every failure goes back to the parent as one typed message
+        if not isinstance(error, SbxError):
+            traceback.print_exc(file=sys.stderr)
+        message = {"error": _error_report(error)}
+    sys.stdout.write(json.dumps(message))
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

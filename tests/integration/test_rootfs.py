@@ -1,0 +1,118 @@
+"""Pull unpacks layers inside the user namespace; the three root filesystem drivers give the same tree (TESTPLAN 14).
+
+Runs as the unprivileged test user: layers are owned by subordinate ids on disk, and each driver's tree is read
+from inside a user and mount namespace, where those ids are the image's own again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import asdict
+
+import pytest
+
+from sandbox.oci import mediatypes as mt
+from sandbox.runtime.idmap import default_idmap
+from sandbox.runtime.rootfs import DRIVERS, create_dirs, plan_rootfs
+from sandbox.runtime.userns import run_job
+from sandbox.store.layers import LayerStore, chain_ids
+from sandbox.store.store import Store
+
+_TYPES = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK, "fifo": stat.S_IFIFO}
+
+
+def pulled(sbx, name):
+    sbx("pull", "-q", name)
+    store = Store.open(sbx.data_home / "sbx")
+    [record] = [r for r in store.images() if any(t.endswith(f"/{name}:latest") for t in r.repo_tags)]
+    return store, record
+
+
+def test_pull_unpacks_each_layer_once_with_mapped_owners(sbx, registry):
+    store, record = pulled(sbx, "multilayer")
+    layers = LayerStore(store.root / "layers")
+    chains = chain_ids([layer.diff_id for layer in record.layers])
+    assert [layers.has(chain) for chain in chains] == [True] * len(chains)
+    idmap = default_idmap()
+    if not idmap.single:
+        expected = registry.images["library/multilayer:latest"].tree
+        owned_by_33 = [path for path, meta in expected.items() if meta.uid == 33 and meta.type == "file"]
+        assert owned_by_33, "the fixture image should hold files owned by uid 33"
+        copies = [layers.diff(chain) / owned_by_33[0] for chain in chains]
+        found = [path for path in copies if os.path.lexists(path)]
+        assert found and os.lstat(found[-1]).st_uid == idmap.host_uid(33)
+
+    # busybox shares the bottom layer: pulling it unpacks nothing new
+    before = sorted(p.name for p in layers.root.iterdir())
+    sbx("pull", "-q", "busybox")
+    assert sorted(p.name for p in layers.root.iterdir()) == before
+
+    # removing both images removes the unpacked layers too (inside the namespace: they belong to subordinate ids)
+    sbx("rmi", "multilayer", "busybox")
+    assert [p for p in layers.root.iterdir()] == []
+
+
+def test_three_drivers_give_the_same_tree(sbx, registry, tmp_path):
+    store, record = pulled(sbx, "multilayer")
+    idmap = default_idmap()
+    layer_root = store.root / "layers"
+    chains = [chain.hex for chain in chain_ids([layer.diff_id for layer in record.layers])]
+    trees = {}
+    containers = []
+    try:
+        for driver in DRIVERS:
+            container = tmp_path / driver
+            containers.append(str(container))
+            plan = plan_rootfs(driver, container, layer_root, chains)
+            create_dirs(plan)
+            if driver == "copy":
+                layers = [
+                    {
+                        "blob": str(store.blob_path(layer.digest)),
+                        "compression": mt.LAYER_COMPRESSION[layer.media_type],
+                        "dest": plan.copy,
+                        "whiteout_format": "copy",
+                    }
+                    for layer in record.layers
+                ]
+                run_job({"op": "unpack", "layers": layers, "max_bytes": 1 << 30}, idmap)
+            target = container / "mnt"
+            target.mkdir()
+            job = {"op": "inventory", "plan": asdict(plan), "target": str(target)}
+            trees[driver] = run_job(job, idmap, mount_namespace=True)["tree"]
+    finally:
+        run_job({"op": "remove", "paths": containers}, idmap)
+
+    assert trees["overlay"] == trees["fuse-overlayfs"]
+    assert trees["overlay"] == trees["copy"]
+
+    expected = registry.images["library/multilayer:latest"].tree
+    assert sorted(trees["copy"]) == sorted(expected)
+    for path, meta in expected.items():
+        kind, mode, uid, gid, detail = trees["copy"][path]
+        assert kind == _TYPES[meta.type], path
+        if meta.type != "symlink":
+            assert mode == meta.mode, path
+        if not idmap.single:
+            assert (uid, gid) == (meta.uid, meta.gid), path
+        if meta.type == "symlink":
+            assert detail == meta.target, path
+        elif meta.type == "file":
+            assert detail == meta.sha256, path
+
+
+def test_storage_driver_is_probed_and_cached(sbx, registry):
+    info = sbx("info").stdout
+    driver = next(line.split(": ", 1)[1] for line in info.splitlines() if line.startswith("Storage driver: "))
+    assert driver in DRIVERS
+    cached = json.loads((sbx.data_home / "sbx" / "driver.json").read_text())
+    assert cached["driver"] == driver and cached["kernel"] == os.uname().release
+    assert driver == "overlay" or "overlay" in cached["refused"]
+
+
+@pytest.mark.parametrize("driver", ["copy"])
+def test_forced_driver_wins(sbx, driver):
+    sbx.write_config(f'storage_driver = "{driver}"\n' + sbx.config_path.read_text())
+    assert f"Storage driver: {driver}" in sbx("info").stdout

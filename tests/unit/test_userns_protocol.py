@@ -1,0 +1,173 @@
+"""sandbox.runtime.userns/nsjob without a kernel: the sync channel, error re-raising, owner maps, decompression."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import socket
+import tarfile
+import zlib
+from pathlib import Path
+
+import pytest
+
+from sandbox import errors
+from sandbox.errors import InvalidLayer, SbxError, UnsafeLayer
+from sandbox.runtime import nsjob, userns
+from sandbox.runtime.idmap import IdMap, IdRange
+
+
+def test_channel_round_trip_and_eof() -> None:
+    left, right = socket.socketpair()
+    a, b = userns.Channel(left), userns.Channel(right)
+    a.send({"type": "ready"})
+    a.send({"type": "go", "own_maps": {"uid": 1000, "gid": 1000}})
+    assert b.recv(1) == {"type": "ready"}
+    assert b.recv(1) == {"type": "go", "own_maps": {"uid": 1000, "gid": 1000}}
+    a.close()
+    assert b.recv(1) is None
+    b.close()
+
+
+def test_channel_times_out() -> None:
+    left, right = socket.socketpair()
+    try:
+        with pytest.raises(TimeoutError):
+            userns.Channel(right).recv(0.05)
+    finally:
+        left.close()
+        right.close()
+
+
+def test_reported_errors_come_back_as_their_class() -> None:
+    report = nsjob._error_report(UnsafeLayer("unsafe layer: x", entry="a/b", uid=70000))
+    with pytest.raises(UnsafeLayer) as caught:
+        userns._raise_reported(report)
+    assert caught.value.message == "unsafe layer: x"
+    assert caught.value.entry == "a/b"
+    assert caught.value.uid == 70000
+
+
+@pytest.mark.parametrize("name", ["ValueError", "Path", "nonsense", None])
+def test_unknown_or_foreign_error_types_become_sbxerror(name: str | None) -> None:
+    with pytest.raises(SbxError) as caught:
+        userns._raise_reported({"type": name, "message": "boom", "hint": "do this"})
+    assert type(caught.value) is SbxError
+    assert caught.value.hint == "do this"
+
+
+def test_hint_of_the_class_is_kept() -> None:
+    report = nsjob._error_report(errors.NoSpace("no space left extracting entry 'x'"))
+    with pytest.raises(errors.NoSpace) as caught:
+        userns._raise_reported(report)
+    assert caught.value.hint == errors.NoSpace.hint
+
+
+def test_os_errors_are_reported_as_store_errors() -> None:
+    report = nsjob._error_report(PermissionError(13, "Permission denied", "/x"))
+    assert report["type"] == "StoreError"
+    assert report["message"] == "permission denied: /x"
+
+
+def test_owner_map_passes_checks_and_squashes() -> None:
+    mapped = nsjob.owner_map(65537, 65537)
+    assert mapped(0, 0) == (0, 0)
+    assert mapped(33, 65534) == (33, 65534)
+    assert mapped(65536, 65536) == (65536, 65536)
+    with pytest.raises(UnsafeLayer, match="uid 70000 .* /etc/subuid"):
+        mapped(70000, 0)
+    with pytest.raises(UnsafeLayer, match="gid 65537 .* /etc/subgid"):
+        mapped(0, 65537)
+    assert nsjob.owner_map(1, 1)(33, 70000) == (0, 0)
+    assert nsjob.owner_map(None, None)(70000, 5) == (70000, 5)
+    assert nsjob.owner_map(65537, 1)(33, 33) == (33, 0)
+
+
+def test_gzip_reader_follows_members(tmp_path: Path) -> None:
+    data = [b"first member " * 10000, b"", b"third"]
+    blob = tmp_path / "blob"
+    blob.write_bytes(b"".join(gzip.compress(part) for part in data))
+    with nsjob._open_layer(blob, "gzip") as stream:
+        assert stream.read() == b"".join(data)
+
+
+@pytest.mark.parametrize("cut", [1, 10, 30])
+def test_gzip_reader_refuses_truncated_streams(tmp_path: Path, cut: int) -> None:
+    blob = tmp_path / "blob"
+    blob.write_bytes(gzip.compress(b"payload " * 1000)[:-cut])
+    with pytest.raises(InvalidLayer), nsjob._open_layer(blob, "gzip") as stream:
+        stream.read()
+
+
+def test_gzip_reader_refuses_garbage(tmp_path: Path) -> None:
+    blob = tmp_path / "blob"
+    blob.write_bytes(b"not gzip at all")
+    with pytest.raises(InvalidLayer), nsjob._open_layer(blob, "gzip") as stream:
+        stream.read()
+
+
+def test_gzip_reader_bounds_each_read(tmp_path: Path) -> None:
+    blob = tmp_path / "blob"
+    compressor = zlib.compressobj(wbits=31)
+    blob.write_bytes(compressor.compress(b"\0" * (64 << 20)) + compressor.flush())
+    with nsjob._open_layer(blob, "gzip") as stream:
+        assert len(stream.read(4096)) == 4096
+
+
+def test_zstd_reader_follows_frames(tmp_path: Path) -> None:
+    zstandard = pytest.importorskip("zstandard")
+    blob = tmp_path / "blob"
+    compressor = zstandard.ZstdCompressor()
+    blob.write_bytes(compressor.compress(b"one ") + compressor.compress(b"two"))
+    with nsjob._open_layer(blob, "zstd") as stream:
+        assert stream.read() == b"one two"
+
+
+def test_unknown_compression(tmp_path: Path) -> None:
+    blob = tmp_path / "blob"
+    blob.write_bytes(b"")
+    with pytest.raises(InvalidLayer, match="unsupported layer compression"):
+        nsjob._open_layer(blob, "lz4")
+
+
+def test_unknown_op() -> None:
+    with pytest.raises(SbxError, match="unknown namespace job 'format'"):
+        nsjob.execute({"op": "format"})
+
+
+def test_unpack_op_in_process(tmp_path: Path) -> None:
+    """The op as it runs inside the namespace; owners kept (None) and the test's own, so no privilege is needed."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("file")
+        info.size, info.uid, info.gid = 2, os.getuid(), os.getgid()
+        tar.addfile(info, io.BytesIO(b"hi"))
+    blob = tmp_path / "layer.tar.gz"
+    blob.write_bytes(gzip.compress(buffer.getvalue()))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    layer = {"blob": str(blob), "compression": "gzip", "dest": str(dest), "whiteout_format": "overlay"}
+    result = nsjob.execute({"op": "unpack", "layers": [layer], "container_uids": None, "container_gids": None})
+    assert result == {"layers": [{"files": 1, "bytes": 2, "skipped_devices": 0}], "warnings": []}
+    assert (dest / "file").read_bytes() == b"hi"
+    assert (dest / "file").stat().st_uid == os.getuid()
+    assert nsjob.execute({"op": "remove", "paths": [str(dest)]}) == {"removed": 1}
+    assert not dest.exists()
+
+
+def test_missing_helper_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(userns.shutil, "which", lambda name: None)
+    with pytest.raises(userns.NamespaceError, match="newuidmap not found") as caught:
+        userns._helper("newuidmap")
+    assert "uidmap" in caught.value.hint
+
+
+def test_root_runs_the_job_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(userns.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(userns.subprocess, "Popen", None)  # no child may be started
+    victim = tmp_path / "tree"
+    (victim / "a" / "b").mkdir(parents=True)
+    idmap = IdMap((IdRange(0, 1000, 1),), (IdRange(0, 1000, 1),))
+    assert userns.run_job({"op": "remove", "paths": [victim]}, idmap) == {"removed": 1}
+    assert not victim.exists()
