@@ -8,7 +8,7 @@ import sys
 import typer
 
 from sandbox import __version__
-from sandbox.cli import images, system
+from sandbox.cli import archive, images, system
 
 app = typer.Typer(
     name="sbx",
@@ -45,3 +45,4 @@ def version_command() -> None:
 
 images.register(app)
 system.register(app)
+archive.register(app)

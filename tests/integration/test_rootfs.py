@@ -116,3 +116,15 @@ def test_storage_driver_is_probed_and_cached(sbx, registry):
 def test_forced_driver_wins(sbx, driver):
     sbx.write_config(f'storage_driver = "{driver}"\n' + sbx.config_path.read_text())
     assert f"Storage driver: {driver}" in sbx("info").stdout
+
+
+def test_loaded_images_are_unpacked_too(sbx, registry, tmp_path):
+    store, record = pulled(sbx, "busybox")
+    layers = LayerStore(store.root / "layers")
+    chains = chain_ids([layer.diff_id for layer in record.layers])
+    archive = tmp_path / "busybox.tar"
+    sbx("save", "-o", archive, "busybox")
+    sbx("rmi", "busybox")
+    assert not any(layers.has(chain) for chain in chains)
+    sbx("load", "-i", archive)
+    assert all(layers.has(chain) for chain in chains)
