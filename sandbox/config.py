@@ -6,7 +6,8 @@ under ``$XDG_RUNTIME_DIR/sbx`` or ``/tmp/sbx-$UID``. The config file is ``$SBX_C
 
     default_platform = "linux/amd64"          # optional
     insecure_registries = ["myhost:5000"]     # plain http allowed (localhost/127.0.0.0/8 always are)
-    storage_driver = "overlay"                # optional: overlay, fuse-overlayfs, copy
+    storage_driver = "overlay"                # optional: overlay, fuse-overlayfs, copy (SBX_STORAGE_DRIVER wins)
+    layer_size_limit = 68719476736            # bytes one layer may unpack to (default 64 GiB)
 
     [registries."docker.io"]
     mirrors = ["127.0.0.1:5000"]              # tried in order before the registry itself
@@ -19,7 +20,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sandbox.errors import ConfigError
@@ -43,6 +44,7 @@ class Settings:
     insecure_registries: frozenset[str] = frozenset()
     default_platform: str | None = None
     storage_driver: str | None = None
+    layer_size_limit: int = 64 * 1024**3
     docker_config: Path | None = None
 
     @property
@@ -95,9 +97,16 @@ def load_settings(env: os._Environ[str] | dict[str, str] | None = None) -> Setti
         docker_config=docker_config,
     )
     if config_file.exists():
-        return _apply_file(settings, config_file)
-    if env.get("SBX_CONFIG"):
+        settings = _apply_file(settings, config_file)
+    elif env.get("SBX_CONFIG"):
         raise ConfigError(f"config file {config_file} does not exist", hint="unset SBX_CONFIG or create the file")
+    forced = env.get("SBX_STORAGE_DRIVER")
+    if forced:
+        if forced not in _STORAGE_DRIVERS:
+            raise ConfigError(
+                f"unknown storage driver {forced!r}", hint=f"choose one of {', '.join(_STORAGE_DRIVERS)}"
+            )
+        settings = replace(settings, storage_driver=forced)
     return settings
 
 
@@ -108,7 +117,7 @@ def _apply_file(settings: Settings, path: Path) -> Settings:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    known = {"registries", "insecure_registries", "default_platform", "storage_driver"}
+    known = {"registries", "insecure_registries", "default_platform", "storage_driver", "layer_size_limit"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"config file {path}: unknown setting {unknown[0]!r}")
@@ -138,14 +147,15 @@ def _apply_file(settings: Settings, path: Path) -> Settings:
     driver = data.get("storage_driver")
     if driver is not None and driver not in _STORAGE_DRIVERS:
         raise ConfigError(f"config file {path}: storage_driver must be one of {', '.join(_STORAGE_DRIVERS)}")
-    return Settings(
-        data_root=settings.data_root,
-        runtime_root=settings.runtime_root,
-        config_root=settings.config_root,
+    limit = data.get("layer_size_limit", settings.layer_size_limit)
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
+        raise ConfigError(f"config file {path}: layer_size_limit must be a positive number of bytes")
+    return replace(
+        settings,
         config_file=path,
         registries=registries,
         insecure_registries=frozenset(insecure_list),
         default_platform=platform,
         storage_driver=driver,
-        docker_config=settings.docker_config,
+        layer_size_limit=limit,
     )

@@ -29,12 +29,17 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     debug: bool = typer.Option(False, "--debug", "-D", help="Show tracebacks of errors."),
+    storage_driver: str = typer.Option(
+        None, "--storage-driver", help="Root filesystem driver: overlay, fuse-overlayfs or copy (default: probed)."
+    ),
     version: bool = typer.Option(
         False, "--version", "-v", callback=_version, is_eager=True, help="Print version information and quit."
     ),
 ) -> None:
     if debug:
         os.environ["SBX_DEBUG"] = "1"
+    if storage_driver:
+        os.environ["SBX_STORAGE_DRIVER"] = storage_driver
 
 
 @app.command("version")

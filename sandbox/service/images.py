@@ -135,7 +135,7 @@ class ImageService:
     def unpacker(self, notice=None) -> LayerUnpacker:
         from sandbox.service.layers import LayerUnpacker
 
-        return LayerUnpacker(self.store, notice=notice)
+        return LayerUnpacker(self.store, max_bytes=self.settings.layer_size_limit, notice=notice)
 
     def client(self, registry: str, credentials=None) -> RegistryClient:
         if self._client_factory is not None:
@@ -198,10 +198,6 @@ class ImageService:
         try:
             from sandbox.store.images import ImageRecord, LayerRecord
 
-            store.put_blob(config_raw, manifest.config.digest)
-            store.put_blob(manifest_raw, manifest_digest)
-            if index_raw is not None:
-                store.put_blob(index_raw, top.digest)
             record = ImageRecord(
                 id=manifest.config.digest,
                 manifest_digest=manifest_digest,
@@ -219,10 +215,18 @@ class ImageService:
                 size=sum(layer.size for layer in manifest.layers) + manifest.config.size,
                 index_digest=top.digest if index_raw is not None else None,
             )
+
             def on_layer(layer: Descriptor, state: str) -> None:
                 events.layer(layer.digest, layer.size, state)
 
+            documents = [(config_raw, manifest.config.digest), (manifest_raw, manifest_digest)]
+            if index_raw is not None:
+                documents.append((index_raw, top.digest))
             with self.unpacker(events.notice).unpacked(manifest.layers, config.diff_ids, on_layer):
+                for raw, digest in documents:
+                    if not store.has_blob(digest):
+                        committed.append(digest)
+                    store.put_blob(raw, digest)
                 stored = store.add_image(record)
         except BaseException:
             self._discard(committed)

@@ -175,3 +175,23 @@ def test_escape_sequences_in_search_results_are_escaped(sbx, fake):
     result = sbx("search", f"{fake.host}/evil")
     assert "\x1b" not in result.stdout
     assert "\\x1b[2Jclear" in result.stdout
+
+
+def test_decompression_bomb_stops_at_the_layer_size_limit(sbx, fake):
+    """TESTPLAN 12: the unpack stops at the configured limit, and neither blobs nor layer dirs are left."""
+    bomb = layer_tar({"zeros": bytes(64 * 1024 * 1024)})
+    image = Image()
+    image.tars = [bomb]
+    image.layers = [gzip.compress(bomb, compresslevel=9, mtime=0)]
+    image.config["rootfs"]["diff_ids"] = [sha256(bomb)]
+    image.serve(fake)
+    sbx.write_config("layer_size_limit = 1048576\n" + sbx.config_path.read_text())
+    clean_failure(sbx, sbx("pull", f"{fake.host}/evil/app", check=False), "layer too large")
+    layers = sbx.data_home / "sbx" / "layers"
+    assert not layers.exists() or list(layers.iterdir()) == []
+
+
+def test_storage_driver_flag(sbx):
+    assert "Storage driver: copy" in sbx("--storage-driver", "copy", "info").stdout
+    bad = sbx("--storage-driver", "aufs", "info", check=False)
+    assert bad.returncode == 1 and "unknown storage driver" in bad.stderr

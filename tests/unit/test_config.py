@@ -232,3 +232,20 @@ def test_loopback_is_insecure(host):
 def test_not_loopback(host):
     assert not is_loopback(host)
     assert not Settings(Path("/d"), Path("/r"), Path("/c")).is_insecure(host)
+
+
+def test_layer_size_limit_and_storage_driver_override(tmp_path):
+    from sandbox.config import load_settings
+    from sandbox.errors import ConfigError
+
+    config = tmp_path / "config.toml"
+    config.write_text('storage_driver = "overlay"\nlayer_size_limit = 1048576\n')
+    env = {"HOME": str(tmp_path), "SBX_CONFIG": str(config)}
+    settings = load_settings(env)
+    assert (settings.storage_driver, settings.layer_size_limit) == ("overlay", 1048576)
+    assert load_settings({**env, "SBX_STORAGE_DRIVER": "copy"}).storage_driver == "copy"
+    with pytest.raises(ConfigError, match="unknown storage driver"):
+        load_settings({**env, "SBX_STORAGE_DRIVER": "aufs"})
+    config.write_text("layer_size_limit = -1\n")
+    with pytest.raises(ConfigError, match="layer_size_limit"):
+        load_settings(env)
