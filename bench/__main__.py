@@ -1,4 +1,4 @@
-"""python -m bench [pull|all|list] [-n ITERATIONS] [--warmup N] [--tools sbx,podman,...]
+"""python -m bench [pull|unpack|rootfs|all|list] [-n ITERATIONS] [--warmup N] [--tools sbx,podman,...]
 
 Runs the benchmarks present in this package, writes bench/results/<name>.json and prints a short table for each.
 Exits 0 when a tool (sbx included) is missing or fails: it is reported as unavailable/failed in the table and JSON.
@@ -16,6 +16,8 @@ from bench.common import BenchError
 
 BENCHMARKS = {
     "pull": "B4: sbx pull vs rootless podman pull vs skopeo copy + umoci unpack --rootless",
+    "unpack": "B5: unpack the image's layers (and 20,000 small files) from local blobs: sbx vs tar -xzf",
+    "rootfs": "B6: image present -> root filesystem ready, per driver: overlay, fuse-overlayfs, copy vs cp -a, podman",
 }
 
 
@@ -27,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--tools",
         default=os.environ.get("SBX_BENCH_TOOLS", ""),
-        help="comma-separated subset, e.g. sbx,podman (default: all: sbx,podman,skopeo+umoci,tar-floor)",
+        help="comma-separated subset, e.g. sbx,podman (default: all the benchmark's columns)",
     )
     args = p.parse_args(argv)
 
@@ -44,6 +46,16 @@ def main(argv: list[str] | None = None) -> int:
 
                 only = [t.strip() for t in args.tools.split(",") if t.strip()] or None
                 pull.main(iterations=args.iterations, warmup=args.warmup, only=only)
+            elif name == "unpack":
+                from bench import unpack
+
+                only = [t.strip() for t in args.tools.split(",") if t.strip()] or None
+                unpack.main(iterations=args.iterations, warmup=args.warmup, only=only)
+            elif name == "rootfs":
+                from bench import rootfs
+
+                only = [t.strip() for t in args.tools.split(",") if t.strip()] or None
+                rootfs.main(iterations=args.iterations, warmup=args.warmup, only=only)
         except BenchError as e:
             print(f"[bench] {name}: cannot run: {e}", file=sys.stderr)
             rc = 1
