@@ -183,3 +183,51 @@ class RootfsError(SbxError):
 class NamespaceError(SbxError):
     """A user-namespace job could not start, died, or ran out of time."""
 
+
+class ContainerStartError(SbxError):
+    """The container could not be started; ``exit_code`` is the one Docker gives (125, 126 or 127)."""
+
+    exit_code = 125
+
+
+# --- terminals -------------------------------------------------------------------------------------------------------
+
+
+class InvalidDetachKeys(SbxError):
+    """A ``--detach-keys`` value does not parse (Docker's comma-separated ``ctrl-X`` / single-character format)."""
+
+    hint = (
+        'use comma-separated keys such as "ctrl-p,ctrl-q" (ctrl-a..ctrl-z, ctrl-@, ctrl-[, ctrl-\\, ctrl-], ctrl-^,'
+        ' ctrl-_ or one printable character), or "" to disable detaching'
+    )
+
+
+class InvalidRunOption(SbxError):
+    """A run flag (volume, mount, network, name) does not parse or is not supported."""
+
+
+# --- process configuration (user, command, environment, hostname) --------------------------------------------------
+
+
+class InvalidUser(SbxError):
+    """``--user`` (or the image's USER) does not parse, is out of range, or names no entry in the image's files."""
+
+
+class NoCommand(SbxError):
+    """Neither the image nor the command line gives a command to run."""
+
+    hint = "give a command after the image name, or use an image with an ENTRYPOINT or CMD"
+
+
+class InvalidCommand(SbxError):
+    """An argument of the command cannot be passed to execve (it contains a NUL byte)."""
+
+
+class InvalidEnv(SbxError):
+    """An environment variable (``-e``, ``--env-file``, the image's Env) has no name, or contains a NUL byte."""
+
+
+class InvalidHostname(SbxError):
+    """``--hostname`` is not a valid RFC 1123 host name."""
+
+    hint = "use letters, digits and '-' in dot-separated labels of at most 63 characters (253 in all)"

@@ -8,7 +8,7 @@ import sys
 import typer
 
 from sandbox import __version__
-from sandbox.cli import archive, images, system
+from sandbox.cli import archive, images, run, system
 
 app = typer.Typer(
     name="sbx",
@@ -51,3 +51,4 @@ def version_command() -> None:
 images.register(app)
 system.register(app)
 archive.register(app)
+run.register(app)

@@ -44,24 +44,24 @@ class _PlainPullEvents:
         "extracted": "Pull complete",
     }
 
-    def __init__(self, quiet: bool) -> None:
+    def __init__(self, quiet: bool, write=out) -> None:
         self.quiet = quiet
+        self.write = write
         self.lock = threading.Lock()
 
     def resolved(self, ref, default_tag: bool) -> None:
         if self.quiet:
             return
         if default_tag:
-            out("Using default tag: latest")
-        path = ref.repository
-        out(f"{ref.tag if ref.tag and not ref.digest else ref.digest}: Pulling from {path}")
+            self.write("Using default tag: latest")
+        self.write(f"{ref.tag if ref.tag and not ref.digest else ref.digest}: Pulling from {ref.repository}")
 
     def layer(self, digest, size: int, state: str) -> None:
         word = self._WORDS.get(state)
         if self.quiet or word is None:
             return
         with self.lock:
-            out(f"{digest.short}: {word}")
+            self.write(f"{digest.short}: {word}")
             sys.stdout.flush()
 
     def progress(self, digest, done: int, total: int) -> None:
@@ -78,7 +78,7 @@ class _PlainPullEvents:
 class _TerminalPullEvents(_PlainPullEvents):
     """A progress bar per layer, drawn by rich, on a terminal."""
 
-    def __init__(self) -> None:
+    def __init__(self, stream) -> None:
         super().__init__(quiet=False)
         from rich.console import Console
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
@@ -87,7 +87,7 @@ class _TerminalPullEvents(_PlainPullEvents):
             TextColumn("{task.description}"),
             BarColumn(bar_width=40),
             DownloadColumn(binary_units=False),
-            console=Console(highlight=False),
+            console=Console(file=stream, highlight=False),
             transient=False,
         )
         self.tasks: dict = {}
@@ -134,10 +134,12 @@ def pull(
     pull_image(image, quiet=quiet, platform=platform)
 
 
-def pull_image(image: str, *, quiet: bool = False, platform: str | None = None) -> None:
-    """Pull with Docker's output; shared by `pull` and (later) `run --pull`."""
+def pull_image(image: str, *, quiet: bool = False, platform: str | None = None, to_stderr: bool = False) -> None:
+    """Pull with Docker's output; shared by `pull` and `run` (which keeps stdout for the container: to_stderr)."""
     service = _service()
-    events = _TerminalPullEvents() if not quiet and sys.stdout.isatty() else _PlainPullEvents(quiet)
+    write = err if to_stderr else out
+    stream = sys.stderr if to_stderr else sys.stdout
+    events = _TerminalPullEvents(stream) if not quiet and stream.isatty() else _PlainPullEvents(quiet, write)
     try:
         result = service.pull(image, platform=platform, events=events)
     finally:
@@ -145,12 +147,13 @@ def pull_image(image: str, *, quiet: bool = False, platform: str | None = None) 
     ref = result.reference
     shown = ref.familiar_name + (f"@{ref.digest}" if ref.digest else f":{ref.tag}")
     if not quiet:
-        out(f"Digest: {result.digest}")
+        write(f"Digest: {result.digest}")
         if result.up_to_date:
-            out(f"Status: Image is up to date for {shown}")
+            write(f"Status: Image is up to date for {shown}")
         else:
-            out(f"Status: Downloaded newer image for {shown}")
-    out(ref.name + (f"@{ref.digest}" if ref.digest else f":{ref.tag}"))
+            write(f"Status: Downloaded newer image for {shown}")
+    if not to_stderr:
+        write(ref.name + (f"@{ref.digest}" if ref.digest else f":{ref.tag}"))
 
 
 # -- push ---------------------------------------------------------------------------------------------------------

@@ -236,7 +236,7 @@ def _error_report(error: BaseException) -> dict[str, Any]:
     return {"type": "SbxError", "message": f"namespace job failed: {type(error).__name__}: {error}", "hint": None}
 
 
-def _write_own_maps(uid: int, gid: int) -> None:
+def write_own_maps(uid: int, gid: int) -> None:
     # An unprivileged process may map only its own ids, and its gid only once setgroups is denied (else it could
     # drop a supplementary group that denies it access somewhere).
     for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1\n"), ("gid_map", f"0 {gid} 1\n")):
@@ -244,7 +244,7 @@ def _write_own_maps(uid: int, gid: int) -> None:
             file.write(text)
 
 
-def _become_root() -> None:
+def become_root() -> None:
     os.setresgid(0, 0, 0)
     # setgroups is denied with a single map, or when newgidmap found no subgid range: then there is nothing to drop.
     with contextlib.suppress(PermissionError):
@@ -283,8 +283,8 @@ def main(argv: list[str]) -> int:
         if user_namespace:
             own = go.get("own_maps")
             if own:
-                _write_own_maps(int(own["uid"]), int(own["gid"]))
-            _become_root()
+                write_own_maps(int(own["uid"]), int(own["gid"]))
+            become_root()
         if mount_namespace:
             # Mounts made here must not propagate back to the host's namespace.
             kernel.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)

@@ -98,7 +98,7 @@ def _tail(data: bytes | None) -> str:
     return text if len(text) <= _STDERR_TAIL else "..." + text[-_STDERR_TAIL:]
 
 
-def _helper(program: str) -> str:
+def find_helper(program: str) -> str:
     found = shutil.which(program)
     if found is None:
         raise NamespaceError(
@@ -109,7 +109,7 @@ def _helper(program: str) -> str:
     return found
 
 
-def _write_maps(pid: int, idmap: IdMap, helpers: dict[str, str], deadline: float | None) -> None:
+def write_maps(pid: int, idmap: IdMap, helpers: dict[str, str], deadline: float | None) -> None:
     for program, ranges in (("newuidmap", idmap.uids), ("newgidmap", idmap.gids)):
         command = [helpers[program], str(pid)]
         for item in ranges:
@@ -175,7 +175,7 @@ def run_job(
         job["container_uids"] = job["container_gids"] = None  # identity owners
         if not mount_namespace:
             return nsjob.execute(job)
-    helpers = {} if root or idmap.single else {name: _helper(name) for name in ("newuidmap", "newgidmap")}
+    helpers = {} if root or idmap.single else {name: find_helper(name) for name in ("newuidmap", "newgidmap")}
     payload = json.dumps(job, default=os.fspath).encode()
     deadline = None if timeout is None else time.monotonic() + timeout
 
@@ -255,7 +255,7 @@ def _drive(
             if idmap.single:
                 own_maps = {"uid": idmap.uids[0].host_id, "gid": idmap.gids[0].host_id}
             else:
-                _write_maps(process.pid, idmap, helpers, deadline)
+                write_maps(process.pid, idmap, helpers, deadline)
         channel.send({"type": "go", "own_maps": own_maps})
         try:
             stdout, stderr = process.communicate(payload, timeout=_remaining(deadline))

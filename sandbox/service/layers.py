@@ -119,6 +119,24 @@ class LayerUnpacker:
             self.layers.commit(target)
             on_layer(layer, "extracted")
 
+    def flatten(self, layers, dest: str) -> None:
+        """The copy driver's private tree: every layer extracted in order onto ``dest``, whiteouts applied."""
+        self._run(
+            {
+                "op": "unpack",
+                "max_bytes": self.max_bytes,
+                "layers": [
+                    {
+                        "blob": str(self.store.blob_path(layer.digest)),
+                        "compression": mt.LAYER_COMPRESSION[layer.media_type],
+                        "dest": dest,
+                        "whiteout_format": "copy",
+                    }
+                    for layer in layers
+                ],
+            }
+        )
+
     def collect(self) -> list[Path]:
         """Remove unpacked layers no image uses and leftovers of killed unpacks; nothing while a record is damaged."""
         if not self.layers.root.exists():

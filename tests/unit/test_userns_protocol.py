@@ -159,7 +159,7 @@ def test_unpack_op_in_process(tmp_path: Path) -> None:
 def test_missing_helper_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(userns.shutil, "which", lambda name: None)
     with pytest.raises(userns.NamespaceError, match="newuidmap not found") as caught:
-        userns._helper("newuidmap")
+        userns.find_helper("newuidmap")
     assert "uidmap" in caught.value.hint
 
 

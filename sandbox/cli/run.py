@@ -1,0 +1,119 @@
+"""`sbx run`: Docker's flags, pull when missing, the terminal or the signals, and Docker's exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from sandbox.cli.render import err
+
+EXIT_SBX = 125
+
+
+def run(
+    image: str = typer.Argument(..., metavar="IMAGE"),
+    args: list[str] = typer.Argument(None, metavar="[COMMAND] [ARG...]"),
+    env: list[str] = typer.Option([], "--env", "-e", help="Set environment variables."),
+    env_file: list[str] = typer.Option([], "--env-file", help="Read in a file of environment variables."),
+    workdir: str = typer.Option(None, "--workdir", "-w", help="Working directory inside the container."),
+    user: str = typer.Option(None, "--user", "-u", help="Username or UID (format: <name|uid>[:<group|gid>])."),
+    entrypoint: str = typer.Option(None, "--entrypoint", help="Overwrite the default ENTRYPOINT of the image."),
+    volume: list[str] = typer.Option([], "--volume", "-v", help="Bind mount a volume: /host:/container[:ro]."),
+    mount: list[str] = typer.Option([], "--mount", help="Attach a mount: type=bind|tmpfs,..."),
+    tmpfs: list[str] = typer.Option([], "--tmpfs", help="Mount a tmpfs directory."),
+    read_only: bool = typer.Option(False, "--read-only", help="Mount the container's root filesystem read only."),
+    hostname: str = typer.Option(None, "--hostname", "-h", help="Container host name."),
+    name: str = typer.Option(None, "--name", help="Assign a name to the container."),
+    remove: bool = typer.Option(False, "--rm", help="Remove the container when it exits (always, for now)."),
+    init: bool = typer.Option(False, "--init", help="Run an init inside the container that reaps processes."),
+    interactive: bool = typer.Option(False, "--interactive", "-i", help="Keep STDIN open."),
+    tty: bool = typer.Option(False, "--tty", "-t", help="Allocate a pseudo-TTY."),
+    pull: str = typer.Option("missing", "--pull", help="Pull image before running: always, missing, never."),
+    platform: str = typer.Option(None, "--platform", help="Set platform if server is multi-platform capable."),
+    network: str = typer.Option("none", "--network", "--net", help="none or host."),
+) -> None:
+    """Create and run a new container from an image."""
+    from sandbox.errors import SbxError
+    from sandbox.service.containers import RunOptions
+
+    options = RunOptions(
+        env=list(env), env_files=list(env_file), workdir=workdir, user=user, entrypoint=entrypoint,
+        volumes=list(volume), mounts=list(mount), tmpfs=list(tmpfs), read_only=read_only, hostname=hostname,
+        name=name, init=init, interactive=interactive, tty=tty, network=network,
+    )
+    try:
+        _ensure_image(image, pull, platform)
+        code = _service().run(image, list(args or []), options, attach=_attach)
+    except SbxError as error:
+        if getattr(error, "exit_code", None) is None:
+            error.exit_code = EXIT_SBX
+        raise
+    raise typer.Exit(code)
+
+
+def _service():
+    from sandbox.config import load_settings
+    from sandbox.service.containers import ContainerService
+
+    return ContainerService(load_settings())
+
+
+def _ensure_image(image: str, pull: str, platform: str | None) -> None:
+    """Docker's --pull: `missing` pulls with "Unable to find image" when absent; pull output goes to stderr."""
+    from sandbox.cli.images import pull_image
+    from sandbox.errors import ImageNotFound, InvalidRunOption
+    from sandbox.oci.reference import Reference
+
+    if pull not in ("always", "missing", "never"):
+        raise InvalidRunOption(f"invalid pull option {pull!r}", hint="use always, missing or never")
+    if pull == "always":
+        pull_image(image, platform=platform, to_stderr=True)
+        return
+    from sandbox.config import load_settings
+    from sandbox.service.images import ImageService
+
+    try:
+        ImageService(load_settings()).resolve(image)
+    except ImageNotFound:
+        if pull == "never":
+            raise
+        ref = Reference.parse(image)
+        err(f"Unable to find image '{ref.familiar}' locally")
+        pull_image(image, platform=platform, to_stderr=True)
+
+
+def _attach(started, spec) -> int:
+    """Drive the container's stdio until it exits: a pty proxy with -t, else forwarded signals."""
+    from sandbox.runtime import console, launcher
+
+    if started.master_fd is None:
+        restore = console.forward_signals(started.container_pid)
+        try:
+            return launcher.wait(started)
+        finally:
+            restore()
+    stdin_fd = sys.stdin.fileno() if spec.process.stdin else None
+    user_tty = stdin_fd is not None and os.isatty(stdin_fd)
+    stop_resize = console.resize_on_sigwinch(sys.stdout.fileno(), started.master_fd)
+    restore = console.forward_signals(started.container_pid) if not user_tty else (lambda: None)
+    try:
+        if user_tty:
+            with console.raw_mode(stdin_fd):
+                console.proxy(started.master_fd, stdin_fd, sys.stdout.fileno(), detach_keys=b"")
+        else:
+            console.proxy(started.master_fd, stdin_fd, sys.stdout.fileno(), detach_keys=b"")
+        return launcher.wait(started)
+    finally:
+        stop_resize()
+        restore()
+        os.close(started.master_fd)
+
+
+def register(app: typer.Typer) -> None:
+    settings = {"allow_interspersed_args": False}
+    app.command("run", context_settings=settings)(run)
+    group = typer.Typer(help="Manage containers.", no_args_is_help=True)
+    group.command("run", context_settings=settings)(run)
+    app.add_typer(group, name="container")

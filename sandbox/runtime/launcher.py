@@ -1,0 +1,326 @@
+"""Start a container process from a :class:`ContainerSpec` and wait for it.
+
+The process tree and the sync protocol (one JSON object per line over a socketpair, :class:`userns.Channel`)::
+
+    sbx (parent)                      stage 1 (forked)                     stage 2 = pid 1 of the container
+    ------------                      ----------------                     --------------------------------
+    socketpair, [openpty], fork ───►  unshare(CLONE_NEWUSER)
+                                ◄───  {"type": "ready"}
+    newuidmap/newgidmap PID ...
+    (single map: stage 1 writes
+     its own)                   ───►  {"type": "go", "own_maps": ...}
+                                      become root of the namespace
+                                      unshare(NS|PID|UTS|IPC|CGROUP[|NET])
+                                      fork ───────────────────────────►    make / private, mount the rootfs,
+                                ◄───  {"type": "pid", "pid": HOSTPID}      /proc /dev /sys, volumes, masks;
+                                      waitpid(stage 2), exit with its      sethostname; pivot_root; lo up;
+                                      status (128+N for a signal)          user from the image's /etc/passwd;
+                                                                           chdir; close fds; execvpe
+                                ◄─────────────────────────────────────    on failure: {"type": "error", ...}
+    forward signals (or proxy a pty) to HOSTPID, waitpid(stage 1)
+
+Namespace work happens in forked children of a single-threaded process: ``unshare(CLONE_NEWUSER)`` refuses a
+threaded one, and a new pid namespace only applies to children, which is why stage 2 exists. The socket is
+close-on-exec, so a successful exec closes stage 2's end without a word; an error report names what failed and
+sets the exit code (125 for sbx's own failures, 126 not executable, 127 not found, as Docker does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from sandbox.errors import ContainerStartError, NamespaceError, SbxError
+from sandbox.runtime.spec import ContainerSpec
+
+EXIT_SBX = 125
+EXIT_NOT_EXECUTABLE = 126
+EXIT_NOT_FOUND = 127
+_PASSWD_LIMIT = 4 * 1024 * 1024
+
+
+@dataclass
+class Started:
+    stage1: int
+    container_pid: int
+    channel: object
+    master_fd: int | None
+
+
+def start(spec: ContainerSpec, container_dir: Path, kernel=None) -> Started:
+    """Fork the container; returns once its pid 1 exists (it may still fail before exec: see :func:`wait`)."""
+    from sandbox.runtime.userns import Channel, find_helper, write_maps
+
+    if kernel is None:
+        from sandbox.kernel import Kernel
+
+        kernel = Kernel()
+    helpers = {} if spec.idmap.single else {name: find_helper(name) for name in ("newuidmap", "newgidmap")}
+    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    master_fd = slave_fd = None
+    if spec.process.tty:
+        master_fd, slave_fd = os.openpty()
+        os.set_inheritable(master_fd, False)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # stage 1
+        parent_sock.close()
+        if master_fd is not None:
+            os.close(master_fd)
+        code = EXIT_SBX
+        try:
+            code = _stage1(spec, container_dir, kernel, Channel(child_sock), slave_fd)
+        except BaseException as error:  # report and leave: never return into the parent's code
+            _report(Channel(child_sock), error)
+        finally:
+            os._exit(code)
+    child_sock.close()
+    if slave_fd is not None:
+        os.close(slave_fd)
+    channel = Channel(parent_sock)
+    try:
+        message = channel.recv(30)
+        if message is None or message.get("type") != "ready":
+            raise _failure(message, "the container process exited before creating its namespaces")
+        own_maps = None
+        if spec.idmap.single:
+            own_maps = {"uid": spec.idmap.uids[0].host_id, "gid": spec.idmap.gids[0].host_id}
+        else:
+            write_maps(pid, spec.idmap, helpers, None)
+        channel.send({"type": "go", "own_maps": own_maps})
+        message = channel.recv(60)
+        if message is None or message.get("type") != "pid":
+            raise _failure(message, "the container process exited before starting")
+    except BaseException:
+        _reap(pid)
+        parent_sock.close()
+        if master_fd is not None:
+            os.close(master_fd)
+        raise
+    return Started(pid, int(message["pid"]), channel, master_fd)
+
+
+def wait(started: Started) -> int:
+    """Wait for the container to exit; its exit code, or ContainerStartError if it failed before exec."""
+    while True:
+        try:
+            _, status = os.waitpid(started.stage1, 0)
+            break
+        except InterruptedError:
+            continue
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        code = 128 - code
+    report = None
+    try:
+        report = started.channel.recv(1)
+    except (TimeoutError, OSError, ValueError):
+        report = None
+    finally:
+        started.channel.close()
+    if report is not None and report.get("type") == "error":
+        raise _failure(report, "the container failed to start")
+    return code
+
+
+def _failure(report, fallback: str) -> SbxError:
+    if not report or report.get("type") != "error":
+        return ContainerStartError(fallback)
+    return ContainerStartError(
+        str(report.get("message") or fallback), exit_code=int(report.get("exit_code") or EXIT_SBX),
+        hint=report.get("hint") if isinstance(report.get("hint"), str) else None,
+    )
+
+
+def _report(channel, error: BaseException) -> None:
+    exit_code = getattr(error, "exit_code", None) or EXIT_SBX
+    if isinstance(error, SbxError):
+        message, hint = error.message, error.hint
+    elif isinstance(error, OSError):
+        message, hint = f"{error.strerror or error}" + (f": {error.filename}" if error.filename else ""), None
+    else:
+        message, hint = f"{type(error).__name__}: {error}", None
+    with contextlib.suppress(OSError):
+        channel.send({"type": "error", "message": message, "hint": hint, "exit_code": exit_code})
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+# -- stage 1: the user namespace, then the others, then pid 1 --------------------------------------------------------
+
+
+def _stage1(spec: ContainerSpec, container_dir: Path, kernel, channel, slave_fd: int | None) -> int:
+    from sandbox.kernel import constants as k
+    from sandbox.runtime.nsjob import become_root, write_own_maps
+
+    kernel.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
+    try:
+        kernel.unshare(k.CLONE_NEWUSER)
+    except OSError as error:
+        from sandbox.runtime.userns import USERNS_HINT
+
+        raise NamespaceError(f"cannot create a user namespace: {error.strerror}", hint=USERNS_HINT) from None
+    channel.send({"type": "ready"})
+    go = channel.recv(60)
+    if go is None or go.get("type") != "go":
+        return EXIT_SBX
+    if go.get("own_maps"):
+        write_own_maps(int(go["own_maps"]["uid"]), int(go["own_maps"]["gid"]))
+    become_root()
+    flags = k.CLONE_NEWNS | k.CLONE_NEWPID | k.CLONE_NEWUTS | k.CLONE_NEWIPC | k.CLONE_NEWCGROUP
+    if spec.network == "none":
+        flags |= k.CLONE_NEWNET
+    kernel.unshare(flags)
+    pid = os.fork()
+    if pid == 0:  # stage 2: pid 1
+        code = EXIT_SBX
+        try:
+            _stage2(spec, container_dir, kernel, channel, slave_fd)  # execs, or raises
+        except BaseException as error:
+            code = getattr(error, "exit_code", None) or EXIT_SBX
+            _report(channel, error)
+        finally:
+            os._exit(code)
+    if slave_fd is not None:
+        os.close(slave_fd)
+    channel.send({"type": "pid", "pid": pid})
+    channel.close()
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(number, signal.SIG_IGN)  # the parent signals pid 1 directly
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+# -- stage 2: the container's pid 1 -------------------------------------------------------------------------------
+
+
+def _stage2(spec: ContainerSpec, container_dir: Path, kernel, channel, slave_fd: int | None) -> None:
+    # Everything stage 2 imports must be imported before pivot_root: afterwards the host's Python library is
+    # out of reach, as it should be (TESTPLAN 26).
+    import fcntl
+    import struct  # noqa: F401 - used by _loopback_up after pivot_root
+    import termios
+
+    from sandbox.kernel import constants as k
+    from sandbox.runtime.identity import resolve_identity
+    from sandbox.runtime.mounts import apply_mounts, plan_mounts
+    from sandbox.runtime.rootfs import mount_rootfs
+
+    kernel.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
+    kernel.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
+    root = str(container_dir / "mnt")
+    mount_rootfs(kernel, spec.rootfs, root)
+    apply_mounts(kernel, plan_mounts(spec, root, str(container_dir)), root)
+    kernel.sethostname(spec.hostname)
+    os.chdir(root)
+    kernel.pivot_root(".", ".")  # the old root ends up stacked on top of the new one; detach it
+    kernel.umount2(".", k.MNT_DETACH)
+    os.chdir("/")
+    if spec.network == "none":
+        _loopback_up()
+    identity = resolve_identity(spec.process.user, _read_small("/etc/passwd"), _read_small("/etc/group"))
+    env = _with_home(spec.process.env, identity.home)
+    cwd = os.path.normpath(spec.process.cwd or "/")
+    if not os.path.isabs(cwd) or cwd == "/proc" or cwd.startswith("/proc/"):
+        # a WORKDIR like /proc/self/fd/N would start the process in a directory outside the root (CVE-2024-21626)
+        raise ContainerStartError(f"refusing working directory {cwd!r}: it must be an absolute path outside /proc")
+    if slave_fd is not None:
+        os.setsid()
+        fcntl.ioctl(slave_fd, termios.TIOCSCTTY, 0)
+        for target in (0, 1, 2):
+            os.dup2(slave_fd, target)
+        if slave_fd > 2:
+            os.close(slave_fd)
+    else:
+        os.setsid()  # its own session: TIOCSTI cannot reach the user's terminal (TESTPLAN 38)
+        if not spec.process.stdin:  # without -i the container gets no stdin, as with Docker
+            null = os.open("/dev/null", os.O_RDONLY)
+            os.dup2(null, 0)
+            os.close(null)
+    if not spec.idmap.single:  # with a single map setgroups is denied, and no other group exists anyway
+        os.setgroups(list(identity.groups))
+    os.setresgid(identity.gid, identity.gid, identity.gid)
+    os.setresuid(identity.uid, identity.uid, identity.uid)
+    try:
+        os.chdir(cwd)
+    except OSError as error:
+        raise ContainerStartError(f"cannot enter working directory {cwd}: {error.strerror}") from None
+    # pid 1 keeps only 0, 1, 2 and the close-on-exec sync socket (which exec closes): TESTPLAN 25
+    keep = channel.sock.fileno()
+    os.closerange(3, keep)
+    os.closerange(keep + 1, _fd_limit())
+    try:
+        os.execvpe(spec.process.args[0], list(spec.process.args), dict(_split_env(env)))
+    except OSError as error:
+        raise _exec_error(spec.process.args[0], error) from None
+
+
+def _exec_error(program: str, error: OSError) -> ContainerStartError:
+    if error.errno in (errno.ENOENT, errno.ENOTDIR):
+        where = "" if "/" in program else " in $PATH"
+        return ContainerStartError(
+            f'exec: "{program}": executable file not found{where}', exit_code=EXIT_NOT_FOUND
+        )
+    if error.errno in (errno.EACCES, errno.EPERM, errno.ENOEXEC, errno.EISDIR):
+        return ContainerStartError(f'exec: "{program}": {error.strerror.lower()}', exit_code=EXIT_NOT_EXECUTABLE)
+    return ContainerStartError(f'exec: "{program}": {error.strerror}', exit_code=EXIT_SBX)
+
+
+def _fd_limit() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (ValueError, OSError):
+        return 1024
+
+
+def _read_small(path: str) -> str | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, _PASSWD_LIMIT).decode("utf-8", "replace")
+    finally:
+        os.close(fd)
+
+
+def _with_home(env: tuple[str, ...], home: str) -> tuple[str, ...]:
+    if any(item.startswith("HOME=") for item in env):
+        return env
+    return (*env, f"HOME={home or '/'}")
+
+
+def _split_env(env: tuple[str, ...]):
+    for item in env:
+        name, _, value = item.partition("=")
+        yield name, value
+
+
+def _loopback_up() -> None:
+    """Bring up `lo` in the new network namespace (SIOCGIFFLAGS / SIOCSIFFLAGS on a datagram socket)."""
+    import fcntl
+    import struct
+
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(sock, siocgifflags, request))[1]
+        fcntl.ioctl(sock, siocsifflags, struct.pack("16sH14x", b"lo", flags | iff_up))

@@ -1,0 +1,236 @@
+"""Running containers: from an image and Docker's run flags to a :class:`ContainerSpec`, then start, wait, clean.
+
+Until the lifecycle issue gives every container a monitor and a record, `run` is create + start + wait in the
+foreground, and the container's directory (its writable layer) is removed when it exits, as `--rm` would.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sandbox.config import Settings
+from sandbox.errors import InvalidRunOption
+from sandbox.oci.imageconfig import ImageConfig
+from sandbox.oci.manifest import Descriptor
+from sandbox.service.images import ImageService
+
+_RESOLV_LIMIT = 64 * 1024
+_NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
+
+
+@dataclass
+class RunOptions:
+    env: list[str] = field(default_factory=list)
+    env_files: list[str] = field(default_factory=list)
+    workdir: str | None = None
+    user: str | None = None
+    entrypoint: str | None = None
+    volumes: list[str] = field(default_factory=list)
+    mounts: list[str] = field(default_factory=list)
+    tmpfs: list[str] = field(default_factory=list)
+    read_only: bool = False
+    hostname: str | None = None
+    name: str | None = None
+    init: bool = False
+    interactive: bool = False
+    tty: bool = False
+    network: str = "none"
+
+
+class ContainerService:
+    def __init__(self, settings: Settings, images: ImageService | None = None) -> None:
+        self.settings = settings
+        self.images = images or ImageService(settings)
+
+    @property
+    def containers_root(self) -> Path:
+        return self.settings.data_root / "containers"
+
+    def run(
+        self,
+        image: str,
+        args: list[str],
+        options: RunOptions,
+        *,
+        attach: Callable[[object, object], int] | None = None,
+    ) -> int:
+        """Create, start and wait for a container; ``attach(started, spec)`` drives its stdio and returns the code."""
+        from sandbox.runtime import launcher
+
+        validate_name(options.name)
+        spec, container_dir = self.create(image, args, options)
+        try:
+            started = launcher.start(spec, container_dir)
+            if attach is not None:
+                return attach(started, spec)
+            return launcher.wait(started)
+        finally:
+            self.remove_dir(container_dir)
+
+    def create(self, image: str, args: list[str], options: RunOptions):
+        from sandbox.runtime.command import build_args, merge_env, parse_env_file, parse_hostname
+        from sandbox.runtime.identity import parse_user
+        from sandbox.runtime.idmap import default_idmap
+        from sandbox.runtime.rootfs import create_dirs, plan_rootfs
+        from sandbox.runtime.spec import NETWORKS, ContainerSpec, Process
+
+        if options.network not in NETWORKS:
+            raise InvalidRunOption(
+                f"network {options.network!r} is not supported yet", hint="use --network none or --network host"
+            )
+        record = self.images.resolve(image)
+        store = self.images.store
+        config = ImageConfig.parse(store.read_blob(record.id))
+        user = options.user if options.user is not None else config.user
+        parse_user(user)  # bad ids are refused before anything is written (TESTPLAN 32)
+        unpacker = self.images.unpacker()
+        layers = [Descriptor(layer.media_type, layer.digest, layer.size) for layer in record.layers]
+        with unpacker.unpacked(layers, [layer.diff_id for layer in record.layers]) as chains:
+            pass
+        driver = unpacker.storage_driver(self.settings.storage_driver)
+        container_id = secrets.token_hex(32)
+        hostname = parse_hostname(options.hostname) if options.hostname else container_id[:12]
+        env_files = [parse_env_file(_read_text(path), path) for path in options.env_files]
+        image_env = (*config.env, "TERM=xterm") if options.tty else config.env  # as Docker sets it for -t
+        # HOME comes from the user's passwd entry, read inside the root: the launcher adds it when unset
+        env = merge_env(
+            image_env,
+            list(options.env),
+            [item for lines in env_files for item in lines],
+            os.environ,
+            hostname=hostname,
+            home="",
+        )
+        process = Process(
+            args=build_args(config.entrypoint, config.cmd, options.entrypoint, tuple(args)),
+            env=tuple(env),
+            cwd=options.workdir or config.working_dir or "/",
+            user=user,
+            tty=options.tty,
+            stdin=options.interactive,
+        )
+        self.containers_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        container_dir = self.containers_root / container_id
+        container_dir.mkdir(mode=0o700)
+        try:
+            (container_dir / "mnt").mkdir()
+            plan = plan_rootfs(driver, container_dir, unpacker.layers.root, [chain.hex for chain in chains])
+            create_dirs(plan)
+            if driver == "copy":
+                unpacker.flatten(record.layers, plan.copy)
+            spec = ContainerSpec(
+                id=container_id,
+                rootfs=plan,
+                process=process,
+                idmap=default_idmap(),
+                hostname=hostname,
+                mounts=tuple(parse_mounts(options)),
+                read_only=options.read_only,
+                network=options.network,
+                init=options.init,
+                stop_signal=config.stop_signal,
+                etc_files=etc_files(hostname, options.network),
+            )
+            from sandbox.runtime.mounts import write_etc_files
+
+            write_etc_files(spec, str(container_dir))
+        except BaseException:
+            self.remove_dir(container_dir)
+            raise
+        return spec, container_dir
+
+    def remove_dir(self, container_dir: Path) -> None:
+        """The writable layer holds files of subordinate owners: remove it from inside the user namespace."""
+        if container_dir.exists():
+            self.images.unpacker()._run({"op": "remove", "paths": [str(container_dir)]})
+
+
+def validate_name(name: str | None) -> None:
+    """Docker's container name rule, checked before anything is written (TESTPLAN 32)."""
+    if name is None:
+        return
+    if not name or len(name) > 253 or not name[0].isalnum() or any(c not in _NAME_CHARS for c in name):
+        raise InvalidRunOption(
+            f"invalid container name {name[:80]!r}", hint="only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        )
+
+
+def etc_files(hostname: str, network: str) -> dict[str, str]:
+    hosts = (
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        f"127.0.1.1\t{hostname}\n"
+    )
+    resolv = ""
+    if network == "host":
+        try:
+            with open("/etc/resolv.conf", "rb") as handle:
+                resolv = handle.read(_RESOLV_LIMIT).decode("utf-8", "replace")
+        except OSError:
+            resolv = ""
+    return {"hostname": f"{hostname}\n", "hosts": hosts, "resolv.conf": resolv}
+
+
+def parse_mounts(options: RunOptions):
+    from sandbox.runtime.spec import Mount
+
+    for text in options.volumes:
+        parts = text.split(":")
+        if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+            raise InvalidRunOption(
+                f"invalid volume specification {text!r}", hint="use -v /host/path:/container/path[:ro]"
+            )
+        source, target = parts[0], parts[1]
+        mode = parts[2] if len(parts) == 3 else "rw"
+        if not os.path.isabs(source):
+            raise InvalidRunOption(
+                f"invalid volume source {source!r}: named volumes are not supported yet",
+                hint="use an absolute host path",
+            )
+        if mode not in ("ro", "rw"):
+            raise InvalidRunOption(f"invalid volume mode {mode!r}", hint="use ro or rw")
+        yield Mount("bind", _container_path(target), os.path.realpath(source), read_only=mode == "ro")
+    for text in options.mounts:
+        fields = {}
+        for item in text.split(","):
+            key, _, value = item.partition("=")
+            fields[key.strip()] = value.strip() if value else "true"
+        kind = fields.pop("type", "volume")
+        target = fields.pop("target", None) or fields.pop("destination", None) or fields.pop("dst", None)
+        read_only = fields.pop("readonly", fields.pop("ro", "false")) in ("true", "1")
+        if target is None:
+            raise InvalidRunOption(f"invalid --mount {text!r}: no target")
+        if kind == "bind":
+            source = fields.pop("source", None) or fields.pop("src", None)
+            if not source or not os.path.isabs(source):
+                raise InvalidRunOption(f"invalid --mount {text!r}: a bind needs an absolute source")
+            yield Mount("bind", _container_path(target), os.path.realpath(source), read_only=read_only)
+        elif kind == "tmpfs":
+            extra = []
+            if "tmpfs-size" in fields:
+                extra.append(f"size={fields.pop('tmpfs-size')}")
+            if "tmpfs-mode" in fields:
+                extra.append(f"mode={fields.pop('tmpfs-mode')}")
+            yield Mount("tmpfs", _container_path(target), read_only=read_only, options=tuple(extra))
+        else:
+            raise InvalidRunOption(f"unsupported mount type {kind!r}", hint="use type=bind or type=tmpfs")
+    for text in options.tmpfs:
+        target, _, opts = text.partition(":")
+        yield Mount("tmpfs", _container_path(target), options=tuple(o for o in opts.split(",") if o))
+
+
+def _container_path(path: str) -> str:
+    if not path.startswith("/"):
+        raise InvalidRunOption(f"invalid mount target {path!r}: it must be an absolute path")
+    return os.path.normpath(path)
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(1 << 20).decode("utf-8", "replace")
+    except OSError as error:
+        raise InvalidRunOption(f"cannot read env file {path}: {error.strerror}") from None

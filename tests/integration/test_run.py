@@ -1,0 +1,142 @@
+"""`sbx run` as the unprivileged user, checked from inside the container (TESTPLAN part C)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from sandbox.runtime.idmap import default_idmap
+
+
+@pytest.fixture
+def busybox(sbx):
+    sbx("pull", "-q", "busybox")
+    return sbx
+
+
+def run(sbx, *args, check=True, **kw):
+    return sbx("run", "--rm", *args, check=check, **kw)
+
+
+def test_run_prints_and_exits_with_the_containers_code(busybox):
+    assert run(busybox, "busybox", "echo", "hello").stdout == "hello\n"
+    assert run(busybox, "busybox", "sh", "-c", "exit 3", check=False).returncode == 3
+    # pid 1 of a pid namespace ignores signals it has no handler for, even SIGKILL from inside (as in Docker)
+    immune = run(busybox, "busybox", "sh", "-c", "kill -9 $$; exit 4", check=False)
+    assert immune.returncode == 4
+
+
+def test_exit_codes_for_missing_and_non_executable_commands(busybox):
+    missing = run(busybox, "busybox", "no-such-command", check=False)
+    assert missing.returncode == 127
+    assert "executable file not found" in missing.stderr and "Traceback" not in missing.stderr
+    not_executable = run(busybox, "busybox", "/etc/passwd", check=False)
+    assert not_executable.returncode == 126
+    no_image = busybox("run", "--pull", "never", "nothing-here", check=False)
+    assert no_image.returncode == 125 and len(no_image.stderr.strip().splitlines()) == 1
+
+
+def test_run_pulls_a_missing_image(sbx):
+    result = sbx("run", "--rm", "busybox", "true")
+    assert result.returncode == 0
+    assert "Unable to find image 'busybox:latest' locally" in result.stderr
+    assert result.stdout == ""
+
+
+def test_user_namespace_maps_root_to_the_user(busybox):
+    uid_map = run(busybox, "busybox", "cat", "/proc/self/uid_map").stdout.split()
+    assert uid_map[:3] == ["0", str(os.getuid()), "1"]
+    idmap = default_idmap()
+    if not idmap.single:
+        assert uid_map[3:6] == ["1", str(idmap.host_uid(1)), str(len(uid_map) and idmap.uids[1].size)]
+    assert run(busybox, "busybox", "id", "-u").stdout.strip() == "0"
+
+
+def test_user_flag(busybox):
+    assert run(busybox, "-u", "33:33", "busybox", "id", "-u").stdout.strip() == "33"
+    for bad in ("2147483648", "-1"):
+        result = run(busybox, "-u", bad, "busybox", "id", check=False)
+        assert result.returncode == 125 and "Traceback" not in result.stderr, result.stderr
+
+
+def test_hostname_env_workdir_entrypoint(busybox):
+    assert run(busybox, "--hostname", "web", "busybox", "hostname").stdout.strip() == "web"
+    default = run(busybox, "busybox", "hostname").stdout.strip()
+    assert len(default) == 12 and all(c in "0123456789abcdef" for c in default)
+    env = run(busybox, "-e", "ANSWER=42", "busybox", "env").stdout.splitlines()
+    assert "ANSWER=42" in env and any(line.startswith("PATH=") for line in env)
+    assert run(busybox, "-w", "/tmp", "busybox", "pwd").stdout.strip() == "/tmp"
+    assert run(busybox, "--entrypoint", "echo", "busybox", "from", "entrypoint").stdout == "from entrypoint\n"
+
+
+def test_pid_1_holds_only_the_standard_fds(busybox):
+    # `; true` keeps sh as pid 1 (busybox sh execs the last command of -c in place)
+    fds = run(busybox, "busybox", "sh", "-c", "ls /proc/1/fd; true").stdout.split()
+    assert sorted(fds) == ["0", "1", "2"]
+
+
+def test_proc_dev_sys_and_masked_paths(busybox):
+    script = (
+        "cat /proc/kcore | wc -c; "
+        "echo x > /proc/sysrq-trigger 2>/dev/null && echo writable || echo readonly; "
+        "ls /dev; "
+        "readlink /dev/ptmx; readlink /dev/fd; readlink /dev/stdin; "
+        "grep -E ' /(proc|dev/pts|dev/shm|sys) ' /proc/self/mountinfo | awk '{print $5, $9}'"
+    )
+    lines = run(busybox, "busybox", "sh", "-c", script).stdout.splitlines()
+    assert lines[0] == "0"
+    assert lines[1] == "readonly"
+    for device in ("null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "mqueue"):
+        assert device in lines, device
+    assert {"pts/ptmx", "/proc/self/fd", "/proc/self/fd/0"} <= set(lines)
+    mounts = dict(line.split() for line in lines if line.startswith("/") and len(line.split()) == 2)
+    assert mounts.get("/proc") == "proc" and mounts.get("/dev/pts") == "devpts" and mounts.get("/dev/shm") == "tmpfs"
+
+
+def test_network_none_has_only_loopback(busybox):
+    interfaces = run(busybox, "busybox", "ls", "/sys/class/net").stdout.split()
+    assert interfaces == ["lo"]
+
+
+def test_volumes_and_read_only(busybox, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    (shared / "in.txt").write_text("from host\n")
+    assert run(busybox, "-v", f"{shared}:/data", "busybox", "cat", "/data/in.txt").stdout == "from host\n"
+    run(busybox, "-v", f"{shared}:/data", "busybox", "sh", "-c", "echo back > /data/out.txt")
+    assert (shared / "out.txt").read_text() == "back\n"
+    refused = run(busybox, "-v", f"{shared}:/data:ro", "busybox", "touch", "/data/x", check=False)
+    assert refused.returncode != 0
+    assert run(busybox, "--read-only", "busybox", "touch", "/x", check=False).returncode != 0
+    assert run(busybox, "--read-only", "--tmpfs", "/tmp", "busybox", "touch", "/tmp/x").returncode == 0
+
+
+def test_writes_do_not_reach_the_image(busybox):
+    run(busybox, "busybox", "sh", "-c", "echo changed > /etc/hostname-copy; rm /bin/ls")
+    assert run(busybox, "busybox", "ls", "/etc/hostname-copy", check=False).returncode != 0
+
+
+@pytest.mark.parametrize("driver", ["overlay", "fuse-overlayfs", "copy"])
+def test_every_storage_driver_runs(busybox, driver):
+    result = busybox("--storage-driver", driver, "run", "--rm", "busybox", "sh", "-c", "echo ok > /tmp/f; cat /tmp/f")
+    assert result.stdout == "ok\n"
+
+
+def test_interactive_terminal(busybox):
+    pexpect = pytest.importorskip("pexpect")
+    child = pexpect.spawn(
+        sys.executable, ["-m", "sandbox", "run", "--rm", "-i", "-t", "busybox", "sh"],
+        env=busybox.environ(), cwd=str(busybox.root), timeout=30, encoding="utf-8",
+    )
+    child.setwinsize(40, 100)
+    child.expect(r"[#$] ")
+    child.sendline("echo $((6*7)); stty size")
+    child.expect("42")
+    child.expect("40 100")
+    child.sendline("exit 5")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 5
