@@ -267,10 +267,36 @@ def _stage2(spec: ContainerSpec, container_dir: Path, kernel, channel, slave_fd:
     keep = channel.sock.fileno()
     os.closerange(3, keep)
     os.closerange(keep + 1, _fd_limit())
+    if spec.init:
+        _become_init(channel)  # returns only in the forked child, which goes on to exec the command
     try:
         os.execvpe(spec.process.args[0], list(spec.process.args), dict(_split_env(env)))
     except OSError as error:
         raise _exec_error(spec.process.args[0], error) from None
+
+
+def _become_init(channel) -> None:
+    """--init: stay as pid 1, a reaper that forwards signals to the command and exits with its status.
+
+    An orphan inside the container is re-parented to pid 1, and pid 1 ignores the signals it has no handler for;
+    a shell or a server run as pid 1 often neither reaps nor handles SIGTERM. Only the forked child returns.
+    """
+    child = os.fork()
+    if child == 0:
+        return
+    channel.sock.close()  # the child reports exec failures; the parent must not hold the socket open
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(number, lambda received, _frame: os.kill(child, received))
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            os._exit(EXIT_SBX)
+        if pid == child:
+            code = os.waitstatus_to_exitcode(status)
+            os._exit(128 - code if code < 0 else code)
 
 
 def _exec_error(program: str, error: OSError) -> ContainerStartError:

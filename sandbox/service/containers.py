@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandbox.config import Settings
-from sandbox.errors import InvalidRunOption
+from sandbox.errors import InvalidRunOption, SbxError
 from sandbox.oci.imageconfig import ImageConfig
 from sandbox.oci.manifest import Descriptor
 from sandbox.service.images import ImageService
@@ -144,9 +144,14 @@ class ContainerService:
         return spec, container_dir
 
     def remove_dir(self, container_dir: Path) -> None:
-        """The writable layer holds files of subordinate owners: remove it from inside the user namespace."""
-        if container_dir.exists():
-            self.images.unpacker()._run({"op": "remove", "paths": [str(container_dir)]})
+        """Remove a container's directory: directly when everything in it is the user's own (the usual case, and
+        ~100 ms cheaper), else from inside the user namespace, where files of subordinate owners are removable."""
+        from sandbox.store.unpack import remove_tree
+
+        try:
+            remove_tree(container_dir)
+        except (OSError, SbxError):
+            self.images.unpacker().in_namespace({"op": "remove", "paths": [str(container_dir)]})
 
 
 def validate_name(name: str | None) -> None:

@@ -59,7 +59,8 @@ class LayerUnpacker:
                     marker.touch(mode=0o600)
         return self._idmap
 
-    def _run(self, job: dict) -> dict:
+    def in_namespace(self, job: dict) -> dict:
+        """Run a job (unpack, remove) as root of a user namespace with the containers' id map."""
         from sandbox.runtime.userns import run_job
 
         return run_job(job, self.idmap)
@@ -108,10 +109,10 @@ class LayerUnpacker:
             ],
         }
         try:
-            result = self._run(job)
+            result = self.in_namespace(job)
         except BaseException:
             with contextlib.suppress(Exception):
-                self._run({"op": "remove", "paths": [str(target.tmp) for _, target in pending]})
+                self.in_namespace({"op": "remove", "paths": [str(target.tmp) for _, target in pending]})
             raise
         for warning in result.get("warnings", []):
             self.notice(str(warning))
@@ -121,7 +122,7 @@ class LayerUnpacker:
 
     def flatten(self, layers, dest: str) -> None:
         """The copy driver's private tree: every layer extracted in order onto ``dest``, whiteouts applied."""
-        self._run(
+        self.in_namespace(
             {
                 "op": "unpack",
                 "max_bytes": self.max_bytes,
@@ -148,7 +149,7 @@ class LayerUnpacker:
         referenced = [chain for record in records for chain in chain_ids([layer.diff_id for layer in record.layers])]
         garbage = self.layers.retire_unreferenced(referenced)
         if garbage:
-            self._run({"op": "remove", "paths": [str(path) for path in garbage]})
+            self.in_namespace({"op": "remove", "paths": [str(path) for path in garbage]})
         return garbage
 
     def storage_driver(self, forced: str | None = None) -> str:
@@ -178,7 +179,7 @@ class LayerUnpacker:
             try:
                 reason = self._run_mounting({"op": "probe_rootfs", "driver": driver, "dir": str(workdir)})["reason"]
             finally:
-                self._run({"op": "remove", "paths": [str(workdir)]})
+                self.in_namespace({"op": "remove", "paths": [str(workdir)]})
             if reason is None:
                 chosen = driver
                 break

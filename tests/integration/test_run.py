@@ -140,3 +140,19 @@ def test_interactive_terminal(busybox):
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 5
+
+
+def test_init_reaps_orphans_and_forwards_the_exit_code(busybox):
+    # the background sleep is orphaned when its shell exits; with --init pid 1 reaps it and exits with sh's code
+    result = run(busybox, "--init", "busybox", "sh", "-c", "(sleep 30 &); ps -o pid,comm | awk '$1 == 1'; exit 7",
+                 check=False)
+    assert result.returncode == 7
+    assert "sh" not in result.stdout.split()  # pid 1 is the init, not the shell
+    assert run(busybox, "--init", "busybox", "no-such-command", check=False).returncode == 127
+
+
+def test_files_of_other_users_are_removed_with_the_container(busybox):
+    run(busybox, "-u", "33:33", "busybox", "sh", "-c", "echo x > /tmp/owned-by-33")
+    containers = busybox.data_home / "sbx" / "containers"
+    assert list(containers.iterdir()) == []
+
