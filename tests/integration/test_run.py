@@ -156,3 +156,56 @@ def test_files_of_other_users_are_removed_with_the_container(busybox):
     containers = busybox.data_home / "sbx" / "containers"
     assert list(containers.iterdir()) == []
 
+
+
+def test_host_files_are_out_of_reach(busybox):
+    """TESTPLAN 26 and 34: neither sbx's files nor the host's Python are visible; pid 1 is the image's program."""
+    import sandbox
+
+    package = os.path.dirname(sandbox.__file__)
+    script = (
+        f"ls {package} 2>/dev/null && echo visible; ls {sys.executable} 2>/dev/null && echo python; "
+        "readlink /proc/1/exe"
+    )
+    lines = run(busybox, "busybox", "sh", "-c", script + "; true").stdout.split()
+    assert "visible" not in lines and "python" not in lines
+    assert lines[-1] == "/bin/busybox"
+
+
+def test_an_image_whose_proc_is_a_symlink_is_refused(sbx, tmp_path):
+    """TESTPLAN 27: /proc -> /etc in the image would mount proc over the image's /etc; sbx refuses the image."""
+    import tarfile
+
+    rootfs = tmp_path / "rootfs.tar"
+    with tarfile.open(rootfs, "w") as archive:
+        archive.add("/bin/busybox", "bin/busybox")
+        link = tarfile.TarInfo("proc")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc"
+        archive.addfile(link)
+        etc = tarfile.TarInfo("etc")
+        etc.type = tarfile.DIRTYPE
+        archive.addfile(etc)
+    sbx("import", rootfs, "evil/proc:latest")
+    result = sbx("run", "--rm", "evil/proc", "/bin/busybox", "true", check=False)
+    assert result.returncode == 125
+    assert "symlink" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_signals_reach_the_container(busybox):
+    import signal
+    import time
+
+    process = busybox.popen("run", "--rm", "busybox", "sh", "-c", "trap 'exit 9' TERM; echo ready; sleep 30 & wait")
+    assert process.stdout.readline() == b"ready\n"
+    time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 9
+
+
+def test_env_file_and_tmpfs_mount(busybox, tmp_path):
+    env_file = tmp_path / "env"
+    env_file.write_text("# comment\nFROM_FILE=yes\n")
+    env_file.chmod(0o644)
+    output = run(busybox, "--env-file", env_file, "--mount", "type=tmpfs,target=/scratch,tmpfs-size=1m",
+                 "busybox", "sh", "-c", "echo $FROM_FILE; grep ' /scratch ' /proc/self/mountinfo | wc -l").stdout
+    assert output.split() == ["yes", "1"]
