@@ -59,6 +59,7 @@ from sandbox.oci.imageconfig import ImageConfig
 from sandbox.oci.layerdigest import DiffIDHasher
 from sandbox.oci.manifest import MAX_LAYERS, MAX_MANIFEST_BYTES, Index, Manifest, Platform, load_json, parse_document
 from sandbox.oci.reference import Reference
+from sandbox.service.images import named_tag
 
 if TYPE_CHECKING:
     from sandbox.service.images import ImageService
@@ -739,7 +740,7 @@ class ArchiveService:
         for name in names:
             record = self.images.resolve(name)
             _, tags = selected.setdefault(record.id, (record, []))
-            tag = _named_tag(name, record)
+            tag = named_tag(name, record)
             if tag and tag not in tags:
                 tags.append(tag)
         return list(selected.values())
@@ -987,14 +988,3 @@ class _BytesReader:
         chunk, self._data = self._data[:size], self._data[size:]
         return bytes(chunk)
 
-
-def _named_tag(text: str, record: ImageRecord) -> str | None:
-    """The qualified tag the user named (saved as RepoTags), or None when they named the image by id or digest."""
-    try:
-        ref = Reference.parse(text)
-    except InvalidReference:
-        return None
-    if ref.digest is not None:
-        return None
-    qualified = f"{ref.name}:{ref.tag}"
-    return qualified if qualified in record.repo_tags else None

@@ -405,7 +405,7 @@ class ImageService:
             self.unpacker().collect()
             return Removal(deleted=(str(image_id), *(str(d) for d in deleted if d != image_id)))
         untagged: list[str] = []
-        by_name = self._names_image(text, record)
+        by_name = named_tag(text, record)
         if by_name is not None and len(record.repo_tags) > 1:
             self.store.untag(by_name)
             return Removal(untagged=(_familiar_ref(by_name),))
@@ -421,18 +421,6 @@ class ImageService:
         deleted = self.store.remove_image(record.id)
         self.unpacker().collect()
         return Removal(untagged=tuple(untagged), deleted=(str(record.id), *(str(d) for d in deleted if d != record.id)))
-
-    @staticmethod
-    def _names_image(text: str, record: ImageRecord) -> str | None:
-        """The qualified tag the user named, or None when they named the image by id or digest."""
-        try:
-            ref = Reference.parse(text)
-        except InvalidReference:
-            return None
-        if ref.digest is not None:
-            return None
-        qualified = f"{ref.name}:{ref.tag}"
-        return qualified if qualified in record.repo_tags else None
 
     def inspect(self, text: str) -> dict:
         record = self.resolve(text)
@@ -582,6 +570,18 @@ class _VerifyingWriter:
 
 class _Abandoned(Exception):
     """Raised inside a layer download when another layer of the same pull failed."""
+
+
+def named_tag(text: str, record: ImageRecord) -> str | None:
+    """The qualified tag of ``record`` the user named, or None when they named the image by id or digest."""
+    try:
+        ref = Reference.parse(text)
+    except InvalidReference:
+        return None
+    if ref.digest is not None:
+        return None
+    qualified = f"{ref.name}:{ref.tag}"
+    return qualified if qualified in record.repo_tags else None
 
 
 def normalise_server(server: str | None) -> str:
