@@ -1,4 +1,4 @@
-"""python -m bench [pull|unpack|rootfs|all|list] [-n ITERATIONS] [--warmup N] [--tools sbx,podman,...]
+"""python -m bench [start|pull|unpack|rootfs|all|list] [-n ITERATIONS] [--warmup N] [--tools sbx,podman,...]
 
 Runs the benchmarks present in this package, writes bench/results/<name>.json and prints a short table for each.
 Exits 0 when a tool (sbx included) is missing or fails: it is reported as unavailable/failed in the table and JSON.
@@ -15,6 +15,7 @@ import traceback
 from bench.common import BenchError
 
 BENCHMARKS = {
+    "start": "B1: sbx run --rm --network none IMG /bin/true vs rootless podman run vs bwrap, and the floor",
     "pull": "B4: sbx pull vs rootless podman pull vs skopeo copy + umoci unpack --rootless",
     "unpack": "B5: unpack the image's layers (and 20,000 small files) from local blobs: sbx vs tar -xzf",
     "rootfs": "B6: image present -> root filesystem ready, per driver: overlay, fuse-overlayfs, copy vs cp -a, podman",
@@ -51,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
 
                 only = [t.strip() for t in args.tools.split(",") if t.strip()] or None
                 unpack.main(iterations=args.iterations, warmup=args.warmup, only=only)
+            elif name == "start":
+                from bench import start
+
+                only = [t.strip() for t in args.tools.split(",") if t.strip()] or None
+                start.main(iterations=args.iterations, warmup=args.warmup, only=only)
             elif name == "rootfs":
                 from bench import rootfs
 

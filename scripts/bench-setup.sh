@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare this machine for `python -m bench` (make bench). Idempotent: safe to run again and again.
 #
-# As root it installs what is missing (podman runc debootstrap), creates the unprivileged user the baselines run
+# As root it installs what is missing (podman runc debootstrap bubblewrap), creates the unprivileged user the baselines run
 # as (sbxtest, with subordinate ids), opens /dev/fuse and /dev/net/tun, and makes the user's XDG_RUNTIME_DIR and
 # the bench work dir. As anyone else it only checks and prints the exact commands a root shell should run.
 set -euo pipefail
@@ -10,7 +10,7 @@ BENCH_USER="${SBX_BENCH_USER:-sbxtest}"
 BENCH_DIR="${SBX_BENCH_DIR:-/var/tmp/sbx-bench}"
 SUBID_START=200000
 SUBID_COUNT=65536
-PKGS=(podman runc debootstrap)
+PKGS=(podman runc debootstrap bubblewrap)
 # Already expected on the machine; checked, installed too when missing.
 BASE_PKGS=(docker-registry skopeo umoci uidmap busybox-static)
 
