@@ -231,3 +231,37 @@ class InvalidHostname(SbxError):
     """``--hostname`` is not a valid RFC 1123 host name."""
 
     hint = "use letters, digits and '-' in dot-separated labels of at most 63 characters (253 in all)"
+
+
+# --- container records ---------------------------------------------------------------------------------------------
+
+
+class ContainerNotFound(SbxError):
+    """No container record matches the name, id or id prefix."""
+
+    hint = "run: sbx ps -a"
+
+
+class AmbiguousContainer(SbxError):
+    """An id prefix matches more than one container."""
+
+    hint = "give more characters of the id, or the container's name"
+
+
+class NameInUse(SbxError):
+    """Another container already has the requested name."""
+
+
+class InvalidContainerName(SbxError):
+    """A container name is not ``[a-zA-Z0-9][a-zA-Z0-9_.-]*`` of at most 253 characters."""
+
+    hint = "use letters, digits, '_', '.' and '-', starting with a letter or digit (at most 253 characters)"
+
+
+class ContainerRunning(SbxError):
+    """The operation needs a stopped container."""
+
+
+class ContainerNotRunning(SbxError):
+    """The operation needs a running container."""
+
