@@ -53,8 +53,14 @@ class Started:
     master_fd: int | None
 
 
-def start(spec: ContainerSpec, container_dir: Path, kernel=None) -> Started:
-    """Fork the container; returns once its pid 1 exists (it may still fail before exec: see :func:`wait`)."""
+def start(
+    spec: ContainerSpec, container_dir: Path, kernel=None, *, stdio: tuple[int, int, int] | None = None
+) -> Started:
+    """Fork the container; returns once its pid 1 exists (it may still fail before exec: see :func:`wait`).
+
+    ``stdio`` (ignored with a tty): three fds that become the container's 0, 1 and 2 instead of the caller's own;
+    the caller keeps and closes them.
+    """
     from sandbox.runtime.userns import Channel, find_helper, write_maps
 
     if kernel is None:
@@ -67,6 +73,7 @@ def start(spec: ContainerSpec, container_dir: Path, kernel=None) -> Started:
     if spec.process.tty:
         master_fd, slave_fd = os.openpty()
         os.set_inheritable(master_fd, False)
+        stdio = None
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -76,7 +83,7 @@ def start(spec: ContainerSpec, container_dir: Path, kernel=None) -> Started:
             os.close(master_fd)
         code = EXIT_SBX
         try:
-            code = _stage1(spec, container_dir, kernel, Channel(child_sock), slave_fd)
+            code = _stage1(spec, container_dir, kernel, Channel(child_sock), slave_fd, stdio)
         except BaseException as error:  # report and leave: never return into the parent's code
             _report(Channel(child_sock), error)
         finally:
@@ -161,7 +168,9 @@ def _reap(pid: int) -> None:
 # -- stage 1: the user namespace, then the others, then pid 1 --------------------------------------------------------
 
 
-def _stage1(spec: ContainerSpec, container_dir: Path, kernel, channel, slave_fd: int | None) -> int:
+def _stage1(
+    spec: ContainerSpec, container_dir: Path, kernel, channel, slave_fd: int | None, stdio: tuple[int, int, int] | None
+) -> int:
     from sandbox.kernel import constants as k
     from sandbox.runtime.nsjob import become_root, write_own_maps
 
@@ -187,7 +196,7 @@ def _stage1(spec: ContainerSpec, container_dir: Path, kernel, channel, slave_fd:
     if pid == 0:  # stage 2: pid 1
         code = EXIT_SBX
         try:
-            _stage2(spec, container_dir, kernel, channel, slave_fd)  # execs, or raises
+            _stage2(spec, container_dir, kernel, channel, slave_fd, stdio)  # execs, or raises
         except BaseException as error:
             code = getattr(error, "exit_code", None) or EXIT_SBX
             _report(channel, error)
@@ -195,6 +204,10 @@ def _stage1(spec: ContainerSpec, container_dir: Path, kernel, channel, slave_fd:
             os._exit(code)
     if slave_fd is not None:
         os.close(slave_fd)
+    # stage 1 must not hold the caller's pipes open: their reader waits for EOF
+    for fd in {fd for fd in stdio or () if fd > 2}:
+        with contextlib.suppress(OSError):
+            os.close(fd)
     channel.send({"type": "pid", "pid": pid})
     channel.close()
     for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
@@ -212,7 +225,9 @@ def _stage1(spec: ContainerSpec, container_dir: Path, kernel, channel, slave_fd:
 # -- stage 2: the container's pid 1 -------------------------------------------------------------------------------
 
 
-def _stage2(spec: ContainerSpec, container_dir: Path, kernel, channel, slave_fd: int | None) -> None:
+def _stage2(
+    spec: ContainerSpec, container_dir: Path, kernel, channel, slave_fd: int | None, stdio: tuple[int, int, int] | None
+) -> None:
     # Everything stage 2 imports must be imported before pivot_root: afterwards the host's Python library is
     # out of reach, as it should be (TESTPLAN 26).
     import fcntl
@@ -225,6 +240,8 @@ def _stage2(spec: ContainerSpec, container_dir: Path, kernel, channel, slave_fd:
     from sandbox.runtime.rootfs import mount_rootfs
 
     kernel.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if stdio is not None:
+        _install_stdio(stdio)
     kernel.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
     root = str(container_dir / "mnt")
     mount_rootfs(kernel, spec.rootfs, root)
@@ -251,7 +268,7 @@ def _stage2(spec: ContainerSpec, container_dir: Path, kernel, channel, slave_fd:
             os.close(slave_fd)
     else:
         os.setsid()  # its own session: TIOCSTI cannot reach the user's terminal (TESTPLAN 38)
-        if not spec.process.stdin:  # without -i the container gets no stdin, as with Docker
+        if not spec.process.stdin and stdio is None:  # without -i the container gets no stdin, as with Docker
             null = os.open("/dev/null", os.O_RDONLY)
             os.dup2(null, 0)
             os.close(null)
@@ -273,6 +290,17 @@ def _stage2(spec: ContainerSpec, container_dir: Path, kernel, channel, slave_fd:
         os.execvpe(spec.process.args[0], list(spec.process.args), dict(_split_env(env)))
     except OSError as error:
         raise _exec_error(spec.process.args[0], error) from None
+
+
+def _install_stdio(stdio: tuple[int, int, int]) -> None:
+    """Make the given fds 0, 1 and 2 (through copies above 2, so that one landing on another's slot is safe)."""
+    import fcntl
+
+    copies = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in stdio]
+    for target, copy in enumerate(copies):
+        os.dup2(copy, target)  # inheritable: exec keeps them
+    for copy in copies:
+        os.close(copy)
 
 
 def _become_init(channel) -> None:

@@ -1,0 +1,217 @@
+"""The container log: JSON lines in Docker's json-file format, rotated by size.
+
+Each line is ``{"log": "text chunk", "stream": "stdout"|"stderr", "time": "2026-11-28T21:10:48.123456789Z"}``;
+a chunk ends with its newline, except a partial last line, which is written as it came. ``ctr.log`` is the
+current file, ``ctr.log.1`` the one before it, and so on up to ``max_files`` files in all.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+DEFAULT_MAX_FILES = 2
+STREAMS = ("stdout", "stderr")
+POLL_INTERVAL = 0.1
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    stream: str
+    time: float  # seconds since the epoch
+    text: str
+
+
+def format_time(seconds: float) -> str:
+    """RFC 3339 in UTC with nanoseconds, as Docker writes it."""
+    whole = int(seconds)
+    nanos = int(round((seconds - whole) * 1e9))
+    if nanos >= 1_000_000_000:
+        whole, nanos = whole + 1, nanos - 1_000_000_000
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{nanos:09d}Z"
+
+
+def parse_time(text: str) -> float:
+    """The inverse of :func:`format_time`; accepts any number of fraction digits. Raises ValueError."""
+    if not text.endswith("Z"):
+        raise ValueError(f"not a UTC time: {text!r}")
+    main, _, fraction = text[:-1].partition(".")
+    whole = calendar.timegm(time.strptime(main, "%Y-%m-%dT%H:%M:%S"))
+    if fraction and not fraction.isdigit():
+        raise ValueError(f"bad fraction in {text!r}")
+    return whole + (int(fraction) / 10 ** len(fraction) if fraction else 0.0)
+
+
+class LogWriter:
+    """Appends output chunks to a JSON-lines log, one line per line of output, rotating by size."""
+
+    def __init__(self, path: Path, max_bytes: int = DEFAULT_MAX_BYTES, max_files: int = DEFAULT_MAX_FILES,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.max_files = max(1, max_files)
+        self.clock = clock
+        self._file = None
+        self._size = 0
+
+    def _open(self):
+        if self._file is None:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._file = os.fdopen(fd, "ab")
+            self._size = os.fstat(fd).st_size
+        return self._file
+
+    def write(self, stream: str, data: bytes) -> None:
+        if stream not in STREAMS:
+            raise ValueError(f"unknown stream {stream!r}")
+        if not data:
+            return
+        stamp = format_time(self.clock())
+        lines = data.splitlines(keepends=True)
+        out = b"".join(
+            json.dumps({"log": line.decode("utf-8", "replace"), "stream": stream, "time": stamp},
+                       ensure_ascii=False).encode() + b"\n"
+            for line in lines
+        )
+        if self._size and self._size + len(out) > self.max_bytes:
+            self._rotate()
+        file = self._open()
+        file.write(out)
+        file.flush()
+        self._size += len(out)
+
+    def _rotate(self) -> None:
+        self.close()
+        if self.max_files <= 1:
+            self.path.unlink(missing_ok=True)
+            return
+        for index in range(self.max_files - 1, 0, -1):
+            source = self.path if index == 1 else self.path.with_name(f"{self.path.name}.{index - 1}")
+            if source.exists():
+                os.replace(source, self.path.with_name(f"{self.path.name}.{index}"))
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            self._size = 0
+
+    def __enter__(self) -> LogWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def log_files(path: Path) -> list[Path]:
+    """The log's files, oldest first: ``ctr.log.N`` ... ``ctr.log.1``, ``ctr.log``."""
+    path = Path(path)
+    rotated = []
+    for candidate in path.parent.glob(f"{path.name}.*"):
+        suffix = candidate.name[len(path.name) + 1:]
+        if suffix.isdigit():
+            rotated.append((int(suffix), candidate))
+    files = [candidate for _, candidate in sorted(rotated, reverse=True)]
+    if path.exists():
+        files.append(path)
+    return files
+
+
+def parse_line(line: bytes | str) -> LogEntry | None:
+    """One log line as an entry, or None when it is malformed."""
+    try:
+        record = json.loads(line)
+        if not isinstance(record, dict):
+            return None
+        text, stream, stamp = record.get("log"), record.get("stream"), record.get("time")
+        if not isinstance(text, str) or stream not in STREAMS or not isinstance(stamp, str):
+            return None
+        return LogEntry(stream, parse_time(stamp), text)
+    except (ValueError, TypeError):
+        return None
+
+
+def _entries(file_path: Path) -> Iterator[LogEntry]:
+    try:
+        with open(file_path, "rb") as file:
+            for line in file:
+                if not line.endswith(b"\n"):
+                    break  # a line still being written
+                entry = parse_line(line)
+                if entry is not None:
+                    yield entry
+    except FileNotFoundError:
+        return
+
+
+def read_logs(path: Path, *, tail: int | None = None, since: float | None = None) -> Iterator[LogEntry]:
+    """The log's entries, oldest first; ``since`` keeps those at or after that time, ``tail`` the last N."""
+    entries: Iterator[LogEntry] = (entry for file in log_files(path) for entry in _entries(file))
+    if since is not None:
+        entries = (entry for entry in entries if entry.time >= since)
+    if tail is not None:
+        if tail <= 0:
+            return iter(())
+        return iter(deque(entries, maxlen=tail))
+    return entries
+
+
+def follow(path: Path, stop: Callable[[], bool], *, interval: float = POLL_INTERVAL,
+           sleep: Callable[[float], None] = time.sleep) -> Iterator[LogEntry]:
+    """Yield entries appended to the log from now on until ``stop()`` is true and the end is reached.
+
+    A rotation (the file replaced by a new one) is noticed by its inode: the rest of the old file is read first.
+    """
+    path = Path(path)
+    file = None
+    inode = None
+    buffer = b""
+
+    def reopen():
+        nonlocal file, inode, buffer
+        try:
+            new = open(path, "rb")  # noqa: SIM115 - kept open across yields
+        except FileNotFoundError:
+            return False
+        if file is not None:
+            file.close()
+        file, inode, buffer = new, os.fstat(new.fileno()).st_ino, b""
+        return True
+
+    if reopen():
+        file.seek(0, os.SEEK_END)
+    try:
+        while True:
+            stopping = stop()  # checked before reading, so what was written before stop() is still read
+            progressed = False
+            if file is not None:
+                chunk = file.read()
+                if chunk:
+                    progressed = True
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        entry = parse_line(line)
+                        if entry is not None:
+                            yield entry
+            try:
+                current = os.stat(path).st_ino
+            except FileNotFoundError:
+                current = None
+            # rotated: the old file's rest is read (this round) before the new one is opened (a later round)
+            if current is not None and current != inode and (file is None or not progressed):
+                progressed = reopen()
+            if stopping and not progressed:
+                return
+            if not progressed:
+                sleep(interval)
+    finally:
+        if file is not None:
+            file.close()
