@@ -399,7 +399,7 @@ def image_inspect(
 
 def register(app: typer.Typer) -> None:
     top_level = {"pull": pull, "push": push, "images": images, "rmi": rmi, "tag": tag, "search": search,
-                 "login": login, "logout": logout, "inspect": image_inspect}
+                 "login": login, "logout": logout}
     for name, command in top_level.items():
         app.command(name)(command)
     group = typer.Typer(help="Manage images.", no_args_is_help=True)

@@ -26,13 +26,16 @@ def run(
     read_only: bool = typer.Option(False, "--read-only", help="Mount the container's root filesystem read only."),
     hostname: str = typer.Option(None, "--hostname", "-h", help="Container host name."),
     name: str = typer.Option(None, "--name", help="Assign a name to the container."),
-    remove: bool = typer.Option(False, "--rm", help="Remove the container when it exits (always, for now)."),
+    remove: bool = typer.Option(
+        False, "--rm", help="Remove the container when it exits (a foreground run always does, for now)."
+    ),
     init: bool = typer.Option(False, "--init", help="Run an init inside the container that reaps processes."),
     interactive: bool = typer.Option(False, "--interactive", "-i", help="Keep STDIN open."),
     tty: bool = typer.Option(False, "--tty", "-t", help="Allocate a pseudo-TTY."),
     pull: str = typer.Option("missing", "--pull", help="Pull image before running: always, missing, never."),
     platform: str = typer.Option(None, "--platform", help="Set platform if server is multi-platform capable."),
     network: str = typer.Option("none", "--network", "--net", help="none or host."),
+    detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background and print the container ID."),
 ) -> None:
     """Create and run a new container from an image."""
     from sandbox.errors import SbxError
@@ -45,6 +48,13 @@ def run(
     )
     try:
         _ensure_image(image, pull, platform)
+        if detach:
+            from sandbox.config import load_settings
+            from sandbox.service.lifecycle import Lifecycle
+
+            container_id = Lifecycle(load_settings()).run_detached(image, list(args or []), options, auto_remove=remove)
+            sys.stdout.write(container_id + "\n")
+            return
         code = _service().run(image, list(args or []), options, attach=_attach)
     except SbxError as error:
         if getattr(error, "exit_code", None) is None:
@@ -112,8 +122,11 @@ def _attach(started, spec) -> int:
 
 
 def register(app: typer.Typer) -> None:
+    from sandbox.cli import containers
+
     settings = {"allow_interspersed_args": False}
     app.command("run", context_settings=settings)(run)
     group = typer.Typer(help="Manage containers.", no_args_is_help=True)
     group.command("run", context_settings=settings)(run)
+    containers.register(app, group)
     app.add_typer(group, name="container")

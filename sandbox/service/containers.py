@@ -71,7 +71,8 @@ class ContainerService:
         finally:
             self.remove_dir(container_dir)
 
-    def create(self, image: str, args: list[str], options: RunOptions):
+    def create(self, image: str, args: list[str], options: RunOptions, container_id: str | None = None):
+        """Build the spec and the container's directory (rootfs dirs, /etc files); returns (spec, directory)."""
         from sandbox.runtime.command import build_args, merge_env, parse_env_file, parse_hostname
         from sandbox.runtime.identity import parse_user
         from sandbox.runtime.idmap import default_idmap
@@ -92,7 +93,7 @@ class ContainerService:
         with unpacker.unpacked(layers, [layer.diff_id for layer in record.layers]) as chains:
             pass
         driver = unpacker.storage_driver(self.settings.storage_driver)
-        container_id = secrets.token_hex(32)
+        container_id = container_id or secrets.token_hex(32)
         hostname = parse_hostname(options.hostname) if options.hostname else container_id[:12]
         env_files = [parse_env_file(_read_text(path), path) for path in options.env_files]
         image_env = (*config.env, "TERM=xterm") if options.tty else config.env  # as Docker sets it for -t
@@ -115,7 +116,7 @@ class ContainerService:
         )
         self.containers_root.mkdir(mode=0o700, parents=True, exist_ok=True)
         container_dir = self.containers_root / container_id
-        container_dir.mkdir(mode=0o700)
+        container_dir.mkdir(mode=0o700, exist_ok=True)  # a detached container's record is already there
         try:
             (container_dir / "mnt").mkdir()
             plan = plan_rootfs(driver, container_dir, unpacker.layers.root, [chain.hex for chain in chains])

@@ -406,6 +406,13 @@ class ImageService:
             return Removal(deleted=(str(image_id), *(str(d) for d in deleted if d != image_id)))
         untagged: list[str] = []
         by_name = named_tag(text, record)
+        users = self._containers_using(record.id)
+        if users and not force and not (by_name is not None and len(record.repo_tags) > 1):
+            raise ImageInUse(
+                f'conflict: unable to remove image "{text}" (must force) - '
+                f"container {users[0][:12]} is using its referenced image {record.id.short}",
+                hint="remove the container first (sbx rm), or use sbx rmi -f",
+            )
         if by_name is not None and len(record.repo_tags) > 1:
             self.store.untag(by_name)
             return Removal(untagged=(_familiar_ref(by_name),))
@@ -421,6 +428,14 @@ class ImageService:
         deleted = self.store.remove_image(record.id)
         self.unpacker().collect()
         return Removal(untagged=tuple(untagged), deleted=(str(record.id), *(str(d) for d in deleted if d != record.id)))
+
+    def _containers_using(self, image_id: Digest) -> list[str]:
+        from sandbox.store.containers import ContainerStore
+
+        root = self.settings.data_root / "containers"
+        if not root.exists():
+            return []
+        return [record.id for record in ContainerStore(root).list() if record.image_id == str(image_id)]
 
     def inspect(self, text: str) -> dict:
         record = self.resolve(text)

@@ -147,10 +147,25 @@ class LayerUnpacker:
         except StoreCorrupt:
             return []
         referenced = [chain for record in records for chain in chain_ids([layer.diff_id for layer in record.layers])]
+        referenced += self._used_by_containers()
         garbage = self.layers.retire_unreferenced(referenced)
         if garbage:
             self.in_namespace({"op": "remove", "paths": [str(path) for path in garbage]})
         return garbage
+
+    def _used_by_containers(self) -> list[Digest]:
+        """Chain ids mounted by existing containers: `rmi -f` of their image must not pull layers from under them."""
+        from sandbox.store.containers import ContainerStore
+
+        root = self.store.root / "containers"
+        if not root.exists():
+            return []
+        used = []
+        for record in ContainerStore(root).list():
+            for chain in (record.spec or {}).get("layers", []):
+                with contextlib.suppress(Exception):
+                    used.append(Digest("sha256", str(chain)))
+        return used
 
     def storage_driver(self, forced: str | None = None) -> str:
         """The root filesystem driver: the one asked for, else the first that works here (probed once per kernel).

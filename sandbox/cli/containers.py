@@ -1,0 +1,245 @@
+"""Container commands: ps, logs, stop, kill, rm, wait, and `container inspect` (Docker's output)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import typer
+
+from sandbox.cli.render import escape, human_duration, json_line, out, since, table
+
+
+def _lifecycle():
+    from sandbox.config import load_settings
+    from sandbox.service.lifecycle import Lifecycle
+
+    return Lifecycle(load_settings())
+
+
+def status_text(record, now: float | None = None) -> str:
+    """Docker's STATUS column: `Up 3 minutes`, `Exited (0) 5 seconds ago`, `Created`."""
+    now = now or time.time()
+    if record.state.value == "running":
+        return f"Up {human_duration(now - (record.started_at or now))}"
+    if record.state.value == "exited":
+        code = record.exit_code if record.exit_code is not None else 255
+        return f"Exited ({code}) {since(record.finished_at, now)}" if record.finished_at else f"Exited ({code})"
+    return "Created"
+
+
+def command_text(command: tuple[str, ...], truncate: bool) -> str:
+    """Docker's COMMAND column: the command cut to 20 columns with `…`, then double-quoted."""
+    text = " ".join(command)
+    if truncate and len(text) > 20:
+        text = text[:19] + "…"
+    return json.dumps(text, ensure_ascii=False)
+
+
+def ps(
+    all_containers: bool = typer.Option(False, "--all", "-a", help="Show all containers (default shows just running)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only display container IDs."),
+    last: int = typer.Option(-1, "--last", "-n", help="Show n last created containers (includes all states)."),
+    latest: bool = typer.Option(False, "--latest", "-l", help="Show the latest created container."),
+    no_trunc: bool = typer.Option(False, "--no-trunc", help="Don't truncate output."),
+    filters: list[str] = typer.Option([], "--filter", "-f", help="Filter output: name=, status=, ancestor=."),
+    output_format: str = typer.Option("table", "--format", help="table or json."),
+) -> None:
+    """List containers."""
+    from sandbox.errors import SbxError
+
+    if output_format not in ("table", "json"):
+        raise SbxError(f"unsupported format {output_format!r}", hint="use --format table or --format json")
+    lifecycle = _lifecycle()
+    records = lifecycle.list(all_containers=all_containers or last > 0 or latest)
+    records = [record for record in records if _matches(record, filters)]
+    if latest:
+        last = 1
+    if last > 0:
+        records = records[:last]
+    now = time.time()
+    if quiet:
+        for record in records:
+            out(record.id if no_trunc else record.id[:12])
+        return
+    if output_format == "json":
+        for record in records:
+            out(json_line({
+                "Command": command_text(record.command, not no_trunc), "CreatedAt": _created(record),
+                "ID": record.id if no_trunc else record.id[:12], "Image": record.image, "Names": record.name,
+                "Ports": "", "RunningFor": since(record.created, now).removesuffix(" ago"),
+                "State": record.state.value, "Status": status_text(record, now),
+            }))
+        return
+    rows = [
+        [record.id if no_trunc else record.id[:12], record.image, command_text(record.command, not no_trunc),
+         since(record.created, now), status_text(record, now), "", record.name]
+        for record in records
+    ]
+    out(table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], rows))
+
+
+def _created(record) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(record.created))
+
+
+def _matches(record, filters: list[str]) -> bool:
+    import fnmatch
+
+    from sandbox.errors import SbxError
+
+    for item in filters:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SbxError(f"invalid filter {item!r}", hint="use name=, status= or ancestor=")
+        if key == "name" and value not in record.name:
+            return False
+        if key == "status" and record.state.value != value:
+            return False
+        if key == "ancestor" and not (fnmatch.fnmatchcase(record.image, value) or record.image_id.startswith(value)):
+            return False
+        if key not in ("name", "status", "ancestor"):
+            raise SbxError(f"invalid filter {key!r}", hint="use name=, status= or ancestor=")
+    return True
+
+
+def logs(
+    container: str = typer.Argument(..., metavar="CONTAINER"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Follow log output."),
+    timestamps: bool = typer.Option(False, "--timestamps", "-t", help="Show timestamps."),
+    tail: str = typer.Option("all", "--tail", "-n", help="Number of lines to show from the end of the logs."),
+    since_text: str = typer.Option(None, "--since", help="Show logs since a timestamp or relative (e.g. 42m)."),
+) -> None:
+    """Fetch the logs of a container."""
+    from sandbox.errors import SbxError
+    from sandbox.service.lifecycle import since_timestamp
+
+    if tail != "all" and not tail.isdigit():
+        raise SbxError(f"invalid --tail value {tail!r}", hint="use a number or all")
+    count = None if tail == "all" else int(tail)
+    start = since_timestamp(since_text) if since_text else None
+    for entry in _lifecycle().logs(container, tail=count, since=start, follow=follow):
+        stream = sys.stderr if entry.stream == "stderr" else sys.stdout
+        prefix = ""
+        if timestamps:
+            whole = int(entry.time)
+            fraction = int((entry.time - whole) * 1e9)
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{fraction:09d}Z "
+        stream.write(prefix + entry.text)
+        stream.flush()
+
+
+def _each(names: list[str], action) -> None:
+    """Docker's multi-container commands: go on after a failure, print each name done, exit 1 if any failed."""
+    from sandbox.cli.main import report
+    from sandbox.errors import SbxError
+
+    failed = 0
+    for name in names:
+        try:
+            action(name)
+        except SbxError as error:
+            failed = report(error)
+            continue
+        out(escape(name))
+    if failed:
+        raise typer.Exit(failed)
+
+
+def stop(
+    names: list[str] = typer.Argument(..., metavar="CONTAINER [CONTAINER...]"),
+    timeout: int = typer.Option(10, "--time", "-t", help="Seconds to wait before killing the container."),
+    signal_name: str = typer.Option(None, "--signal", "-s", help="Signal to send to the container."),
+) -> None:
+    """Stop one or more running containers."""
+    lifecycle = _lifecycle()
+    _each(names, lambda name: lifecycle.stop(name, timeout=timeout, signal_name=signal_name))
+
+
+def kill(
+    names: list[str] = typer.Argument(..., metavar="CONTAINER [CONTAINER...]"),
+    signal_name: str = typer.Option("KILL", "--signal", "-s", help="Signal to send to the container."),
+) -> None:
+    """Kill one or more running containers."""
+    lifecycle = _lifecycle()
+    _each(names, lambda name: lifecycle.kill(name, signal_name))
+
+
+def rm(
+    names: list[str] = typer.Argument(..., metavar="CONTAINER [CONTAINER...]"),
+    force: bool = typer.Option(False, "--force", "-f", help="Force the removal of a running container."),
+    volumes: bool = typer.Option(False, "--volumes", "-v", help="Remove anonymous volumes (sbx makes none)."),
+) -> None:
+    """Remove one or more containers."""
+    lifecycle = _lifecycle()
+    _each(names, lambda name: lifecycle.remove(name, force=force))
+
+
+def wait(names: list[str] = typer.Argument(..., metavar="CONTAINER [CONTAINER...]")) -> None:
+    """Block until one or more containers stop, then print their exit codes."""
+    from sandbox.cli.main import report
+    from sandbox.errors import SbxError
+
+    lifecycle = _lifecycle()
+    failed = 0
+    for name in names:
+        try:
+            out(str(lifecycle.wait(name)))
+        except SbxError as error:
+            failed = report(error)
+    if failed:
+        raise typer.Exit(failed)
+
+
+def container_inspect(names: list[str] = typer.Argument(..., metavar="CONTAINER [CONTAINER...]")) -> None:
+    """Display detailed information on one or more containers."""
+    from sandbox.cli.main import report
+    from sandbox.errors import SbxError
+
+    lifecycle = _lifecycle()
+    found, failed = [], 0
+    for name in names:
+        try:
+            found.append(lifecycle.inspect(name))
+        except SbxError as error:
+            failed = report(error)
+    out(json.dumps(found, indent=4))
+    if failed:
+        raise typer.Exit(failed)
+
+
+def inspect_any(names: list[str] = typer.Argument(..., metavar="NAME|ID [NAME|ID...]")) -> None:
+    """Display detailed information on containers or images (a container is looked up first, as Docker does)."""
+    from sandbox.cli.main import report
+    from sandbox.config import load_settings
+    from sandbox.errors import ContainerNotFound, ImageNotFound, SbxError
+    from sandbox.service.images import ImageService
+
+    lifecycle = _lifecycle()
+    images = ImageService(load_settings())
+    found, failed = [], 0
+    for name in names:
+        try:
+            try:
+                found.append(lifecycle.inspect(name))
+            except ContainerNotFound:
+                found.append(images.inspect(name))
+        except ImageNotFound:
+            failed = report(SbxError(f"no such object: {name}"))
+        except SbxError as error:
+            failed = report(error)
+    out(json.dumps(found, indent=4))
+    if failed:
+        raise typer.Exit(failed)
+
+
+def register(app: typer.Typer, container_group: typer.Typer) -> None:
+    app.command("inspect")(inspect_any)
+    commands = {"ps": ps, "logs": logs, "stop": stop, "kill": kill, "rm": rm, "wait": wait}
+    for name, command in commands.items():
+        app.command(name)(command)
+        container_group.command(name)(command)
+    container_group.command("ls")(ps)
+    container_group.command("list")(ps)
+    container_group.command("inspect")(container_inspect)

@@ -1,0 +1,256 @@
+"""Containers that outlive the command that started them: run -d, ps, logs, stop, kill, rm, wait, inspect.
+
+Each detached container is owned by a monitor process (``sandbox.monitor``), which records its state in the
+container store. What `ps` shows is the store's record passed through :meth:`ContainerStore.observe`, so a monitor
+killed with SIGKILL, a recycled pid or a reboot never makes it lie, and `stop`/`kill` check the same truth before
+they signal anything, so they never signal a stranger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import time
+
+from sandbox.config import Settings
+from sandbox.errors import ContainerNotFound, ContainerNotRunning, ContainerRunning, InvalidRunOption, NameInUse
+from sandbox.service.containers import ContainerService, RunOptions, validate_name
+
+_ADJECTIVES = ("brave", "calm", "eager", "fond", "jolly", "keen", "lucid", "merry", "proud", "quiet", "sharp", "vivid")
+_NAMES = ("curie", "darwin", "euler", "gauss", "hopper", "knuth", "lovelace", "noether", "pascal", "shannon", "turing")
+_POLL = 0.05
+
+
+class Lifecycle:
+    def __init__(self, settings: Settings, containers: ContainerService | None = None) -> None:
+        self.settings = settings
+        self.containers = containers or ContainerService(settings)
+
+    @property
+    def store(self):
+        from sandbox.store.containers import ContainerStore
+
+        return ContainerStore(self.containers.containers_root)
+
+    # -- create and start ---------------------------------------------------------------------------------------
+
+    def run_detached(self, image: str, args: list[str], options: RunOptions, *, auto_remove: bool = False) -> str:
+        """Record the container (its name is taken first, atomically), build its root, hand it to a monitor."""
+        from sandbox.monitor.monitor import spawn
+        from sandbox.store.containers import ContainerRecord
+
+        validate_name(options.name)
+        if options.tty and options.interactive:
+            raise InvalidRunOption("-it with -d needs sbx attach, which is not available yet", hint="drop -i or -t")
+        record = self.containers.images.resolve(image)
+        store = self.store
+        container_id = secrets.token_hex(32)
+        stored = None
+        for attempt in range(20):
+            name = options.name or _random_name(attempt)
+            candidate = ContainerRecord(
+                id=container_id, name=name, image=image, image_id=str(record.id), command=tuple(args),
+                created=time.time(), spec={}, auto_remove=auto_remove,
+            )
+            try:
+                stored = store.create(candidate)
+                break
+            except NameInUse:
+                if options.name:
+                    raise
+        if stored is None:
+            raise NameInUse("could not find a free container name", hint="choose one with --name")
+        container_dir = store.dir(container_id)
+        try:
+            spec, built_dir = self.containers.create(image, args, options, container_id=container_id)
+            store.update(container_id, command=spec.process.args, spec=_describe(spec))
+            spawn(
+                self.containers.containers_root,
+                container_id,
+                build_spec=lambda _record: (spec, built_dir),
+                remove_dir=self.containers.remove_dir,
+            )
+        except BaseException:
+            self.containers.remove_dir(container_dir)
+            raise
+        return container_id
+
+    # -- look ---------------------------------------------------------------------------------------------------
+
+    def list(self, *, all_containers: bool = False):
+        self._collect_previous_boot()
+        records = self.store.list()
+        return records if all_containers else [r for r in records if r.state.value == "running"]
+
+    def get(self, text: str):
+        return self.store.observe(self.store.resolve(text))
+
+    def inspect(self, text: str) -> dict:
+        record = self.get(text)
+        spec = record.spec or {}
+        return {
+            "Id": record.id,
+            "Created": _rfc3339(record.created),
+            "Path": record.command[0] if record.command else "",
+            "Args": list(record.command[1:]),
+            "State": {
+                "Status": record.state.value,
+                "Running": record.state.value == "running",
+                "Pid": record.pid or 0,
+                "ExitCode": record.exit_code if record.exit_code is not None else 0,
+                "Error": record.error or "",
+                "StartedAt": _rfc3339(record.started_at),
+                "FinishedAt": _rfc3339(record.finished_at),
+            },
+            "Image": record.image_id,
+            "Name": f"/{record.name}",
+            "HostConfig": {"AutoRemove": record.auto_remove, "NetworkMode": spec.get("network", "none")},
+            "Config": {
+                "Hostname": spec.get("hostname", ""),
+                "User": spec.get("user", ""),
+                "Env": spec.get("env", []),
+                "Cmd": list(record.command),
+                "Image": record.image,
+                "WorkingDir": spec.get("cwd", ""),
+                "Tty": spec.get("tty", False),
+                "StopSignal": spec.get("stop_signal") or "SIGTERM",
+            },
+            "GraphDriver": {"Name": spec.get("driver", "")},
+        }
+
+    def logs(self, text: str, *, tail: int | None = None, since: float | None = None, follow: bool = False):
+        from sandbox.monitor.logs import follow as follow_log
+        from sandbox.monitor.logs import read_logs
+
+        record = self.get(text)
+        path = self.store.dir(record.id) / "ctr.log"
+        yield from read_logs(path, tail=tail, since=since)
+        if follow:
+            yield from follow_log(path, stop=lambda: self.get(record.id).state.value != "running")
+
+    # -- act ----------------------------------------------------------------------------------------------------
+
+    def kill(self, text: str, signal_name: str = "KILL") -> None:
+        record = self.get(text)
+        if record.state.value != "running" or not self.store.alive(record):
+            raise ContainerNotRunning(f"container {text} is not running")
+        _signal(record.pid, parse_signal(signal_name))
+
+    def stop(self, text: str, *, timeout: float = 10.0, signal_name: str | None = None) -> None:
+        """The stop signal (the image's STOPSIGNAL unless given), then SIGKILL after ``timeout`` seconds."""
+        record = self.get(text)
+        if record.state.value != "running":
+            return
+        number = parse_signal(signal_name or (record.spec or {}).get("stop_signal") or "TERM")
+        if self.store.alive(record):
+            _signal(record.pid, number)
+        if not self._wait_exited(record.id, timeout):
+            record = self.get(record.id)
+            if record.state.value == "running" and self.store.alive(record):
+                _signal(record.pid, signal.SIGKILL)
+            self._wait_exited(record.id, 10.0)
+
+    def wait(self, text: str) -> int:
+        record = self.get(text)
+        while record.state.value == "running":
+            time.sleep(_POLL)
+            record = self.get(record.id)
+        return record.exit_code if record.exit_code is not None else 255
+
+    def remove(self, text: str, *, force: bool = False) -> None:
+        record = self.get(text)
+        if record.state.value == "running":
+            if not force:
+                raise ContainerRunning(
+                    f'cannot remove container "/{record.name}": container is running',
+                    hint="stop the container before removing or force remove",
+                )
+            if self.store.alive(record):
+                _signal(record.pid, signal.SIGKILL)
+            self._wait_exited(record.id, 10.0)
+        self.containers.remove_dir(self.store.dir(record.id))
+
+    def _wait_exited(self, container_id: str, timeout: float) -> bool:
+        """Until the monitor recorded the exit (or the process is gone); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                record = self.get(container_id)
+            except ContainerNotFound:
+                return True  # --rm: the monitor removed it
+            if record.state.value != "running":
+                return True
+            time.sleep(_POLL)
+        return False
+
+    def _collect_previous_boot(self) -> None:
+        """--rm containers of a previous boot are removed at the next command (their monitor died with the boot)."""
+        for record in self.store.previous_boot_auto_remove():
+            self.containers.remove_dir(self.store.dir(record.id))
+
+
+def parse_signal(text: str) -> int:
+    name = text.upper().removeprefix("SIG")
+    if name.isdigit():
+        number = int(name)
+        if 0 < number < signal.NSIG:
+            return number
+    elif hasattr(signal, f"SIG{name}") and isinstance(getattr(signal, f"SIG{name}"), signal.Signals):
+        return int(getattr(signal, f"SIG{name}"))
+    raise InvalidRunOption(f"invalid signal: {text}", hint="use a name like TERM or KILL, or a number")
+
+
+def _signal(pid: int | None, number: int) -> None:
+    if pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, number)
+
+
+def _random_name(attempt: int) -> str:
+    name = f"{secrets.choice(_ADJECTIVES)}_{secrets.choice(_NAMES)}"
+    return name if attempt < 10 else f"{name}{attempt}"
+
+
+def _describe(spec) -> dict:
+    """What `inspect` and `stop` need from the spec, kept in the record."""
+    return {
+        "hostname": spec.hostname,
+        "env": list(spec.process.env),
+        "cwd": spec.process.cwd,
+        "user": spec.process.user,
+        "tty": spec.process.tty,
+        "network": spec.network,
+        "stop_signal": spec.stop_signal,
+        "driver": spec.rootfs.driver,
+        "layers": [lower.split("/", 1)[0] for lower in spec.rootfs.lower],  # chain ids it mounts: kept from rmi
+    }
+
+
+def _rfc3339(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "0001-01-01T00:00:00Z"
+    whole = int(timestamp)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((timestamp - whole) * 1e9):09d}Z"
+
+
+def since_timestamp(text: str, now: float | None = None) -> float:
+    """Docker's --since: a duration like 10m, 1h30m, 45s before now, or an RFC 3339 / Unix timestamp."""
+    import re
+
+    now = time.time() if now is None else now
+    match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", text)
+    if text and match and any(match.groups()):
+        hours, minutes, seconds = (int(part or 0) for part in match.groups())
+        return now - (hours * 3600 + minutes * 60 + seconds)
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise InvalidRunOption(f"invalid --since value {text!r}", hint="use 10m, 1h or an RFC 3339 time") from None

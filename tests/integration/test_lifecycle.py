@@ -1,0 +1,150 @@
+"""Detached containers and their monitor, as the unprivileged user (TESTPLAN 32, 49-51, 54)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+
+@pytest.fixture
+def busybox(sbx):
+    sbx("pull", "-q", "busybox")
+    return sbx
+
+
+def detached(sbx, *args):
+    result = sbx("run", "-d", *args)
+    container_id = result.stdout.strip()
+    assert len(container_id) == 64 and all(c in "0123456789abcdef" for c in container_id)
+    return container_id
+
+
+def state(sbx, name):
+    return json.loads(sbx("inspect", name).stdout)[0]["State"]
+
+
+def wait_for(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_run_detached_ps_logs_stop_rm(busybox):
+    script = "trap 'echo bye; exit 0' TERM; echo hello; echo oops >&2; sleep 30 & wait"
+    container_id = detached(busybox, "--name", "web", "busybox", "sh", "-c", script)
+    lines = busybox("ps").stdout.splitlines()
+    assert lines[0].split() == ["CONTAINER", "ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
+    row = lines[1]
+    assert row.startswith(container_id[:12]) and row.split()[-1] == "web" and " Up " in row
+    assert busybox("ps", "-q").stdout.split() == [container_id[:12]]
+    assert wait_for(lambda: "hello" in busybox("logs", "web").stdout)
+    assert "oops" in busybox("logs", "web").stderr
+
+    started = time.monotonic()
+    assert busybox("stop", "web").stdout == "web\n"
+    assert time.monotonic() - started < 8  # it handles SIGTERM: no wait for the timeout
+    assert state(busybox, "web")["ExitCode"] == 0
+    assert "Exited (0)" in busybox("ps", "-a").stdout
+    assert busybox("ps", "-q").stdout == ""
+    assert "bye" in busybox("logs", "web").stdout
+    assert busybox("wait", "web").stdout == "0\n"
+
+    assert busybox("rm", "web").stdout == "web\n"
+    assert busybox("ps", "-aq").stdout == ""
+    assert [p for p in (busybox.data_home / "sbx" / "containers").iterdir() if p.is_dir()] == []
+
+
+def test_stop_kills_after_the_timeout(busybox):
+    # sh as pid 1 without a trap ignores SIGTERM: stop waits -t seconds, then SIGKILL (137)
+    detached(busybox, "--name", "stubborn", "busybox", "sleep", "60")
+    started = time.monotonic()
+    busybox("stop", "-t", "1", "stubborn")
+    assert 0.9 < time.monotonic() - started < 15
+    assert state(busybox, "stubborn")["ExitCode"] == 137
+    busybox("rm", "stubborn")
+
+
+def test_rm_of_a_running_container_needs_force(busybox):
+    detached(busybox, "--name", "busy", "busybox", "sleep", "60")
+    refused = busybox("rm", "busy", check=False)
+    assert refused.returncode == 1 and "container is running" in refused.stderr
+    pid = state(busybox, "busy")["Pid"]
+    busybox("rm", "-f", "busy")
+    assert busybox("ps", "-aq").stdout == ""
+    assert wait_for(lambda: not os.path.exists(f"/proc/{pid}"))
+
+
+def test_auto_remove_and_exit_codes(busybox):
+    container_id = detached(busybox, "--rm", "busybox", "sh", "-c", "exit 0")
+    assert wait_for(lambda: busybox("ps", "-aq").stdout == "")
+    assert not (busybox.data_home / "sbx" / "containers" / container_id).exists()
+    detached(busybox, "--name", "three", "busybox", "sh", "-c", "exit 3")
+    assert busybox("wait", "three").stdout == "3\n"
+    missing = busybox("run", "-d", "busybox", "no-such-command", check=False)
+    assert missing.returncode == 127 and "executable file not found" in missing.stderr
+
+
+def test_names_are_unique_and_validated(busybox):
+    detached(busybox, "--name", "same", "busybox", "sleep", "30")
+    second = busybox("run", "-d", "--name", "same", "busybox", "true", check=False)
+    assert second.returncode == 125 and "already in use" in second.stderr
+    for bad in ("../x", ".", "a/b", "x" * 300):
+        result = busybox("run", "-d", "--name", bad, "busybox", "true", check=False)
+        assert result.returncode == 125 and "Traceback" not in result.stderr
+    busybox("rm", "-f", "same")
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        results = list(pool.map(lambda _: busybox("run", "-d", "--name", "race", "busybox", "sleep", "30",
+                                                  check=False), range(10)))
+    winners = [r for r in results if r.returncode == 0]
+    assert len(winners) == 1, [r.stderr for r in results]
+    assert all("already in use" in r.stderr for r in results if r.returncode != 0)
+    busybox("rm", "-f", "race")
+
+
+def test_a_killed_monitor_does_not_make_ps_lie(busybox):
+    """TESTPLAN 50: SIGKILL the monitor; the container dies with it or runs on, and ps and rm -f tell the truth."""
+    detached(busybox, "--name", "orphan", "busybox", "sleep", "60")
+    from sandbox.store.containers import ContainerStore
+
+    store = ContainerStore(busybox.data_home / "sbx" / "containers")
+    record = store.resolve("orphan")
+    os.kill(record.monitor_pid, signal.SIGKILL)
+    pid = record.pid
+    listing = busybox("ps", "-a").stdout
+    alive = os.path.exists(f"/proc/{pid}")
+    assert ("Up " in listing) == alive
+    busybox("rm", "-f", "orphan")
+    assert wait_for(lambda: not os.path.exists(f"/proc/{pid}"))
+    assert busybox("ps", "-aq").stdout == ""
+
+
+def test_ps_format_json_and_filters(busybox):
+    detached(busybox, "--name", "one", "busybox", "sleep", "30")
+    rows = [json.loads(line) for line in busybox("ps", "--format", "json").stdout.splitlines()]
+    assert [(row["Names"], row["State"]) for row in rows] == [("one", "running")]
+    assert busybox("ps", "-a", "--filter", "name=nomatch").stdout.splitlines()[1:] == []
+    assert busybox("ps", "--filter", "status=running", "-q").stdout.strip() == rows[0]["ID"]
+    busybox("rm", "-f", "one")
+
+
+def test_rmi_refuses_an_image_in_use_and_force_keeps_its_layers(busybox):
+    detached(busybox, "--name", "user", "busybox", "sh", "-c", "sleep 1; cat /bin/busybox > /dev/null; sleep 30")
+    refused = busybox("rmi", "busybox", check=False)
+    assert refused.returncode == 1 and "must force" in refused.stderr
+    busybox("rmi", "-f", "busybox")
+    layers = busybox.data_home / "sbx" / "layers"
+    assert [p for p in layers.iterdir() if not p.name.startswith(".")] != []  # still mounted by the container
+    time.sleep(1.5)
+    assert state(busybox, "user")["Running"]
+    busybox("rm", "-f", "user")
+    busybox("system", "prune", "-f")
+    assert [p for p in layers.iterdir()] == []
