@@ -1,4 +1,5 @@
-"""Container commands: ps, logs, stop, kill, rm, wait, and `container inspect` (Docker's output)."""
+"""Container commands: create, start, restart, rename, ps, logs, stop, kill, rm, wait, top, `container prune` and
+`container inspect` (Docker's output)."""
 
 from __future__ import annotations
 
@@ -234,9 +235,120 @@ def inspect_any(names: list[str] = typer.Argument(..., metavar="NAME|ID [NAME|ID
         raise typer.Exit(failed)
 
 
+def _create_command():
+    """`sbx create`: run's flags but -d (the signature is run's, so the two never drift apart)."""
+    import inspect
+    import typing
+
+    from sandbox.cli import run as run_module
+
+    def create(**flags) -> None:
+        """Create a new container (it is started with sbx start)."""
+        from sandbox.errors import SbxError
+        from sandbox.service.containers import RunOptions
+
+        options = RunOptions(
+            env=list(flags["env"]), env_files=list(flags["env_file"]), workdir=flags["workdir"], user=flags["user"],
+            entrypoint=flags["entrypoint"], volumes=list(flags["volume"]), mounts=list(flags["mount"]),
+            tmpfs=list(flags["tmpfs"]), read_only=flags["read_only"], hostname=flags["hostname"], name=flags["name"],
+            init=flags["init"], interactive=flags["interactive"], tty=flags["tty"], network=flags["network"],
+        )
+        image, args = flags["image"], list(flags["args"] or [])
+        try:
+            run_module._ensure_image(image, flags["pull"], flags["platform"])
+            out(_lifecycle().create(image, args, options, auto_remove=flags["remove"]))
+        except SbxError as error:
+            if getattr(error, "exit_code", None) is None:
+                error.exit_code = run_module.EXIT_SBX
+            raise
+
+    signature = inspect.signature(run_module.run)
+    hints = typing.get_type_hints(run_module.run)
+    parameters = [parameter.replace(annotation=hints[name]) for name, parameter in signature.parameters.items()
+                  if name != "detach"]
+    create.__signature__ = signature.replace(parameters=parameters, return_annotation=None)
+    create.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
+    return create
+
+
+def start(
+    names: list[str] = typer.Argument(..., metavar="CONTAINER [CONTAINER...]"),
+    attach: bool = typer.Option(False, "--attach", "-a", help="Attach STDOUT/STDERR and forward signals."),
+    interactive: bool = typer.Option(False, "--interactive", "-i", help="Attach the container's STDIN."),
+    detach_keys: str = typer.Option(None, "--detach-keys", help="Override the key sequence for detaching."),
+) -> None:
+    """Start one or more created or stopped containers."""
+    from sandbox.errors import SbxError
+
+    lifecycle = _lifecycle()
+    if not (attach or interactive):
+        _each(names, lifecycle.start)
+        return
+    if len(names) != 1:
+        raise SbxError("you cannot start and attach multiple containers at once")
+    from sandbox.cli.attach import attach as attach_command
+
+    lifecycle.start(names[0])
+    attach_command(names[0], detach_keys=detach_keys, no_stdin=not interactive, sig_proxy="true")
+
+
+def restart(
+    names: list[str] = typer.Argument(..., metavar="CONTAINER [CONTAINER...]"),
+    timeout: int = typer.Option(10, "--time", "-t", help="Seconds to wait before killing the container."),
+    signal_name: str = typer.Option(None, "--signal", "-s", help="Signal to send to the container."),
+) -> None:
+    """Restart one or more containers."""
+    lifecycle = _lifecycle()
+    _each(names, lambda name: lifecycle.restart(name, timeout=timeout, signal_name=signal_name))
+
+
+def rename(
+    container: str = typer.Argument(..., metavar="CONTAINER"),
+    new_name: str = typer.Argument(..., metavar="NEW_NAME"),
+) -> None:
+    """Rename a container."""
+    _lifecycle().rename(container, new_name)
+
+
+def prune(force: bool = typer.Option(False, "--force", "-f", help="Do not prompt for confirmation.")) -> None:
+    """Remove all stopped containers."""
+    from sandbox.cli.render import human_size
+
+    if not force:
+        sys.stdout.write("WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] ")
+        sys.stdout.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            return
+    removed, reclaimed = _lifecycle().prune()
+    if removed:
+        out("Deleted Containers:")
+        for container_id in removed:
+            out(container_id)
+        out()
+    out(f"Total reclaimed space: {human_size(reclaimed)}")
+
+
+def top(container: str = typer.Argument(..., metavar="CONTAINER")) -> None:
+    """Display the running processes of a container."""
+    titles, rows = _lifecycle().top(container)
+    out(_top_table(titles, rows))
+
+
+def _top_table(titles: list[str], rows: list[list[str]]) -> str:
+    """Docker's top table: tabwriter with minwidth 20 (not 10 as in the listings), padding 3; the last cell bare."""
+    lines = [titles, *([escape(cell) for cell in row] for row in rows)]
+    widths = [max([20] + [len(line[index]) + 3 for line in lines]) for index in range(len(titles) - 1)]
+    return "\n".join("".join(cell.ljust(widths[i]) for i, cell in enumerate(line[:-1])) + line[-1] for line in lines)
+
+
 def register(app: typer.Typer, container_group: typer.Typer) -> None:
     app.command("inspect")(inspect_any)
-    commands = {"ps": ps, "logs": logs, "stop": stop, "kill": kill, "rm": rm, "wait": wait}
+    commands = {"ps": ps, "logs": logs, "stop": stop, "kill": kill, "rm": rm, "wait": wait,
+                "start": start, "restart": restart, "rename": rename, "top": top}
+    create = _create_command()
+    app.command("create", context_settings={"allow_interspersed_args": False})(create)
+    container_group.command("create", context_settings={"allow_interspersed_args": False})(create)
+    container_group.command("prune")(prune)
     for name, command in commands.items():
         app.command(name)(command)
         container_group.command(name)(command)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sandbox.runtime.idmap import IdMap
+from sandbox.errors import StoreCorrupt
+from sandbox.runtime.idmap import IdMap, IdRange
 from sandbox.runtime.rootfs import RootfsPlan
 
 NETWORKS = ("none", "host")
@@ -45,3 +46,192 @@ class ContainerSpec:
     init: bool = False
     stop_signal: str | None = None
     etc_files: dict[str, str] = field(default_factory=dict)  # /etc/hostname, /etc/hosts, /etc/resolv.conf content
+
+    def to_json(self) -> dict:
+        """Plain JSON data; :meth:`from_json` gives back an equal spec."""
+        return {
+            "version": SPEC_VERSION,
+            "id": self.id,
+            "rootfs": rootfs_to_json(self.rootfs),
+            "process": process_to_json(self.process),
+            "idmap": idmap_to_json(self.idmap),
+            "hostname": self.hostname,
+            "mounts": [mount_to_json(mount) for mount in self.mounts],
+            "read_only": self.read_only,
+            "network": self.network,
+            "init": self.init,
+            "stop_signal": self.stop_signal,
+            "etc_files": dict(self.etc_files),
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> ContainerSpec:
+        """The spec :meth:`to_json` described; StoreCorrupt names the first thing that is missing or wrong."""
+        keys = ("version", "id", "rootfs", "process", "idmap", "hostname", "mounts", "read_only", "network", "init",
+                "stop_signal", "etc_files")
+        reader = _Reader(data, "spec", keys)
+        version = reader.integer("version")
+        if version != SPEC_VERSION:
+            raise reader.damaged(f"has unsupported version {version}")
+        network = reader.string("network")
+        if network not in NETWORKS:
+            raise reader.damaged(f"field 'network' is not supported: {network[:40]!r}")
+        return cls(
+            id=reader.string("id"),
+            rootfs=rootfs_from_json(reader.data["rootfs"]),
+            process=process_from_json(reader.data["process"]),
+            idmap=idmap_from_json(reader.data["idmap"]),
+            hostname=reader.string("hostname"),
+            mounts=tuple(mount_from_json(item, f"mounts[{index}]")
+                         for index, item in enumerate(reader.objects("mounts"))),
+            read_only=reader.boolean("read_only"),
+            network=network,
+            init=reader.boolean("init"),
+            stop_signal=reader.optional_string("stop_signal"),
+            etc_files=reader.string_map("etc_files"),
+        )
+
+
+# -- JSON: the spec as the container record keeps it (`sbx start` rebuilds the container from it) ------------------
+
+SPEC_VERSION = 1
+
+
+class _Reader:
+    """Strict access to one JSON object of the spec: exactly the expected keys, each of its exact type."""
+
+    def __init__(self, data: object, where: str, keys: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
+        self.where = where
+        if not isinstance(data, dict):
+            raise self.damaged("must be a JSON object")
+        missing = [key for key in keys if key not in data]
+        if missing:
+            raise self.damaged(f"missing field {missing[0]!r}")
+        unknown = sorted(str(key) for key in data if key not in keys and key not in optional)
+        if unknown:
+            raise self.damaged(f"unknown field {unknown[0][:80]!r}")
+        self.data = data
+
+    def damaged(self, reason: str) -> StoreCorrupt:
+        return StoreCorrupt(
+            f"damaged container spec: {self.where} {reason}",
+            hint="remove the container with sbx rm -f and create it again",
+        )
+
+    def string(self, key: str) -> str:
+        value = self.data[key]
+        if not isinstance(value, str):
+            raise self.damaged(f"field {key!r} must be a string")
+        return value
+
+    def optional_string(self, key: str) -> str | None:
+        return None if self.data.get(key) is None else self.string(key)
+
+    def boolean(self, key: str) -> bool:
+        value = self.data[key]
+        if not isinstance(value, bool):
+            raise self.damaged(f"field {key!r} must be true or false")
+        return value
+
+    def integer(self, key: str) -> int:
+        value = self.data[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.damaged(f"field {key!r} must be an integer")
+        return value
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        value = self.data[key]
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise self.damaged(f"field {key!r} must be a list of strings")
+        return tuple(value)
+
+    def string_map(self, key: str) -> dict[str, str]:
+        value = self.data[key]
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise self.damaged(f"field {key!r} must be an object of strings")
+        return dict(value)
+
+    def objects(self, key: str) -> list:
+        value = self.data[key]
+        if not isinstance(value, list):
+            raise self.damaged(f"field {key!r} must be a list")
+        return value
+
+
+def mount_to_json(mount: Mount) -> dict:
+    return {"kind": mount.kind, "target": mount.target, "source": mount.source, "read_only": mount.read_only,
+            "options": list(mount.options)}
+
+
+def mount_from_json(data: object, where: str = "mount") -> Mount:
+    reader = _Reader(data, where, ("kind", "target", "source", "read_only", "options"))
+    kind = reader.string("kind")
+    if kind not in ("bind", "tmpfs"):
+        raise reader.damaged(f"field 'kind' must be bind or tmpfs, not {kind[:40]!r}")
+    target = reader.string("target")
+    if not target.startswith("/"):
+        raise reader.damaged("field 'target' must be an absolute path")
+    source = reader.optional_string("source")
+    if kind == "bind" and source is None:
+        raise reader.damaged("a bind needs a 'source'")
+    return Mount(kind, target, source, reader.boolean("read_only"), reader.strings("options"))
+
+
+def process_to_json(process: Process) -> dict:
+    return {"args": list(process.args), "env": list(process.env), "cwd": process.cwd, "user": process.user,
+            "tty": process.tty, "stdin": process.stdin}
+
+
+def process_from_json(data: object, where: str = "process") -> Process:
+    reader = _Reader(data, where, ("args", "env", "cwd", "user", "tty", "stdin"))
+    args = reader.strings("args")
+    if not args:
+        raise reader.damaged("field 'args' must not be empty")
+    return Process(args, reader.strings("env"), reader.string("cwd"), reader.string("user"), reader.boolean("tty"),
+                   reader.boolean("stdin"))
+
+
+def rootfs_to_json(plan: RootfsPlan) -> dict:
+    return {"driver": plan.driver, "layer_root": plan.layer_root, "lower": list(plan.lower), "upper": plan.upper,
+            "work": plan.work, "copy": plan.copy}
+
+
+def rootfs_from_json(data: object, where: str = "rootfs") -> RootfsPlan:
+    from sandbox.runtime.rootfs import DRIVERS
+
+    reader = _Reader(data, where, ("driver", "layer_root", "lower", "upper", "work", "copy"))
+    driver = reader.string("driver")
+    if driver not in DRIVERS:
+        raise reader.damaged(f"field 'driver' is not a storage driver: {driver[:40]!r}")
+    plan = RootfsPlan(driver, reader.string("layer_root"), reader.strings("lower"), reader.optional_string("upper"),
+                      reader.optional_string("work"), reader.optional_string("copy"))
+    if (plan.copy is None) == (plan.upper is None or plan.work is None):
+        raise reader.damaged("needs either 'copy' or both 'upper' and 'work'")
+    return plan
+
+
+def idmap_to_json(idmap: IdMap) -> dict:
+    def ranges(items: tuple[IdRange, ...]) -> list:
+        return [[item.container_id, item.host_id, item.size] for item in items]
+
+    return {"uids": ranges(idmap.uids), "gids": ranges(idmap.gids), "note": idmap.note}
+
+
+def idmap_from_json(data: object, where: str = "idmap") -> IdMap:
+    reader = _Reader(data, where, ("uids", "gids", "note"))
+
+    def ranges(key: str) -> tuple[IdRange, ...]:
+        found = []
+        for item in reader.objects(key):
+            if not (isinstance(item, list) and len(item) == 3
+                    and all(isinstance(n, int) and not isinstance(n, bool) for n in item)):
+                raise reader.damaged(f"field {key!r} must hold [container_id, host_id, size] triples")
+            try:
+                found.append(IdRange(*item))
+            except ValueError as error:
+                raise reader.damaged(f"field {key!r}: {error}") from None
+        if not found:
+            raise reader.damaged(f"field {key!r} must not be empty")
+        return tuple(found)
+
+    return IdMap(ranges("uids"), ranges("gids"), reader.optional_string("note"))

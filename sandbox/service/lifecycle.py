@@ -21,6 +21,7 @@ from sandbox.service.containers import ContainerService, RunOptions, validate_na
 _ADJECTIVES = ("brave", "calm", "eager", "fond", "jolly", "keen", "lucid", "merry", "proud", "quiet", "sharp", "vivid")
 _NAMES = ("curie", "darwin", "euler", "gauss", "hopper", "knuth", "lovelace", "noether", "pascal", "shannon", "turing")
 _POLL = 0.05
+_START_LOCK = "start.lock"
 
 
 class Lifecycle:
@@ -39,11 +40,30 @@ class Lifecycle:
     def run_detached(self, image: str, args: list[str], options: RunOptions, *, auto_remove: bool = False) -> str:
         """Record the container (its name is taken first, atomically), build its root, hand it to a monitor."""
         from sandbox.monitor.monitor import spawn
+
+        container_id, spec, built_dir = self._record_and_build(image, args, options, auto_remove=auto_remove)
+        try:
+            spawn(
+                self.containers.containers_root,
+                container_id,
+                build_spec=lambda _record: (spec, built_dir),
+                remove_dir=self.containers.remove_dir,
+                runtime_root=self.settings.runtime_root,
+            )
+        except BaseException:
+            self.containers.remove_dir(built_dir)
+            raise
+        return container_id
+
+    def create(self, image: str, args: list[str], options: RunOptions, *, auto_remove: bool = False) -> str:
+        """`sbx create`: the record and the root as `run -d` makes them, but no monitor (the state stays created)."""
+        return self._record_and_build(image, args, options, auto_remove=auto_remove)[0]
+
+    def _record_and_build(self, image: str, args: list[str], options: RunOptions, *, auto_remove: bool):
+        """Take the name with a record, build the container's directory, keep the full spec in the record."""
         from sandbox.store.containers import ContainerRecord
 
         validate_name(options.name)
-        if options.tty and options.interactive:
-            raise InvalidRunOption("-it with -d needs sbx attach, which is not available yet", hint="drop -i or -t")
         record = self.containers.images.resolve(image)
         store = self.store
         container_id = secrets.token_hex(32)
@@ -65,17 +85,67 @@ class Lifecycle:
         container_dir = store.dir(container_id)
         try:
             spec, built_dir = self.containers.create(image, args, options, container_id=container_id)
-            store.update(container_id, command=spec.process.args, spec=_describe(spec))
-            spawn(
-                self.containers.containers_root,
-                container_id,
-                build_spec=lambda _record: (spec, built_dir),
-                remove_dir=self.containers.remove_dir,
-            )
+            store.update(container_id, command=spec.process.args, spec=_record_spec(spec))
         except BaseException:
             self.containers.remove_dir(container_dir)
             raise
-        return container_id
+        return container_id, spec, built_dir
+
+    def start(self, text: str) -> None:
+        """Start a created or exited container from the spec in its record, with the same writable layer."""
+        from sandbox.monitor.monitor import spawn
+        from sandbox.store.locks import FileLock
+
+        record = self.get(text)
+        store = self.store
+        with FileLock(store.dir(record.id) / _START_LOCK, timeout=30.0):  # one start at a time per container
+            record = self.get(record.id)
+            if record.state.value == "running":
+                return  # Docker: starting a running container does nothing
+            stored_spec(record)  # a damaged spec is refused here, before a monitor is forked
+            spawn(
+                self.containers.containers_root,
+                record.id,
+                build_spec=lambda current: (stored_spec(current), store.dir(current.id)),
+                remove_dir=self.containers.remove_dir,
+                runtime_root=self.settings.runtime_root,
+            )
+
+    def restart(self, text: str, *, timeout: float = 10.0, signal_name: str | None = None) -> None:
+        self.stop(text, timeout=timeout, signal_name=signal_name)
+        self.start(text)
+
+    def rename(self, text: str, new_name: str) -> None:
+        record = self.get(text)
+        validate_name(new_name)
+        if new_name == record.name:
+            raise InvalidRunOption(
+                f'renaming a container with the same name as its current name: "{new_name}"', hint="choose another"
+            )
+        self.store.update(record.id, name=new_name)
+
+    def prune(self) -> tuple[list[str], int]:
+        """Remove every exited container; (their ids, the bytes their directories held)."""
+        removed, reclaimed = [], 0
+        for record in self.list(all_containers=True):
+            if record.state.value != "exited":
+                continue
+            directory = self.store.dir(record.id)
+            size = _tree_size(directory)
+            try:
+                self.containers.remove_dir(directory)
+            except ContainerNotFound:
+                continue
+            removed.append(record.id)
+            reclaimed += size
+        return removed, reclaimed
+
+    def top(self, text: str) -> tuple[list[str], list[list[str]]]:
+        """`ps -ef` columns for every host process in the container's pid namespace."""
+        record = self.get(text)
+        if record.state.value != "running" or not self.store.alive(record):
+            raise ContainerNotRunning(f"container {text} is not running")
+        return process_table(record.pid)
 
     # -- look ---------------------------------------------------------------------------------------------------
 
@@ -224,8 +294,123 @@ def _describe(spec) -> dict:
         "network": spec.network,
         "stop_signal": spec.stop_signal,
         "driver": spec.rootfs.driver,
+        "stdin": spec.process.stdin,
         "layers": [lower.split("/", 1)[0] for lower in spec.rootfs.lower],  # chain ids it mounts: kept from rmi
     }
+
+
+def _record_spec(spec) -> dict:
+    """The record's spec: the summary beside the full spec (under "spec") that `start` rebuilds the container from."""
+    return {**_describe(spec), "spec": spec.to_json()}
+
+
+def stored_spec(record):
+    """The ContainerSpec kept in a record (StoreCorrupt when it is missing or damaged)."""
+    from sandbox.errors import StoreCorrupt
+    from sandbox.runtime.spec import ContainerSpec
+
+    data = (record.spec or {}).get("spec")
+    if data is None:
+        raise StoreCorrupt(
+            f"container {record.name} has no stored spec (it was made by an older sbx, or its create failed)",
+            hint=f"remove it with sbx rm {record.name} and create it again",
+        )
+    return ContainerSpec.from_json(data)
+
+
+def _tree_size(path) -> int:
+    """Bytes of the regular files under ``path``, as far as the user can see (subordinate-owned dirs may hide some)."""
+    total = 0
+    for root, _dirs, files in os.walk(path, onerror=lambda _error: None):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
+
+
+TOP_TITLES = ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+
+
+def process_table(pid: int, proc: str = "/proc", now: float | None = None) -> tuple[list[str], list[list[str]]]:
+    """`ps -ef` for the processes that share the pid namespace of host process ``pid``: (titles, rows by pid).
+
+    UID is the host uid as a number (the container's users are subordinate ids the host has no names for).
+    """
+    try:
+        namespace = os.readlink(f"{proc}/{pid}/ns/pid")
+    except OSError as error:
+        raise ContainerNotRunning(f"cannot read the pid namespace of process {pid}: {error.strerror}") from None
+    now = time.time() if now is None else now
+    ticks = os.sysconf("SC_CLK_TCK")
+    boot = _boot_time(proc)
+    rows = []
+    for name in os.listdir(proc):
+        if not name.isdigit():
+            continue
+        try:
+            if os.readlink(f"{proc}/{name}/ns/pid") != namespace:
+                continue
+            row = _ps_row(f"{proc}/{name}", int(name), ticks, boot, now)
+        except (OSError, ValueError, IndexError):
+            continue  # gone while we looked, or not ours to see
+        rows.append(row)
+    rows.sort(key=lambda row: int(row[1]))
+    return list(TOP_TITLES), rows
+
+
+def _boot_time(proc: str) -> float:
+    with open(f"{proc}/stat", "rb") as handle:
+        for line in handle.read().decode("ascii", "replace").splitlines():
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    raise OSError("no btime in /proc/stat")
+
+
+def _ps_row(path: str, pid: int, ticks: int, boot: float, now: float) -> list[str]:
+    with open(f"{path}/stat", "rb") as handle:
+        raw = handle.read().decode("utf-8", "replace")
+    head, _, rest = raw.rpartition(")")
+    comm = head.partition("(")[2]
+    fields = rest.split()  # fields[0] is field 3 (state)
+    ppid, tty_nr = int(fields[1]), int(fields[4])
+    cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    started = boot + int(fields[19]) / ticks
+    with open(f"{path}/cmdline", "rb") as handle:
+        argv = [part.decode("utf-8", "replace") for part in handle.read().split(b"\0") if part]
+    uid = os.stat(path).st_uid
+    elapsed = max(now - started, 0.0)
+    percent = min(int(cpu * 100 / elapsed), 99) if elapsed > 0 else 0
+    return [str(uid), str(pid), str(ppid), str(percent), _stime(started, now), _tty(tty_nr), _cpu_time(cpu),
+            " ".join(argv) if argv else f"[{comm}]"]
+
+
+def _stime(started: float, now: float) -> str:
+    """ps's STIME: HH:MM today, MonDD this year, else the year."""
+    start, today = time.localtime(started), time.localtime(now)
+    if start[:3] == today[:3]:
+        return time.strftime("%H:%M", start)
+    if start.tm_year == today.tm_year:
+        return time.strftime("%b%d", start)
+    return time.strftime("%Y", start)
+
+
+def _tty(tty_nr: int) -> str:
+    if tty_nr == 0:
+        return "?"
+    major, minor = (tty_nr >> 8) & 0xFFF, (tty_nr & 0xFF) | ((tty_nr >> 12) & 0xFFF00)
+    if 136 <= major <= 143:
+        return f"pts/{(major - 136) * 256 + minor}"
+    if major == 4:
+        return f"tty{minor}" if minor < 64 else f"ttyS{minor - 64}"
+    return "?"
+
+
+def _cpu_time(seconds: float) -> str:
+    """ps's TIME: [DD-]HH:MM:SS of cpu."""
+    whole = int(seconds)
+    days, whole = divmod(whole, 86400)
+    text = f"{whole // 3600:02d}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+    return f"{days}-{text}" if days else text
 
 
 def _rfc3339(timestamp: float | None) -> str:
