@@ -22,6 +22,12 @@ started it; ``setsid`` takes it out of the user's session and terminal. The moni
 forwards SIGTERM to the container's pid 1. "ok" is sent once the command has been exec'ed (the launcher's sync
 socket is close-on-exec, so it reads EOF), which is why a missing command is still reported to sbx as an error
 (exit code 127) rather than as a container that exits at once.
+
+With a runtime root the monitor also serves the attach socket (its frames are drawn in :mod:`sandbox.monitor.attach`)
+from the same single-threaded selector loop: output goes to the log and to every client, input from any client to
+the pty master (or, with -i, to a pipe that is the container's stdin), a client's RESIZE sets the pty's size. A client
+that goes away, or falls too far behind, is dropped and nothing happens to the container. After the exit has been
+recorded every client gets EXIT with the code, and the socket is removed.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ LOG_NAME = "ctr.log"
 SPAWN_TIMEOUT = 120.0
 _MESSAGE_LIMIT = 64 * 1024
 _READ_SIZE = 64 * 1024
+_INPUT_LIMIT = 256 * 1024  # attached input waiting for the container: clients are not read beyond this
+_CLIENT_LIMIT = 256  # attached clients at once
 
 
 def spawn(
@@ -52,10 +60,12 @@ def spawn(
     remove_dir: Callable[[Path], None],
     *,
     timeout: float = SPAWN_TIMEOUT,
+    runtime_root: Path | None = None,
 ) -> int:
     """Start a detached monitor for the container and return its pid once the container runs.
 
-    ``build_spec(record) -> (ContainerSpec, container_dir)`` runs in the monitor. Raises
+    ``build_spec(record) -> (ContainerSpec, container_dir)`` runs in the monitor. With ``runtime_root`` the
+    monitor serves the attach socket ``runtime_root/<id>/attach.sock`` (:mod:`sandbox.monitor.attach`). Raises
     :class:`ContainerStartError` (with Docker's exit code: 125, 126, 127) when the container could not start.
     """
     read_fd, write_fd = os.pipe()
@@ -68,7 +78,7 @@ def spawn(
             os.close(read_fd)
             os.setsid()
             if os.fork() == 0:
-                _monitor_main(Path(store_root), container_id, build_spec, remove_dir, write_fd)  # exits
+                _monitor_main(Path(store_root), container_id, build_spec, remove_dir, write_fd, runtime_root)  # exits
             code = 0
         finally:
             os._exit(code)
@@ -137,11 +147,12 @@ def _reap(pid: int) -> None:
 # -- the monitor process ------------------------------------------------------------------------------------------
 
 
-def _monitor_main(store_root: Path, container_id: str, build_spec, remove_dir, report_fd: int) -> None:
+def _monitor_main(store_root: Path, container_id: str, build_spec, remove_dir, report_fd: int,
+                  runtime_root: Path | None = None) -> None:
     code = 1
     try:
         _detach(report_fd)
-        Monitor(store_root, container_id, build_spec, remove_dir, report_fd).run()
+        Monitor(store_root, container_id, build_spec, remove_dir, report_fd, runtime_root=runtime_root).run()
         code = 0
     except BaseException:  # nowhere to report it: stdio is /dev/null; the record says what is known
         code = 1
@@ -176,7 +187,9 @@ def _detach(keep: int) -> None:
 
 
 class Monitor:
-    def __init__(self, store_root: Path, container_id: str, build_spec, remove_dir, report_fd: int) -> None:
+    def __init__(self, store_root: Path, container_id: str, build_spec, remove_dir, report_fd: int, *,
+                 runtime_root: Path | None = None) -> None:
+        from sandbox.monitor import attach
         from sandbox.store.containers import ContainerStore
 
         self.store = ContainerStore(store_root)
@@ -185,6 +198,14 @@ class Monitor:
         self.remove_dir = remove_dir
         self.report_fd: int | None = report_fd
         self.container_pid: int | None = None
+        self.socket_path = attach.socket_path(Path(runtime_root), container_id) if runtime_root else None
+        self.listener: socket.socket | None = None
+        self.clients: dict[int, attach.Client] = {}
+        self.input_fd: int | None = None  # the pty master, or the write end of the container's stdin pipe
+        self.to_input = bytearray()
+        self.master_fd: int | None = None
+        self._selector: selectors.BaseSelector | None = None
+        self._registered: dict[int, int] = {}
 
     # -- the report to sbx ----------------------------------------------------------------------------------------
 
@@ -210,7 +231,11 @@ class Monitor:
         try:
             record = self.store.get(self.id)
             spec, container_dir = self.build_spec(record)
-            started, sources = self._start(launcher, spec, container_dir)
+            if self.socket_path is not None:
+                from sandbox.monitor import attach
+
+                self.listener = attach.listen(self.socket_path)
+            started, sources = self._start(launcher, spec, container_dir, record)
         except BaseException as error:
             self._finish(_start_error(error), None, container_dir, record)
             return
@@ -234,23 +259,32 @@ class Monitor:
             self._running(started.container_pid)  # exec'ed and gone before the sync socket was looked at
         self._finish(error, code, container_dir, record, state=ContainerState.EXITED)
 
-    def _start(self, launcher, spec, container_dir: Path):
-        """Start the container; its outputs as {fd: stream}."""
+    def _start(self, launcher, spec, container_dir: Path, record):
+        """Start the container; its outputs as {fd: stream}. Attached input goes to the pty master, or with -i
+        to a pipe that is the container's stdin (without -i its stdin is /dev/null, as with Docker)."""
         if spec.process.tty:
             started = launcher.start(spec, container_dir)
+            self.master_fd = self.input_fd = started.master_fd
             return started, {started.master_fd: "stdout"}
-        stdin = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        wants_stdin = bool(spec.process.stdin or (getattr(record, "spec", None) or {}).get("stdin"))
+        stdin_w = None
+        if wants_stdin:
+            stdin, stdin_w = os.pipe2(os.O_CLOEXEC)
+        else:
+            stdin = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
             started = launcher.start(spec, container_dir, stdio=(stdin, out_w, err_w))
         except BaseException:
-            os.close(out_r)
-            os.close(err_r)
+            for fd in (out_r, err_r, stdin_w):
+                if fd is not None:
+                    os.close(fd)
             raise
         finally:
             for fd in (stdin, out_w, err_w):
                 os.close(fd)
+        self.input_fd = stdin_w
         return started, {out_r: "stdout", err_r: "stderr"}
 
     def _forward(self, number: int, _frame) -> None:
@@ -277,33 +311,179 @@ class Monitor:
         self._report({"ok": {"pid": pid, "monitor": os.getpid()}})
 
     def _pump(self, started, sources: dict[int, str], writer) -> None:
-        """Copy the container's outputs into the log until they all end; say "ok" once the command is exec'ed."""
+        """Copy the container's outputs into the log and to attached clients until they all end, and the clients'
+        input to the container; say "ok" once the command is exec'ed. Never blocks on a client."""
         sync = started.channel.sock
+        outputs = dict(sources)
+        for fd in outputs:
+            os.set_blocking(fd, False)
+        if self.input_fd is not None:
+            os.set_blocking(self.input_fd, False)
         with selectors.DefaultSelector() as selector:
-            for fd, stream in sources.items():
-                os.set_blocking(fd, False)
-                selector.register(fd, selectors.EVENT_READ, stream)
-            selector.register(sync, selectors.EVENT_READ, None)
-            open_outputs = len(sources)
-            while open_outputs:
-                for key, _ in selector.select():
-                    if key.data is None:
-                        selector.unregister(sync)
+            self._selector = selector
+            self._registered = {}
+            sync_open = True
+            while outputs:
+                wanted: dict[int, int] = {}
+                for fd in outputs:
+                    wanted[fd] = selectors.EVENT_READ
+                if sync_open:
+                    wanted[sync.fileno()] = selectors.EVENT_READ
+                if self.listener is not None:
+                    wanted[self.listener.fileno()] = selectors.EVENT_READ
+                room = len(self.to_input) < _INPUT_LIMIT
+                for fd, client in self.clients.items():
+                    events = (selectors.EVENT_READ if room else 0) | (selectors.EVENT_WRITE if client.outgoing else 0)
+                    if events:
+                        wanted[fd] = events
+                if self.to_input and self.input_fd is not None:
+                    wanted[self.input_fd] = wanted.get(self.input_fd, 0) | selectors.EVENT_WRITE
+                self._reconcile(wanted)
+                for key, mask in selector.select():
+                    fd = key.fd
+                    if sync_open and fd == sync.fileno():
+                        self._forget(fd)
+                        sync_open = False
                         if not _error_pending(started):
                             self._running(started.container_pid)
-                        continue
-                    try:
-                        data = os.read(key.fd, _READ_SIZE)
-                    except BlockingIOError:
-                        continue
-                    except OSError:  # EIO: a pty whose every slave end is closed
-                        data = b""
-                    if data:
-                        writer.write(key.data, data)
-                        continue
-                    selector.unregister(key.fd)
-                    os.close(key.fd)
-                    open_outputs -= 1
+                    elif fd in outputs:
+                        if mask & selectors.EVENT_WRITE:
+                            self._write_input()
+                        if mask & selectors.EVENT_READ and not self._read_output(fd, outputs[fd], writer):
+                            del outputs[fd]
+                            self._close_fd(fd)
+                    elif self.listener is not None and fd == self.listener.fileno():
+                        self._accept()
+                    elif fd in self.clients:
+                        self._serve(fd, mask)
+                    elif fd == self.input_fd:
+                        self._write_input()
+        if self.input_fd is not None and self.input_fd != self.master_fd:
+            self._close_fd(self.input_fd)  # the stdin pipe: the container sees EOF (its outputs ended anyway)
+
+    def _reconcile(self, wanted: dict[int, int]) -> None:
+        for fd in [fd for fd in self._registered if fd not in wanted]:
+            self._forget(fd)
+        for fd, events in wanted.items():
+            current = self._registered.get(fd)
+            if current is None:
+                self._selector.register(fd, events)
+            elif current != events:
+                self._selector.modify(fd, events)
+            self._registered[fd] = events
+
+    def _forget(self, fd: int) -> None:
+        if self._registered.pop(fd, None) is not None:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._selector.unregister(fd)
+
+    def _close_fd(self, fd: int) -> None:
+        self._forget(fd)
+        if fd == self.input_fd:
+            self.input_fd = None
+            self.to_input.clear()
+        if fd == self.master_fd:
+            self.master_fd = None
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+    def _read_output(self, fd: int, stream: str, writer) -> bool:
+        """One read of a container output into the log and every client; False at its end."""
+        from sandbox.monitor import attach
+
+        try:
+            data = os.read(fd, _READ_SIZE)
+        except BlockingIOError:
+            return True
+        except OSError:  # EIO: a pty whose every slave end is closed
+            data = b""
+        if not data:
+            return False
+        writer.write(stream, data)
+        if self.clients:
+            frames = attach.encode_data(attach.STDOUT if stream == "stdout" else attach.STDERR, data)
+            for client_fd, client in list(self.clients.items()):
+                if not (client.queue(frames) and client.flush()):
+                    self._drop(client_fd)  # gone, or too far behind to wait for
+        return True
+
+    def _accept(self) -> None:
+        from sandbox.monitor import attach
+
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # EMFILE and the like: the client sees its connection reset
+                return
+            if attach.peer_uid(sock) != os.getuid() or len(self.clients) >= _CLIENT_LIMIT:
+                sock.close()
+                continue
+            client = attach.Client(sock)
+            self.clients[client.fileno()] = client
+
+    def _serve(self, fd: int, mask: int) -> None:
+        from sandbox.monitor import attach
+        from sandbox.runtime import console
+
+        client = self.clients[fd]
+        if mask & selectors.EVENT_WRITE and not client.flush():
+            self._drop(fd)
+            return
+        if not mask & selectors.EVENT_READ:
+            return
+        frames = client.receive()
+        if frames is None:
+            self._drop(fd)
+            return
+        for frame in frames:
+            if frame.type == attach.STDIN:
+                if self.input_fd is not None:
+                    self.to_input += frame.payload
+            elif frame.type == attach.RESIZE and self.master_fd is not None:
+                with contextlib.suppress(attach.AttachProtocolError, OSError, ValueError):
+                    console.set_window_size(self.master_fd, *attach.parse_resize(frame))
+            elif frame.type == attach.DETACH:
+                self._drop(fd)
+                break
+        if self.to_input:
+            self._write_input()
+
+    def _drop(self, fd: int) -> None:
+        client = self.clients.pop(fd, None)
+        self._forget(fd)
+        if client is not None:
+            client.close()
+
+    def _write_input(self) -> None:
+        if self.input_fd is None or not self.to_input:
+            return
+        try:
+            written = os.write(self.input_fd, self.to_input)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # EPIPE: the container closed its stdin; EIO: the pty's other side is gone
+            self.to_input.clear()
+            if self.input_fd != self.master_fd:
+                self._close_fd(self.input_fd)
+            return
+        del self.to_input[:written]
+
+    def _close_attach(self, code: int | None) -> None:
+        """EXIT to every client (after the record says so), then no socket any more."""
+        from sandbox.monitor import attach
+
+        frame = attach.encode_json(attach.EXIT, {"code": code})
+        for fd in list(self.clients):
+            client = self.clients.pop(fd)
+            client.finish(frame)
+        if self.listener is not None:
+            with contextlib.suppress(OSError):
+                self.listener.close()
+            self.listener = None
+        if self.socket_path is not None:
+            attach.remove_socket(self.socket_path)
 
     def _finish(self, error: ContainerStartError | None, code: int | None, container_dir: Path | None, record,
                 state=None) -> None:
@@ -318,6 +498,8 @@ class Monitor:
         if record is not None:
             with contextlib.suppress(Exception):
                 self.store.update(self.id, **changes)
+        with contextlib.suppress(Exception):
+            self._close_attach(code)
         if error is not None:  # sent only if sbx still waits: before "ok"
             self._report({"error": {"message": error.message, "exit_code": error.exit_code, "hint": error.hint}})
         if record is not None and container_dir is not None and getattr(record, "auto_remove", False):

@@ -253,8 +253,8 @@ def _stage2(
     os.chdir("/")
     if spec.network == "none":
         _loopback_up()
-    identity = resolve_identity(spec.process.user, _read_small("/etc/passwd"), _read_small("/etc/group"))
-    env = _with_home(spec.process.env, identity.home)
+    identity = resolve_identity(spec.process.user, read_small("/etc/passwd"), read_small("/etc/group"))
+    env = with_home(spec.process.env, identity.home)
     cwd = os.path.normpath(spec.process.cwd or "/")
     if not os.path.isabs(cwd) or cwd == "/proc" or cwd.startswith("/proc/"):
         # a WORKDIR like /proc/self/fd/N would start the process in a directory outside the root (CVE-2024-21626)
@@ -283,13 +283,16 @@ def _stage2(
     # pid 1 keeps only 0, 1, 2 and the close-on-exec sync socket (which exec closes): TESTPLAN 25
     keep = channel.sock.fileno()
     os.closerange(3, keep)
-    os.closerange(keep + 1, _fd_limit())
+    os.closerange(keep + 1, fd_limit())
+    # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across exec: give them back
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
     if spec.init:
         _become_init(channel)  # returns only in the forked child, which goes on to exec the command
     try:
-        os.execvpe(spec.process.args[0], list(spec.process.args), dict(_split_env(env)))
+        os.execvpe(spec.process.args[0], list(spec.process.args), dict(split_env(env)))
     except OSError as error:
-        raise _exec_error(spec.process.args[0], error) from None
+        raise exec_error(spec.process.args[0], error) from None
 
 
 def _install_stdio(stdio: tuple[int, int, int]) -> None:
@@ -327,7 +330,7 @@ def _become_init(channel) -> None:
             os._exit(128 - code if code < 0 else code)
 
 
-def _exec_error(program: str, error: OSError) -> ContainerStartError:
+def exec_error(program: str, error: OSError) -> ContainerStartError:
     if error.errno in (errno.ENOENT, errno.ENOTDIR):
         where = "" if "/" in program else " in $PATH"
         return ContainerStartError(
@@ -338,14 +341,14 @@ def _exec_error(program: str, error: OSError) -> ContainerStartError:
     return ContainerStartError(f'exec: "{program}": {error.strerror}', exit_code=EXIT_SBX)
 
 
-def _fd_limit() -> int:
+def fd_limit() -> int:
     try:
         return os.sysconf("SC_OPEN_MAX")
     except (ValueError, OSError):
         return 1024
 
 
-def _read_small(path: str) -> str | None:
+def read_small(path: str) -> str | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
@@ -356,13 +359,13 @@ def _read_small(path: str) -> str | None:
         os.close(fd)
 
 
-def _with_home(env: tuple[str, ...], home: str) -> tuple[str, ...]:
+def with_home(env: tuple[str, ...], home: str) -> tuple[str, ...]:
     if any(item.startswith("HOME=") for item in env):
         return env
     return (*env, f"HOME={home or '/'}")
 
 
-def _split_env(env: tuple[str, ...]):
+def split_env(env: tuple[str, ...]):
     for item in env:
         name, _, value = item.partition("=")
         yield name, value

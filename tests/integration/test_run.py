@@ -209,3 +209,11 @@ def test_env_file_and_tmpfs_mount(busybox, tmp_path):
     output = run(busybox, "--env-file", env_file, "--mount", "type=tmpfs,target=/scratch,tmpfs-size=1m",
                  "busybox", "sh", "-c", "echo $FROM_FILE; grep ' /scratch ' /proc/self/mountinfo | wc -l").stdout
     assert output.split() == ["yes", "1"]
+
+
+def test_sigpipe_has_its_default_action_inside(busybox):
+    # `yes` must die of SIGPIPE when head exits, not loop on EPIPE errors (Python ignores SIGPIPE; exec keeps that)
+    result = run(busybox, "busybox", "sh", "-c", "yes | head -n 1; grep SigIgn /proc/self/status")
+    assert result.stdout.splitlines()[0] == "y"
+    assert "write error" not in result.stderr
+

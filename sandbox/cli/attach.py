@@ -1,0 +1,65 @@
+"""`sbx attach`: the terminal (or stdin, stdout, stderr) of a running container, through its monitor's socket."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from sandbox.cli.render import err
+
+_DETACHED_MESSAGE = "read escape sequence"  # what Docker prints on stderr after the detach keys
+
+
+def attach(
+    container: str = typer.Argument(..., metavar="CONTAINER"),
+    detach_keys: str = typer.Option(None, "--detach-keys", help="Override the key sequence for detaching."),
+    no_stdin: bool = typer.Option(False, "--no-stdin", help="Do not attach STDIN."),
+    sig_proxy: str = typer.Option("true", "--sig-proxy", help="Proxy all received signals to the process."),
+) -> None:
+    """Attach local standard input, output, and error streams to a running container."""
+    from sandbox.config import load_settings
+    from sandbox.errors import ContainerNotRunning, InvalidRunOption
+    from sandbox.monitor import attach as protocol
+    from sandbox.runtime import console
+    from sandbox.service.lifecycle import Lifecycle
+
+    if sig_proxy.lower() not in ("true", "false", "1", "0"):
+        raise InvalidRunOption(f"invalid --sig-proxy value {sig_proxy!r}", hint="use --sig-proxy=true or false")
+    keys = console.parse_detach_keys(console.DEFAULT_DETACH_KEYS if detach_keys is None else detach_keys)
+    settings = load_settings()
+    lifecycle = Lifecycle(settings)
+    record = lifecycle.get(container)
+    if record.state.value != "running" or not lifecycle.store.alive(record):
+        raise ContainerNotRunning("you cannot attach to a stopped container, start it first")
+    tty = bool((record.spec or {}).get("tty"))
+    path = protocol.socket_path(settings.runtime_root, record.id)
+    restore = lambda: None  # noqa: E731
+    if not tty and sig_proxy.lower() in ("true", "1"):  # with a tty, Ctrl-C is a byte for the container's terminal
+        restore = console.forward_signals(record.pid)
+    try:
+        outcome, code = protocol.attach(
+            path,
+            stdin_fd=None if no_stdin else sys.stdin.fileno(),
+            stdout_fd=sys.stdout.fileno(),
+            stderr_fd=sys.stderr.fileno(),
+            tty=tty,
+            detach_keys=keys,
+        )
+    except protocol.AttachError:
+        if lifecycle.get(record.id).state.value == "running":
+            raise
+        outcome, code = "exited", None  # it exited between the look and the connect
+    finally:
+        restore()
+    if outcome == "detached":
+        err(_DETACHED_MESSAGE)
+        raise typer.Exit(0)
+    if code is None:
+        code = lifecycle.wait(record.id)
+    raise typer.Exit(code)
+
+
+def register(app: typer.Typer, container_group: typer.Typer) -> None:
+    app.command("attach")(attach)
+    container_group.command("attach")(attach)

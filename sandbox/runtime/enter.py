@@ -1,0 +1,351 @@
+"""Run one more process inside a running container (`sbx exec`): join its namespaces, its root, and exec.
+
+The process tree and the sync protocol (one JSON object per line, :class:`userns.Channel`, as in :mod:`launcher`)::
+
+    sbx (parent)                      joiner (forked)                          the command (forked again)
+    ------------                      ---------------                          --------------------------
+    socketpair, [openpty], fork ───►  open /proc/PID and, through it,
+                                      ns/{user,...,mnt} and root; then
+                                      check PID is still the container's
+                                      pid 1 (boot id + start time)
+                                      setns user, then ipc uts net cgroup
+                                      pid mnt (each only when it differs
+                                      from ours); fchdir(root), chroot(".")
+                                      fork ───────────────────────────────►   waits for the joiner's go (a pipe)
+                                ◄───  {"type": "pid", "pid": HOSTPID}
+                                      close the socket, go ────────────────►  user from the container's /etc/passwd
+                                      waitpid(command), exit with its          and /etc/group; stdio (a pty: setsid,
+                                      status (128+N for a signal)              TIOCSCTTY); groups, gid, uid; chdir;
+                                                                               close fds; execvpe
+                                ◄──────────────────────────────────────────    on failure: {"type": "error", ...}
+    proxy the pty or forward signals to HOSTPID, waitpid(joiner) (:func:`launcher.wait`)
+
+Why this shape: ``setns(CLONE_NEWUSER)`` refuses a threaded process, so the joiner is a fork of the single-threaded
+sbx; ``setns(CLONE_NEWPID)`` only applies to children, hence the second fork. Every fd is opened through one
+``/proc/PID`` directory fd *before* any setns, and the pid is verified only after they are open: a dead pid's
+directory fd cannot follow a recycled pid, so once the check passes the fds belong to the container. After setns of
+the mount namespace the process's root is that namespace's original root (which pid 1 pivoted away from), so the
+container's root is entered through the ``/proc/PID/root`` fd, as ``nsenter --root`` does.
+
+Everything the command's process needs is imported with this module, before ``chroot``: afterwards the host's
+Python library is out of reach, as it should be (TESTPLAN 26). After ``setns(CLONE_NEWUSER)`` the kernel has already
+emptied the inheritable and ambient sets (TESTPLAN 30); the ambient set is cleared once more anyway, and the bounding
+set and no_new_privs of the container's pid 1 are copied. Exit codes follow Docker's exec: 127 not found, 126 not
+executable or any other failure to start the command, 1 when the container is no longer running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import socket
+import sys
+import termios
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sandbox.errors import ContainerNotRunning, ContainerStartError, SbxError
+from sandbox.kernel import constants as k
+from sandbox.runtime.identity import resolve_identity
+from sandbox.runtime.launcher import (
+    EXIT_NOT_EXECUTABLE,
+    Started,
+    exec_error,
+    fd_limit,
+    read_small,
+    split_env,
+    with_home,
+)
+from sandbox.runtime.userns import Channel
+
+# the order setns is applied in: the user namespace first (it gives the capabilities the others need), the mount
+# namespace last (after it, paths resolve in the container)
+NAMESPACES = (
+    ("user", "CLONE_NEWUSER"),
+    ("ipc", "CLONE_NEWIPC"),
+    ("uts", "CLONE_NEWUTS"),
+    ("net", "CLONE_NEWNET"),
+    ("cgroup", "CLONE_NEWCGROUP"),
+    ("pid", "CLONE_NEWPID"),
+    ("mnt", "CLONE_NEWNS"),
+)
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+@dataclass(frozen=True)
+class ExecRequest:
+    """What to run in the container whose pid 1 is ``pid`` (a host pid).
+
+    ``env`` is the final environment but for HOME, which the resolved user's home supplies when it is absent.
+    ``user`` is Docker's ``NAME|UID[:GROUP|GID]`` (``""`` root), resolved against the container's own files.
+    """
+
+    pid: int
+    args: tuple[str, ...]
+    env: tuple[str, ...]
+    user: str = ""
+    cwd: str = "/"
+    tty: bool = False
+    interactive: bool = False
+    detach: bool = False
+
+
+@dataclass(frozen=True)
+class _Joined:
+    """What the joiner learned about the container's pid 1 before joining it."""
+
+    setgroups_allowed: bool
+    bounding: int | None  # CapBnd of pid 1, None when unreadable
+    no_new_privs: bool
+
+
+def start(request: ExecRequest, verify: Callable[[], bool], kernel=None) -> Started:
+    """Fork the joiner; returns once the command's process exists (it may still fail before exec).
+
+    ``verify()`` (run in the joiner, after the container's fds are open) says whether ``request.pid`` still is the
+    container's pid 1. Then: :func:`launcher.wait` for the command's exit code (it raises ContainerStartError with
+    126/127 on a failed exec), or :func:`confirm` for ``-d``. With ``request.tty`` ``Started.master_fd`` is the pty.
+    """
+    if kernel is None:
+        from sandbox.kernel import Kernel
+
+        kernel = Kernel()
+    tty = request.tty and not request.detach
+    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    master_fd = slave_fd = None
+    if tty:
+        master_fd, slave_fd = os.openpty()
+        os.set_inheritable(master_fd, False)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the joiner
+        parent_sock.close()
+        if master_fd is not None:
+            os.close(master_fd)
+        code = EXIT_NOT_EXECUTABLE
+        try:
+            code = _join(request, verify, kernel, Channel(child_sock), slave_fd)
+        except BaseException as error:  # report and leave: never return into the parent's code
+            code = _report(Channel(child_sock), error)
+        finally:
+            os._exit(code)
+    child_sock.close()
+    if slave_fd is not None:
+        os.close(slave_fd)
+    channel = Channel(parent_sock)
+    try:
+        message = channel.recv(30)
+        if message is None or message.get("type") != "pid":
+            raise _failure(message, "could not enter the container")
+    except BaseException:
+        _reap(pid)
+        parent_sock.close()
+        if master_fd is not None:
+            os.close(master_fd)
+        raise
+    return Started(pid, int(message["pid"]), channel, master_fd)
+
+
+def confirm(started: Started, timeout: float = 30.0) -> None:
+    """``-d``: return once the command was executed (the sync socket closed), raise if it failed to start.
+
+    The joiner is left running; it exits with the command and is reaped by whoever inherits it.
+    """
+    try:
+        report = started.channel.recv(timeout)
+    except (TimeoutError, OSError, ValueError):
+        report = None
+    finally:
+        started.channel.close()
+    if report is not None:
+        raise _failure(report, "the command failed to start")
+
+
+# -- the joiner -------------------------------------------------------------------------------------------------------
+
+
+def _join(request: ExecRequest, verify: Callable[[], bool], kernel, channel, slave_fd: int | None) -> int:
+    null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)  # the host's: the container's may be anything by now
+    if request.detach:  # -d: sbx returns at once, so nothing may hold its stdout or stderr open
+        for target in (0, 1, 2):
+            os.dup2(null, target)
+    proc = os.open(f"/proc/{int(request.pid)}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fds = {name: os.open(f"ns/{name}", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc) for name, _ in NAMESPACES}
+        root = os.open("root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=proc)
+        joined = _Joined(
+            setgroups_allowed=_read_at(proc, "setgroups").strip() != "deny",
+            bounding=_status_field(_read_at(proc, "status"), "CapBnd", 16),
+            no_new_privs=_status_field(_read_at(proc, "status"), "NoNewPrivs", 10) == 1,
+        )
+    except OSError:
+        raise ContainerNotRunning(f"container process {request.pid} is gone", exit_code=1) from None
+    finally:
+        os.close(proc)
+    if not verify():
+        raise ContainerNotRunning("the container is no longer running", exit_code=1)
+    for name, flag in NAMESPACES:
+        if _same_namespace(fds[name], name):  # e.g. --network host shares ours; setns into one's own fails
+            continue
+        try:
+            kernel.setns(fds[name], getattr(k, flag))
+        except OSError as error:
+            raise ContainerStartError(f"cannot join the container's {name} namespace: {error.strerror}") from None
+    for fd in fds.values():
+        os.close(fd)
+    os.fchdir(root)
+    os.chroot(".")
+    os.close(root)
+    kernel.prctl(k.PR_SET_DUMPABLE, 0)  # the joiner holds host state; nothing inside may ptrace it
+    go_read, go_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the command
+        code = EXIT_NOT_EXECUTABLE
+        try:
+            os.close(go_write)
+            os.read(go_read, 1)  # after the joiner sent "pid": an error report must not overtake it
+            os.close(go_read)
+            _command(request, kernel, channel, slave_fd, null, joined)  # execs, or raises
+        except BaseException as error:
+            code = _report(channel, error)
+        finally:
+            os._exit(code)
+    os.close(go_read)
+    if slave_fd is not None:
+        os.close(slave_fd)
+    os.close(null)
+    channel.send({"type": "pid", "pid": pid})
+    channel.close()
+    os.write(go_write, b"g")
+    os.close(go_write)
+    for number in _FORWARDED:
+        signal.signal(number, signal.SIG_IGN)  # sbx signals the command directly
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def _command(request: ExecRequest, kernel, channel, slave_fd: int | None, null: int, joined: _Joined) -> None:
+    identity = resolve_identity(request.user, read_small("/etc/passwd"), read_small("/etc/group"))
+    env = with_home(request.env, identity.home)
+    cwd = os.path.normpath(request.cwd or "/")
+    if not os.path.isabs(cwd) or cwd == "/proc" or cwd.startswith("/proc/"):
+        raise ContainerStartError(f"refusing working directory {cwd!r}: it must be an absolute path outside /proc")
+    os.setsid()  # its own session: TIOCSTI cannot reach the user's terminal (TESTPLAN 38)
+    if slave_fd is not None:
+        fcntl.ioctl(slave_fd, termios.TIOCSCTTY, 0)
+        for target in (0, 1, 2):
+            os.dup2(slave_fd, target)
+        if slave_fd > 2:
+            os.close(slave_fd)
+    elif not request.interactive and not request.detach:  # without -i the command gets no stdin, as with Docker
+        os.dup2(null, 0)
+    os.close(null)
+    if joined.bounding is not None:
+        _limit_bounding_set(kernel, joined.bounding)
+    if joined.setgroups_allowed:  # a single-id map denies setgroups, and no other group exists there anyway
+        os.setgroups(list(identity.groups))
+    os.setresgid(identity.gid, identity.gid, identity.gid)
+    os.setresuid(identity.uid, identity.uid, identity.uid)
+    with contextlib.suppress(OSError):  # kernels before 4.3 have no ambient set
+        kernel.prctl(k.PR_CAP_AMBIENT, k.PR_CAP_AMBIENT_CLEAR_ALL)
+    if joined.no_new_privs:
+        kernel.prctl(k.PR_SET_NO_NEW_PRIVS, 1)
+    try:
+        os.chdir(cwd)
+    except OSError as error:
+        raise ContainerStartError(
+            f"cannot enter working directory {cwd}: {error.strerror}", exit_code=EXIT_NOT_EXECUTABLE
+        ) from None
+    keep = channel.sock.fileno()
+    os.closerange(3, keep)
+    os.closerange(keep + 1, fd_limit())
+    for number in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores these; an exec would keep them ignored
+        signal.signal(number, signal.SIG_DFL)
+    try:
+        os.execvpe(request.args[0], list(request.args), dict(split_env(env)))
+    except OSError as error:
+        raise exec_error(request.args[0], error) from None
+
+
+def _limit_bounding_set(kernel, allowed: int) -> None:
+    """Drop from the bounding set every capability pid 1 does not have in its own (before setresuid: needs SETPCAP)."""
+    for cap in range(64):
+        if allowed >> cap & 1:
+            continue
+        try:
+            if kernel.prctl(k.PR_CAPBSET_READ, cap) == 1:
+                kernel.prctl(k.PR_CAPBSET_DROP, cap)
+        except OSError:  # EINVAL: past the kernel's last capability
+            break
+
+
+# -- helpers ----------------------------------------------------------------------------------------------------------
+
+
+def _same_namespace(fd: int, name: str) -> bool:
+    try:
+        mine = os.stat(f"/proc/self/ns/{name}")
+    except OSError:
+        return False
+    theirs = os.fstat(fd)
+    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
+
+
+def _read_at(directory: int, name: str) -> str:
+    fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=directory)
+    try:
+        return os.read(fd, 65536).decode("utf-8", "replace")
+    finally:
+        os.close(fd)
+
+
+def _status_field(status: str, name: str, base: int) -> int | None:
+    for line in status.splitlines():
+        key, _, value = line.partition(":")
+        if key == name:
+            try:
+                return int(value.strip(), base)
+            except ValueError:
+                return None
+    return None
+
+
+def _report(channel, error: BaseException) -> int:
+    """Send the error to sbx; returns the exit code (Docker's exec: 126 unless the error names another)."""
+    exit_code = getattr(error, "exit_code", None) or EXIT_NOT_EXECUTABLE
+    if isinstance(error, SbxError):
+        message, hint = error.message, error.hint
+    elif isinstance(error, OSError):
+        message, hint = f"{error.strerror or error}" + (f": {error.filename}" if error.filename else ""), None
+    else:
+        message, hint = f"{type(error).__name__}: {error}", None
+    with contextlib.suppress(OSError):
+        channel.send({"type": "error", "message": message, "hint": hint, "exit_code": exit_code})
+    return exit_code
+
+
+def _failure(report, fallback: str) -> SbxError:
+    if not report or report.get("type") != "error":
+        return ContainerStartError(fallback, exit_code=EXIT_NOT_EXECUTABLE)
+    code = int(report.get("exit_code") or EXIT_NOT_EXECUTABLE)
+    message = str(report.get("message") or fallback)
+    hint = report.get("hint") if isinstance(report.get("hint"), str) else None
+    if code == 1:
+        return ContainerNotRunning(message, hint=hint, exit_code=1)
+    return ContainerStartError(message, exit_code=code, hint=hint)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)

@@ -1,0 +1,76 @@
+"""`sbx exec`: run one more command in a running container (the process work is :mod:`sandbox.runtime.enter`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sandbox.config import Settings
+from sandbox.errors import ContainerNotRunning, InvalidRunOption
+
+
+@dataclass
+class ExecOptions:
+    env: list[str] = field(default_factory=list)
+    workdir: str | None = None
+    user: str | None = None
+    interactive: bool = False
+    tty: bool = False
+    detach: bool = False
+
+
+class Execution:
+    def __init__(self, settings: Settings, lifecycle=None) -> None:
+        if lifecycle is None:
+            from sandbox.service.lifecycle import Lifecycle
+
+            lifecycle = Lifecycle(settings)
+        self.lifecycle = lifecycle
+
+    def exec(
+        self,
+        text: str,
+        args: list[str],
+        options: ExecOptions,
+        *,
+        attach: Callable[[object, object], int] | None = None,
+    ) -> int:
+        """Run ``args`` in the running container ``text``; its exit code (0 at once with ``options.detach``).
+
+        ``attach(started, request)`` drives the command's stdio and returns its exit code, as ``run``'s does.
+        Raises ContainerNotFound, ContainerNotRunning (exit 1, as Docker's daemon errors), InvalidUser/InvalidEnv
+        for bad flags, and ContainerStartError with 126 or 127 when the command cannot be started (Docker's codes).
+        """
+        from sandbox.runtime import enter, launcher
+        from sandbox.runtime.command import build_args, merge_env
+        from sandbox.runtime.identity import parse_user
+
+        record = self.lifecycle.get(text)
+        store = self.lifecycle.store
+        if record.state.value != "running" or not store.alive(record):
+            raise ContainerNotRunning(f"container {text} is not running")
+        spec = record.spec or {}
+        command = build_args(None, None, None, tuple(args))
+        user = options.user if options.user is not None else str(spec.get("user") or "")
+        parse_user(user)
+        workdir = options.workdir if options.workdir else str(spec.get("cwd") or "/")
+        if not workdir.startswith("/"):
+            raise InvalidRunOption(f"the working directory {workdir!r} is invalid, it needs to be an absolute path")
+        env = merge_env(
+            list(spec.get("env") or []), list(options.env), [], os.environ,
+            hostname=str(spec.get("hostname") or ""), home="",
+        )
+        if not spec.get("hostname"):  # an old record without a host name: keep the container's own HOSTNAME
+            env = tuple(entry for entry in env if entry != "HOSTNAME=")
+        request = enter.ExecRequest(
+            pid=int(record.pid), args=command, env=env, user=user, cwd=workdir,
+            tty=options.tty, interactive=options.interactive, detach=options.detach,
+        )
+        started = enter.start(request, lambda: store.alive(record))
+        if options.detach:
+            enter.confirm(started)
+            return 0
+        if attach is not None:
+            return attach(started, request)
+        return launcher.wait(started)
