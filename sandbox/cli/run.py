@@ -123,13 +123,13 @@ def _attach(started, spec) -> int:
 
 def register(app: typer.Typer) -> None:
     from sandbox.cli import attach, containers
+    from sandbox.cli import exec as exec_
 
     settings = {"allow_interspersed_args": False}
     app.command("run", context_settings=settings)(run)
     group = typer.Typer(help="Manage containers.", no_args_is_help=True)
     group.command("run", context_settings=settings)(run)
     containers.register(app, group)
-    from sandbox.cli import exec as exec_
     exec_.register(app, group)
     attach.register(app, group)
     app.add_typer(group, name="container")
