@@ -148,3 +148,13 @@ def test_rmi_refuses_an_image_in_use_and_force_keeps_its_layers(busybox):
     busybox("rm", "-f", "user")
     busybox("system", "prune", "-f")
     assert [p for p in layers.iterdir()] == []
+
+
+def test_fifty_parallel_detached_runs_all_start(busybox):
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        results = list(pool.map(lambda i: busybox("run", "-d", "--name", f"p{i}", "busybox", "sleep", "30",
+                                                  check=False, timeout=300), range(50)))
+    assert [r.returncode for r in results] == [0] * 50, [r.stderr for r in results if r.returncode][:3]
+    assert len(busybox("ps", "-q").stdout.split()) == 50
+    busybox("rm", "-f", *[f"p{i}" for i in range(50)], timeout=300)
+    assert busybox("ps", "-aq").stdout == ""
