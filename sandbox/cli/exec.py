@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
 import typer
 
 
@@ -30,30 +27,9 @@ def exec_command(
 
 
 def _attach(started, request) -> int:
-    """Drive the command's stdio until it exits: a pty proxy with -t, else forwarded signals (as `run` does)."""
-    from sandbox.runtime import console, launcher
+    from sandbox.cli.run import drive
 
-    if started.master_fd is None:
-        restore = console.forward_signals(started.container_pid)
-        try:
-            return launcher.wait(started)
-        finally:
-            restore()
-    stdin_fd = sys.stdin.fileno() if request.interactive else None
-    user_tty = stdin_fd is not None and os.isatty(stdin_fd)
-    stop_resize = console.resize_on_sigwinch(sys.stdout.fileno(), started.master_fd)
-    restore = console.forward_signals(started.container_pid) if not user_tty else (lambda: None)
-    try:
-        if user_tty:
-            with console.raw_mode(stdin_fd):
-                console.proxy(started.master_fd, stdin_fd, sys.stdout.fileno(), detach_keys=b"")
-        else:
-            console.proxy(started.master_fd, stdin_fd, sys.stdout.fileno(), detach_keys=b"")
-        return launcher.wait(started)
-    finally:
-        stop_resize()
-        restore()
-        os.close(started.master_fd)
+    return drive(started, request.interactive)
 
 
 def register(app: typer.Typer, container_group: typer.Typer) -> None:

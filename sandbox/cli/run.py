@@ -95,7 +95,14 @@ def _ensure_image(image: str, pull: str, platform: str | None) -> None:
 
 
 def _attach(started, spec) -> int:
-    """Drive the container's stdio until it exits: a pty proxy with -t, else forwarded signals."""
+    return drive(started, spec.process.stdin)
+
+
+def drive(started, interactive: bool) -> int:
+    """Drive a started process's stdio until it exits: a pty proxy with -t (raw mode when stdin is a terminal),
+    else forwarded signals; returns its exit code. Shared by `run` and `exec`."""
+    import contextlib
+
     from sandbox.runtime import console, launcher
 
     if started.master_fd is None:
@@ -104,15 +111,12 @@ def _attach(started, spec) -> int:
             return launcher.wait(started)
         finally:
             restore()
-    stdin_fd = sys.stdin.fileno() if spec.process.stdin else None
+    stdin_fd = sys.stdin.fileno() if interactive else None
     user_tty = stdin_fd is not None and os.isatty(stdin_fd)
     stop_resize = console.resize_on_sigwinch(sys.stdout.fileno(), started.master_fd)
     restore = console.forward_signals(started.container_pid) if not user_tty else (lambda: None)
     try:
-        if user_tty:
-            with console.raw_mode(stdin_fd):
-                console.proxy(started.master_fd, stdin_fd, sys.stdout.fileno(), detach_keys=b"")
-        else:
+        with console.raw_mode(stdin_fd) if user_tty else contextlib.nullcontext():
             console.proxy(started.master_fd, stdin_fd, sys.stdout.fileno(), detach_keys=b"")
         return launcher.wait(started)
     finally:

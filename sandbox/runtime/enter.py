@@ -55,7 +55,9 @@ from sandbox.runtime.launcher import (
     exec_error,
     fd_limit,
     read_small,
+    report_error,
     split_env,
+    start_failure,
     with_home,
 )
 from sandbox.runtime.userns import Channel
@@ -321,27 +323,14 @@ def _status_field(status: str, name: str, base: int) -> int | None:
 
 def _report(channel, error: BaseException) -> int:
     """Send the error to sbx; returns the exit code (Docker's exec: 126 unless the error names another)."""
-    exit_code = getattr(error, "exit_code", None) or EXIT_NOT_EXECUTABLE
-    if isinstance(error, SbxError):
-        message, hint = error.message, error.hint
-    elif isinstance(error, OSError):
-        message, hint = f"{error.strerror or error}" + (f": {error.filename}" if error.filename else ""), None
-    else:
-        message, hint = f"{type(error).__name__}: {error}", None
-    with contextlib.suppress(OSError):
-        channel.send({"type": "error", "message": message, "hint": hint, "exit_code": exit_code})
-    return exit_code
+    return report_error(channel, error, EXIT_NOT_EXECUTABLE)
 
 
 def _failure(report, fallback: str) -> SbxError:
-    if not report or report.get("type") != "error":
-        return ContainerStartError(fallback, exit_code=EXIT_NOT_EXECUTABLE)
-    code = int(report.get("exit_code") or EXIT_NOT_EXECUTABLE)
-    message = str(report.get("message") or fallback)
-    hint = report.get("hint") if isinstance(report.get("hint"), str) else None
-    if code == 1:
-        return ContainerNotRunning(message, hint=hint, exit_code=1)
-    return ContainerStartError(message, exit_code=code, hint=hint)
+    error = start_failure(report, fallback, EXIT_NOT_EXECUTABLE)
+    if error.exit_code == 1:  # the container stopped under us: a daemon-style error, not an exec failure
+        return ContainerNotRunning(error.message, hint=error.hint, exit_code=1)
+    return error
 
 
 def _reap(pid: int) -> None:

@@ -85,7 +85,7 @@ def start(
         try:
             code = _stage1(spec, container_dir, kernel, Channel(child_sock), slave_fd, stdio)
         except BaseException as error:  # report and leave: never return into the parent's code
-            _report(Channel(child_sock), error)
+            report_error(Channel(child_sock), error)
         finally:
             os._exit(code)
     child_sock.close()
@@ -95,7 +95,7 @@ def start(
     try:
         message = channel.recv(30)
         if message is None or message.get("type") != "ready":
-            raise _failure(message, "the container process exited before creating its namespaces")
+            raise start_failure(message, "the container process exited before creating its namespaces")
         own_maps = None
         if spec.idmap.single:
             own_maps = {"uid": spec.idmap.uids[0].host_id, "gid": spec.idmap.gids[0].host_id}
@@ -104,7 +104,7 @@ def start(
         channel.send({"type": "go", "own_maps": own_maps})
         message = channel.recv(60)
         if message is None or message.get("type") != "pid":
-            raise _failure(message, "the container process exited before starting")
+            raise start_failure(message, "the container process exited before starting")
     except BaseException:
         _reap(pid)
         parent_sock.close()
@@ -133,21 +133,23 @@ def wait(started: Started) -> int:
     finally:
         started.channel.close()
     if report is not None and report.get("type") == "error":
-        raise _failure(report, "the container failed to start")
+        raise start_failure(report, "the container failed to start")
     return code
 
 
-def _failure(report, fallback: str) -> SbxError:
+def start_failure(report, fallback: str, default_code: int = EXIT_SBX) -> SbxError:
+    """The error a child reported over the sync socket (or ``fallback`` when it died without a word)."""
     if not report or report.get("type") != "error":
-        return ContainerStartError(fallback)
+        return ContainerStartError(fallback, exit_code=default_code)
     return ContainerStartError(
-        str(report.get("message") or fallback), exit_code=int(report.get("exit_code") or EXIT_SBX),
+        str(report.get("message") or fallback), exit_code=int(report.get("exit_code") or default_code),
         hint=report.get("hint") if isinstance(report.get("hint"), str) else None,
     )
 
 
-def _report(channel, error: BaseException) -> None:
-    exit_code = getattr(error, "exit_code", None) or EXIT_SBX
+def report_error(channel, error: BaseException, default_code: int = EXIT_SBX) -> int:
+    """Send an error to sbx over the sync socket; returns the exit code the child should leave with."""
+    exit_code = getattr(error, "exit_code", None) or default_code
     if isinstance(error, SbxError):
         message, hint = error.message, error.hint
     elif isinstance(error, OSError):
@@ -156,6 +158,7 @@ def _report(channel, error: BaseException) -> None:
         message, hint = f"{type(error).__name__}: {error}", None
     with contextlib.suppress(OSError):
         channel.send({"type": "error", "message": message, "hint": hint, "exit_code": exit_code})
+    return exit_code
 
 
 def _reap(pid: int) -> None:
@@ -199,7 +202,7 @@ def _stage1(
             _stage2(spec, container_dir, kernel, channel, slave_fd, stdio)  # execs, or raises
         except BaseException as error:
             code = getattr(error, "exit_code", None) or EXIT_SBX
-            _report(channel, error)
+            report_error(channel, error)
         finally:
             os._exit(code)
     if slave_fd is not None:
