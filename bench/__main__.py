@@ -1,4 +1,4 @@
-"""python -m bench [start|pull|unpack|rootfs|all|list] [-n ITERATIONS] [--warmup N] [--tools sbx,podman,...]
+"""python -m bench [start|pull|unpack|rootfs|lifecycle|all|list] [-n ITERATIONS] [--warmup N] [--tools sbx,podman,...]
 
 Runs the benchmarks present in this package, writes bench/results/<name>.json and prints a short table for each.
 Exits 0 when a tool (sbx included) is missing or fails: it is reported as unavailable/failed in the table and JSON.
@@ -19,6 +19,7 @@ BENCHMARKS = {
     "pull": "B4: sbx pull vs rootless podman pull vs skopeo copy + umoci unpack --rootless",
     "unpack": "B5: unpack the image's layers (and 20,000 small files) from local blobs: sbx vs tar -xzf",
     "rootfs": "B6: image present -> root filesystem ready, per driver: overlay, fuse-overlayfs, copy vs cp -a, podman",
+    "lifecycle": "B2 exec, B3 ps -a/--version, B10 helper memory, B11 rm + leaks, B12 50 parallel run -d vs podman",
 }
 
 
@@ -62,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
 
                 only = [t.strip() for t in args.tools.split(",") if t.strip()] or None
                 rootfs.main(iterations=args.iterations, warmup=args.warmup, only=only)
+            elif name == "lifecycle":
+                from bench import lifecycle
+
+                lifecycle.main(iterations=args.iterations, warmup=args.warmup)
         except BenchError as e:
             print(f"[bench] {name}: cannot run: {e}", file=sys.stderr)
             rc = 1

@@ -145,7 +145,9 @@ def parse_exit(frame: Frame) -> int | None:
 
 
 def socket_path(runtime_root: Path, container_id: str) -> Path:
-    return Path(runtime_root) / container_id / SOCKET_NAME
+    """``runtime_root/<first 16 hex of the id>/attach.sock``: a unix socket path must fit in 108 bytes, and a
+    long $XDG_RUNTIME_DIR plus a 64-hex id would not (16 hex are 64 bits: no collision in practice)."""
+    return Path(runtime_root) / container_id[:16] / SOCKET_NAME
 
 
 def listen(path: Path) -> socket.socket:

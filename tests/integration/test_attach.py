@@ -1,7 +1,7 @@
 """`sbx attach` through the monitor's socket (TESTPLAN 42-44), as the unprivileged user.
 
-The monitors here are spawned in-process with ``runtime_root`` (as the service does for `run -d`), so the tests do
-not depend on how `run -d` is wired; the last one goes through `run -d` when the service passes the runtime root.
+Most monitors here are spawned in-process with ``runtime_root``, as the service does for `run -d`; the last tests
+go through `run -d` and `sbx attach` as a user would.
 """
 
 from __future__ import annotations
@@ -159,8 +159,7 @@ def test_run_detached_then_attach(start):
     sbx = start.sbx
     sbx("run", "-d", "-t", "--name", "c", "busybox", *DATE_LOOP)
     record = start.store.resolve("c")
-    if not attach.socket_path(sbx.runtime_dir / "sbx", record.id).exists():
-        pytest.skip("run -d does not pass runtime_root to the monitor yet")
+    assert attach.socket_path(sbx.runtime_dir / "sbx", record.id).exists()
     child = attach_cli(sbx, "c")
     child.expect(r"\d\d:\d\d:\d\d")
     child.send(b"\x10\x11")
@@ -200,3 +199,13 @@ def test_seed_sequence_start_attach_detach_stop_rm_rmi(sbx):
     sbx("rm", "seed")
     sbx("rmi", "busybox")
     assert sbx("ps", "-aq").stdout == "" and sbx("images", "-q").stdout == ""
+
+
+def test_a_long_runtime_dir_still_fits_the_socket(sbx):
+    """A unix socket path must fit in 108 bytes; a long $XDG_RUNTIME_DIR plus the id must not break run -d."""
+    sbx("pull", "-q", "busybox")
+    long_dir = sbx.runtime_dir / ("r" * 40)
+    long_dir.mkdir(mode=0o700)
+    env = {"XDG_RUNTIME_DIR": str(long_dir)}
+    sbx("run", "-d", "--name", "longpath", "busybox", "sleep", "30", env=env)
+    sbx("rm", "-f", "longpath", env=env)
