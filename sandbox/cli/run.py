@@ -36,6 +36,7 @@ def run(
     platform: str = typer.Option(None, "--platform", help="Set platform if server is multi-platform capable."),
     network: str = typer.Option("none", "--network", "--net", help="none or host."),
     detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background and print the container ID."),
+    detach_keys: str = typer.Option(None, "--detach-keys", help="Override the key sequence for detaching."),
 ) -> None:
     """Create and run a new container from an image."""
     from sandbox.errors import SbxError
@@ -55,7 +56,7 @@ def run(
             container_id = Lifecycle(load_settings()).run_detached(image, list(args or []), options, auto_remove=remove)
             sys.stdout.write(container_id + "\n")
             return
-        code = _service().run(image, list(args or []), options, attach=_attach)
+        code = _run_attached(image, list(args or []), options, auto_remove=remove, detach_keys=detach_keys)
     except SbxError as error:
         if getattr(error, "exit_code", None) is None:
             error.exit_code = EXIT_SBX
@@ -63,11 +64,46 @@ def run(
     raise typer.Exit(code)
 
 
-def _service():
+def _run_attached(image: str, args: list[str], options, *, auto_remove: bool, detach_keys: str | None) -> int:
+    """Docker's foreground run: create + start + attach through the container's monitor, connected before the
+    container starts so no output is lost; Ctrl-p Ctrl-q (or --detach-keys) leaves it running."""
     from sandbox.config import load_settings
-    from sandbox.service.containers import ContainerService
+    from sandbox.monitor import attach as protocol
+    from sandbox.runtime import console
+    from sandbox.service.lifecycle import Lifecycle
 
-    return ContainerService(load_settings())
+    keys = console.parse_detach_keys(console.DEFAULT_DETACH_KEYS if detach_keys is None else detach_keys)
+    lifecycle = Lifecycle(load_settings())
+    connection = {}
+
+    def connect_early(path) -> None:
+        connection["sock"] = protocol.connect(path)
+
+    try:
+        container_id = lifecycle.run_detached(image, args, options, auto_remove=auto_remove,
+                                              on_listening=connect_early)
+    except BaseException:
+        if "sock" in connection:
+            connection["sock"].close()
+        raise
+    record = lifecycle.get(container_id)
+    restore = console.forward_signals(record.pid) if record.pid and not options.tty else (lambda: None)
+    try:
+        outcome, code = protocol.attach(
+            None,
+            stdin_fd=sys.stdin.fileno() if options.interactive else None,
+            stdout_fd=sys.stdout.fileno(),
+            stderr_fd=sys.stderr.fileno(),
+            tty=options.tty,
+            detach_keys=keys,
+            sock=connection["sock"],
+        )
+    finally:
+        restore()
+    if outcome == "detached":
+        err("read escape sequence")
+        return 0
+    return code if code is not None else lifecycle.wait(container_id)
 
 
 def _ensure_image(image: str, pull: str, platform: str | None) -> None:
@@ -92,10 +128,6 @@ def _ensure_image(image: str, pull: str, platform: str | None) -> None:
         ref = Reference.parse(image)
         err(f"Unable to find image '{ref.familiar}' locally")
         pull_image(image, platform=platform, to_stderr=True)
-
-
-def _attach(started, spec) -> int:
-    return drive(started, spec.process.stdin)
 
 
 def drive(started, interactive: bool) -> int:

@@ -272,6 +272,7 @@ def attach(
     stderr_fd: int,
     tty: bool,
     detach_keys: bytes,
+    sock: socket.socket | None = None,
 ) -> tuple[str, int | None]:
     """Copy between the container and these fds until it exits or the detach keys are typed; prints nothing.
 
@@ -281,7 +282,7 @@ def attach(
     """
     from sandbox.runtime import console
 
-    sock = connect(socket_path)
+    sock = sock or connect(socket_path)  # a foreground run connects before the container starts
     session = _Session(sock, stdin_fd, stdout_fd, stderr_fd, console.DetachMatcher(detach_keys))
     user_tty = tty and stdin_fd is not None and os.isatty(stdin_fd)
     try:

@@ -53,6 +53,9 @@ _INPUT_LIMIT = 256 * 1024  # attached input waiting for the container: clients a
 _CLIENT_LIMIT = 256  # attached clients at once
 
 
+HOLD_TIMEOUT = 30.0  # how long a held start waits for its first client
+
+
 def spawn(
     store_root: Path,
     container_id: str,
@@ -61,12 +64,17 @@ def spawn(
     *,
     timeout: float = SPAWN_TIMEOUT,
     runtime_root: Path | None = None,
+    on_listening: Callable[[Path], None] | None = None,
 ) -> int:
     """Start a detached monitor for the container and return its pid once the container runs.
 
     ``build_spec(record) -> (ContainerSpec, container_dir)`` runs in the monitor. With ``runtime_root`` the
     monitor serves the attach socket ``runtime_root/<id>/attach.sock`` (:mod:`sandbox.monitor.attach`). Raises
-    :class:`ContainerStartError` (with Docker's exit code: 125, 126, 127) when the container could not start.
+    :class:`ContainerStartError` (with Docker's exit code: 125, 127) when the container could not start.
+
+    ``on_listening(socket_path)`` (with ``runtime_root``) is how a foreground `run` attaches before anything runs:
+    the monitor says "listening", waits for that first client, and only then starts the container, so no output
+    is lost however quickly the command ends.
     """
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
@@ -78,7 +86,8 @@ def spawn(
             os.close(read_fd)
             os.setsid()
             if os.fork() == 0:
-                _monitor_main(Path(store_root), container_id, build_spec, remove_dir, write_fd, runtime_root)  # exits
+                _monitor_main(Path(store_root), container_id, build_spec, remove_dir, write_fd, runtime_root,
+                              hold=on_listening is not None)  # exits
             code = 0
         finally:
             os._exit(code)
@@ -86,6 +95,11 @@ def spawn(
     try:
         _reap(middle)
         message = _read_message(read_fd, timeout)
+        if message is not None and message.get("listening") and on_listening is not None and runtime_root:
+            from sandbox.monitor import attach
+
+            on_listening(attach.socket_path(Path(runtime_root), container_id))
+            message = _read_message(read_fd, timeout)
     finally:
         os.close(read_fd)
     return _answer(message)
@@ -148,11 +162,12 @@ def _reap(pid: int) -> None:
 
 
 def _monitor_main(store_root: Path, container_id: str, build_spec, remove_dir, report_fd: int,
-                  runtime_root: Path | None = None) -> None:
+                  runtime_root: Path | None = None, *, hold: bool = False) -> None:
     code = 1
     try:
         _detach(report_fd)
-        Monitor(store_root, container_id, build_spec, remove_dir, report_fd, runtime_root=runtime_root).run()
+        Monitor(store_root, container_id, build_spec, remove_dir, report_fd, runtime_root=runtime_root,
+                hold=hold).run()
         code = 0
     except BaseException:  # nowhere to report it: stdio is /dev/null; the record says what is known
         code = 1
@@ -188,7 +203,7 @@ def _detach(keep: int) -> None:
 
 class Monitor:
     def __init__(self, store_root: Path, container_id: str, build_spec, remove_dir, report_fd: int, *,
-                 runtime_root: Path | None = None) -> None:
+                 runtime_root: Path | None = None, hold: bool = False) -> None:
         from sandbox.monitor import attach
         from sandbox.store.containers import ContainerStore
 
@@ -197,6 +212,7 @@ class Monitor:
         self.build_spec = build_spec
         self.remove_dir = remove_dir
         self.report_fd: int | None = report_fd
+        self.hold = hold
         self.container_pid: int | None = None
         self.socket_path = attach.socket_path(Path(runtime_root), container_id) if runtime_root else None
         self.listener: socket.socket | None = None
@@ -235,6 +251,8 @@ class Monitor:
                 from sandbox.monitor import attach
 
                 self.listener = attach.listen(self.socket_path)
+                if self.hold:
+                    self._wait_for_first_client()
             started, sources = self._start(launcher, spec, container_dir, record)
         except BaseException as error:
             self._finish(_start_error(error), None, container_dir, record)
@@ -258,6 +276,15 @@ class Monitor:
         if error is None and self.report_fd is not None:
             self._running(started.container_pid)  # exec'ed and gone before the sync socket was looked at
         self._finish(error, code, container_dir, record, state=ContainerState.EXITED)
+
+    def _wait_for_first_client(self) -> None:
+        """Tell sbx the socket is there, then wait (bounded) for it to connect before the container starts."""
+        import select
+
+        assert self.report_fd is not None and self.listener is not None
+        os.write(self.report_fd, b'{"listening": true}\n')
+        if select.select([self.listener], [], [], HOLD_TIMEOUT)[0]:
+            self._accept()
 
     def _start(self, launcher, spec, container_dir: Path, record):
         """Start the container; its outputs as {fd: stream}. Attached input goes to the pty master, or with -i
@@ -498,13 +525,14 @@ class Monitor:
         if record is not None:
             with contextlib.suppress(Exception):
                 self.store.update(self.id, **changes)
+        # --rm goes before anyone hears of the exit: `run --rm` returns with the container gone, as Docker's does
+        if record is not None and container_dir is not None and getattr(record, "auto_remove", False):
+            with contextlib.suppress(Exception):
+                self.remove_dir(container_dir)
         with contextlib.suppress(Exception):
             self._close_attach(code)
         if error is not None:  # sent only if sbx still waits: before "ok"
             self._report({"error": {"message": error.message, "exit_code": error.exit_code, "hint": error.hint}})
-        if record is not None and container_dir is not None and getattr(record, "auto_remove", False):
-            with contextlib.suppress(Exception):
-                self.remove_dir(container_dir)
         # orphans handed to us as the subreaper: collect them before leaving
         with contextlib.suppress(ChildProcessError):
             while os.waitpid(-1, os.WNOHANG)[0]:

@@ -1,14 +1,11 @@
-"""Running containers: from an image and Docker's run flags to a :class:`ContainerSpec`, then start, wait, clean.
-
-Until the lifecycle issue gives every container a monitor and a record, `run` is create + start + wait in the
-foreground, and the container's directory (its writable layer) is removed when it exits, as `--rm` would.
-"""
+"""Building containers: from an image and Docker's run flags to a :class:`ContainerSpec` and the container's
+directory (its writable layer, generated /etc files); removing that directory again. Starting, watching and
+stopping them is the monitor's and :mod:`sandbox.service.lifecycle`'s work."""
 
 from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,27 +46,6 @@ class ContainerService:
     @property
     def containers_root(self) -> Path:
         return self.settings.data_root / "containers"
-
-    def run(
-        self,
-        image: str,
-        args: list[str],
-        options: RunOptions,
-        *,
-        attach: Callable[[object, object], int] | None = None,
-    ) -> int:
-        """Create, start and wait for a container; ``attach(started, spec)`` drives its stdio and returns the code."""
-        from sandbox.runtime import launcher
-
-        validate_name(options.name)
-        spec, container_dir = self.create(image, args, options)
-        try:
-            started = launcher.start(spec, container_dir)
-            if attach is not None:
-                return attach(started, spec)
-            return launcher.wait(started)
-        finally:
-            self.remove_dir(container_dir)
 
     def create(self, image: str, args: list[str], options: RunOptions, container_id: str | None = None):
         """Build the spec and the container's directory (rootfs dirs, /etc files); returns (spec, directory)."""

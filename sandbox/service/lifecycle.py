@@ -15,7 +15,14 @@ import signal
 import time
 
 from sandbox.config import Settings
-from sandbox.errors import ContainerNotFound, ContainerNotRunning, ContainerRunning, InvalidRunOption, NameInUse
+from sandbox.errors import (
+    ContainerNotFound,
+    ContainerNotRunning,
+    ContainerRunning,
+    ContainerStartError,
+    InvalidRunOption,
+    NameInUse,
+)
 from sandbox.service.containers import ContainerService, RunOptions, validate_name
 
 _ADJECTIVES = ("brave", "calm", "eager", "fond", "jolly", "keen", "lucid", "merry", "proud", "quiet", "sharp", "vivid")
@@ -37,8 +44,13 @@ class Lifecycle:
 
     # -- create and start ---------------------------------------------------------------------------------------
 
-    def run_detached(self, image: str, args: list[str], options: RunOptions, *, auto_remove: bool = False) -> str:
-        """Record the container (its name is taken first, atomically), build its root, hand it to a monitor."""
+    def run_detached(
+        self, image: str, args: list[str], options: RunOptions, *, auto_remove: bool = False, on_listening=None
+    ) -> str:
+        """Record the container (its name is taken first, atomically), build its root, hand it to a monitor.
+
+        ``on_listening(socket_path)``: a foreground `run` connects there before the monitor starts the container.
+        """
         from sandbox.monitor.monitor import spawn
 
         container_id, spec, built_dir = self._record_and_build(image, args, options, auto_remove=auto_remove)
@@ -49,7 +61,10 @@ class Lifecycle:
                 build_spec=lambda _record: (spec, built_dir),
                 remove_dir=self.containers.remove_dir,
                 runtime_root=self.settings.runtime_root,
+                on_listening=on_listening,
             )
+        except ContainerStartError:
+            raise  # the monitor recorded why (and removed an --rm container): Docker keeps the failed container
         except BaseException:
             self.containers.remove_dir(built_dir)
             raise

@@ -154,7 +154,7 @@ def test_init_reaps_orphans_and_forwards_the_exit_code(busybox):
 def test_files_of_other_users_are_removed_with_the_container(busybox):
     run(busybox, "-u", "33:33", "busybox", "sh", "-c", "echo x > /tmp/owned-by-33")
     containers = busybox.data_home / "sbx" / "containers"
-    assert list(containers.iterdir()) == []
+    assert [p for p in containers.iterdir() if p.is_dir()] == []
 
 
 
@@ -216,4 +216,27 @@ def test_sigpipe_has_its_default_action_inside(busybox):
     result = run(busybox, "busybox", "sh", "-c", "yes | head -n 1; grep SigIgn /proc/self/status")
     assert result.stdout.splitlines()[0] == "y"
     assert "write error" not in result.stderr
+
+
+def test_foreground_run_keeps_the_container_without_rm(busybox):
+    """Docker's run is create + start + attach: without --rm the exited container stays for ps -a and logs."""
+    assert busybox("run", "--name", "kept", "busybox", "echo", "kept output").stdout == "kept output\n"
+    assert "Exited (0)" in busybox("ps", "-a").stdout
+    assert busybox("logs", "kept").stdout == "kept output\n"
+    busybox("rm", "kept")
+
+
+def test_ctrl_p_ctrl_q_detaches_a_foreground_run(busybox):
+    pexpect = pytest.importorskip("pexpect")
+    child = pexpect.spawn(
+        sys.executable, ["-m", "sandbox", "run", "-i", "-t", "--name", "fg", "busybox", "sh"],
+        env=busybox.environ(), cwd=str(busybox.root), timeout=30, encoding="utf-8",
+    )
+    child.expect(r"[#$] ")
+    child.send("\x10\x11")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert " Up " in busybox("ps").stdout
+    busybox("rm", "-f", "fg")
 
