@@ -193,6 +193,19 @@ def wait(names: list[str] = typer.Argument(..., metavar="CONTAINER [CONTAINER...
         raise typer.Exit(failed)
 
 
+def port(
+    container: str = typer.Argument(..., metavar="CONTAINER"),
+    private_port: str = typer.Argument(None, metavar="[PRIVATE_PORT[/PROTO]]"),
+) -> None:
+    """List port mappings of a container (none can be published until -p arrives with networking)."""
+    from sandbox.errors import SbxError
+
+    _lifecycle().get(container)  # an unknown container is an error, as with Docker
+    if private_port:
+        shown = private_port if "/" in private_port else f"{private_port}/tcp"
+        raise SbxError(f"no public port '{shown}' published for {container}")
+
+
 def container_inspect(names: list[str] = typer.Argument(..., metavar="CONTAINER [CONTAINER...]")) -> None:
     """Display detailed information on one or more containers."""
     from sandbox.cli.main import report
@@ -344,7 +357,7 @@ def _top_table(titles: list[str], rows: list[list[str]]) -> str:
 def register(app: typer.Typer, container_group: typer.Typer) -> None:
     app.command("inspect")(inspect_any)
     commands = {"ps": ps, "logs": logs, "stop": stop, "kill": kill, "rm": rm, "wait": wait,
-                "start": start, "restart": restart, "rename": rename, "top": top}
+                "start": start, "restart": restart, "rename": rename, "top": top, "port": port}
     create = _create_command()
     app.command("create", context_settings={"allow_interspersed_args": False})(create)
     container_group.command("create", context_settings={"allow_interspersed_args": False})(create)

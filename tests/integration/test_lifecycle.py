@@ -158,3 +158,13 @@ def test_fifty_parallel_detached_runs_all_start(busybox):
     assert len(busybox("ps", "-q").stdout.split()) == 50
     busybox("rm", "-f", *[f"p{i}" for i in range(50)], timeout=300)
     assert busybox("ps", "-aq").stdout == ""
+
+
+def test_port_lists_nothing_published(busybox):
+    detached(busybox, "--name", "noports", "busybox", "sleep", "30")
+    assert busybox("port", "noports").stdout == ""
+    missing = busybox("port", "noports", "80", check=False)
+    assert missing.returncode == 1 and "no public port '80/tcp' published for noports" in missing.stderr
+    assert busybox("port", "nothing", check=False).returncode == 1
+    busybox("rm", "-f", "noports")
+
