@@ -8,6 +8,7 @@ under ``$XDG_RUNTIME_DIR/sbx`` or ``/tmp/sbx-$UID``. The config file is ``$SBX_C
     insecure_registries = ["myhost:5000"]     # plain http allowed (localhost/127.0.0.0/8 always are)
     storage_driver = "overlay"                # optional: overlay, fuse-overlayfs, copy (SBX_STORAGE_DRIVER wins)
     layer_size_limit = 68719476736            # bytes one layer may unpack to (default 64 GiB)
+    detach_keys = "ctrl-p,ctrl-q"             # run, start and attach; --detach-keys wins
 
     [registries."docker.io"]
     mirrors = ["127.0.0.1:5000"]              # tried in order before the registry itself
@@ -45,6 +46,7 @@ class Settings:
     default_platform: str | None = None
     storage_driver: str | None = None
     layer_size_limit: int = 64 * 1024**3
+    detach_keys: str | None = None
     docker_config: Path | None = None
 
     @property
@@ -117,7 +119,9 @@ def _apply_file(settings: Settings, path: Path) -> Settings:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    known = {"registries", "insecure_registries", "default_platform", "storage_driver", "layer_size_limit"}
+    known = {
+        "registries", "insecure_registries", "default_platform", "storage_driver", "layer_size_limit", "detach_keys",
+    }
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"config file {path}: unknown setting {unknown[0]!r}")
@@ -150,8 +154,12 @@ def _apply_file(settings: Settings, path: Path) -> Settings:
     limit = data.get("layer_size_limit", settings.layer_size_limit)
     if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
         raise ConfigError(f"config file {path}: layer_size_limit must be a positive number of bytes")
+    detach_keys = data.get("detach_keys")
+    if detach_keys is not None and not isinstance(detach_keys, str):
+        raise ConfigError(f"config file {path}: detach_keys must be a string like \"ctrl-p,ctrl-q\"")
     return replace(
         settings,
+        detach_keys=detach_keys,
         config_file=path,
         registries=registries,
         insecure_registries=frozenset(insecure_list),

@@ -11,6 +11,15 @@ from sandbox.cli.render import err
 _DETACHED_MESSAGE = "read escape sequence"  # what Docker prints on stderr after the detach keys
 
 
+def detach_key_bytes(flag: str | None, settings) -> bytes:
+    """--detach-keys, else the config's detach_keys, else Ctrl-p Ctrl-q; "" turns detaching off."""
+    from sandbox.runtime import console
+
+    if flag is None:
+        flag = settings.detach_keys if settings.detach_keys is not None else console.DEFAULT_DETACH_KEYS
+    return console.parse_detach_keys(flag)
+
+
 def attach(
     container: str = typer.Argument(..., metavar="CONTAINER"),
     detach_keys: str = typer.Option(None, "--detach-keys", help="Override the key sequence for detaching."),
@@ -26,8 +35,8 @@ def attach(
 
     if sig_proxy.lower() not in ("true", "false", "1", "0"):
         raise InvalidRunOption(f"invalid --sig-proxy value {sig_proxy!r}", hint="use --sig-proxy=true or false")
-    keys = console.parse_detach_keys(console.DEFAULT_DETACH_KEYS if detach_keys is None else detach_keys)
     settings = load_settings()
+    keys = detach_key_bytes(detach_keys, settings)
     lifecycle = Lifecycle(settings)
     record = lifecycle.get(container)
     if record.state.value != "running" or not lifecycle.store.alive(record):

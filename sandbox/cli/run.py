@@ -67,13 +67,15 @@ def run(
 def _run_attached(image: str, args: list[str], options, *, auto_remove: bool, detach_keys: str | None) -> int:
     """Docker's foreground run: create + start + attach through the container's monitor, connected before the
     container starts so no output is lost; Ctrl-p Ctrl-q (or --detach-keys) leaves it running."""
+    from sandbox.cli.attach import detach_key_bytes
     from sandbox.config import load_settings
     from sandbox.monitor import attach as protocol
     from sandbox.runtime import console
     from sandbox.service.lifecycle import Lifecycle
 
-    keys = console.parse_detach_keys(console.DEFAULT_DETACH_KEYS if detach_keys is None else detach_keys)
-    lifecycle = Lifecycle(load_settings())
+    settings = load_settings()
+    keys = detach_key_bytes(detach_keys, settings)
+    lifecycle = Lifecycle(settings)
     connection = {}
 
     def connect_early(path) -> None:

@@ -249,3 +249,17 @@ def test_layer_size_limit_and_storage_driver_override(tmp_path):
     config.write_text("layer_size_limit = -1\n")
     with pytest.raises(ConfigError, match="layer_size_limit"):
         load_settings(env)
+
+
+def test_detach_keys_setting(tmp_path):
+    from sandbox.config import load_settings
+    from sandbox.errors import ConfigError
+
+    config = tmp_path / "config.toml"
+    env = {"HOME": str(tmp_path), "SBX_CONFIG": str(config)}
+    config.write_text('detach_keys = "ctrl-x,x"\n')
+    assert load_settings(env).detach_keys == "ctrl-x,x"
+    config.write_text("detach_keys = 3\n")
+    with pytest.raises(ConfigError, match="detach_keys"):
+        load_settings(env)
+
