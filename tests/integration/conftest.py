@@ -296,3 +296,10 @@ def sbx(tmp_path: Path, registry: RegistryServer) -> Iterator[SbxRunner]:
     finally:
         runner.cleanup()
         shutil.rmtree(runtime_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def busybox(sbx: SbxRunner) -> SbxRunner:
+    """The `sbx` runner with the busybox fixture image pulled (as docker.io/library/busybox)."""
+    sbx("pull", "-q", "busybox")
+    return sbx

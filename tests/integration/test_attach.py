@@ -17,6 +17,7 @@ import pytest
 from sandbox.monitor import attach
 from sandbox.monitor.monitor import spawn
 from sandbox.store.containers import ContainerRecord, ContainerState, ContainerStore
+from tests.integration.helpers import wait_for
 
 FAKE_IMAGE_ID = "sha256:" + "0" * 64
 DATE_LOOP = ["sh", "-c", "while true; do date; sleep 0.2; done"]
@@ -50,14 +51,6 @@ def start(sbx, monkeypatch):
     make.sbx = sbx
     return make
 
-
-def wait_for(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def attach_cli(sbx, *args, dimensions=(24, 80)):

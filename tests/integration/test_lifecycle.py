@@ -8,13 +8,7 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
-
-
-@pytest.fixture
-def busybox(sbx):
-    sbx("pull", "-q", "busybox")
-    return sbx
+from tests.integration.helpers import state, wait_for
 
 
 def detached(sbx, *args):
@@ -24,17 +18,6 @@ def detached(sbx, *args):
     return container_id
 
 
-def state(sbx, name):
-    return json.loads(sbx("inspect", name).stdout)[0]["State"]
-
-
-def wait_for(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_run_detached_ps_logs_stop_rm(busybox):

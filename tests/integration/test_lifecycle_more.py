@@ -3,28 +3,8 @@
 from __future__ import annotations
 
 import json
-import time
 
-import pytest
-
-
-@pytest.fixture
-def busybox(sbx):
-    sbx("pull", "-q", "busybox")
-    return sbx
-
-
-def state(sbx, name):
-    return json.loads(sbx("inspect", name).stdout)[0]["State"]
-
-
-def wait_for(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
+from tests.integration.helpers import state, wait_for
 
 
 def status(sbx, name):

@@ -10,12 +10,6 @@ import pytest
 from sandbox.runtime.idmap import default_idmap
 
 
-@pytest.fixture
-def busybox(sbx):
-    sbx("pull", "-q", "busybox")
-    return sbx
-
-
 def run(sbx, *args, check=True, **kw):
     return sbx("run", "--rm", *args, check=check, **kw)
 
