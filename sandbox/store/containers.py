@@ -47,6 +47,7 @@ from sandbox.errors import (
 )
 from sandbox.oci.digest import Digest
 from sandbox.store.atomic import fsync_dir, store_error, write_atomic
+from sandbox.store.fields import JsonFields
 from sandbox.store.locks import FileLock
 
 SCHEMA_VERSION = 1
@@ -477,41 +478,21 @@ def boot_id(proc: Path = Path("/proc")) -> str:
 # --- small helpers ---------------------------------------------------------------------------------------------------
 
 
-class _Fields:
-    """Typed access to a JSON object; every failure is a StoreCorrupt naming the file."""
+class _Fields(JsonFields):
+    """Container record fields: every key is required (optional values are null, not absent)."""
 
     def __init__(self, data: object, source: str) -> None:
-        self.source = source
         self.container_id: str | None = None
-        if not isinstance(data, dict):
-            raise self.damaged("record must be a JSON object")
-        self.data = data
+        super().__init__(data, source, "record")
 
     def damaged(self, reason: str) -> StoreCorrupt:
         return _damaged(self.source, reason, self.container_id)
-
-    def raw(self, key: str) -> object:
-        if key not in self.data:
-            raise self.damaged(f"missing field {key!r}")
-        return self.data[key]
-
-    def string(self, key: str) -> str:
-        value = self.raw(key)
-        if not isinstance(value, str):
-            raise self.damaged(f"field {key!r} must be a string")
-        return value
 
     def optional_string(self, key: str) -> str | None:
         value = self.raw(key)
         if value is not None and not isinstance(value, str):
             raise self.damaged(f"field {key!r} must be a string or null")
         return value
-
-    def strings(self, key: str) -> tuple[str, ...]:
-        value = self.raw(key)
-        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise self.damaged(f"field {key!r} must be a list of strings")
-        return tuple(value)
 
     def boolean(self, key: str) -> bool:
         value = self.raw(key)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from sandbox.errors import InvalidDigest, StoreCorrupt
 from sandbox.oci.digest import Digest
+from sandbox.store.fields import JsonFields
 
 SCHEMA_VERSION = 1
 
@@ -133,40 +134,17 @@ class ImageRecord:
         return cls.from_json(data, source=source)
 
 
-class _Fields:
-    """Typed access to a JSON object; every failure is a StoreCorrupt naming the file."""
-
-    def __init__(self, data: object, source: str, what: str) -> None:
-        self.source = source
-        if not isinstance(data, dict):
-            raise self.damaged(f"{what} must be a JSON object")
-        self.data = data
+class _Fields(JsonFields):
+    """Image record fields; an image record may leave out its optional strings."""
 
     def damaged(self, reason: str) -> StoreCorrupt:
         return StoreCorrupt(f"damaged image record {self.source}: {reason}", path=self.source)
-
-    def raw(self, key: str) -> object:
-        if key not in self.data:
-            raise self.damaged(f"missing field {key!r}")
-        return self.data[key]
-
-    def string(self, key: str) -> str:
-        value = self.raw(key)
-        if not isinstance(value, str):
-            raise self.damaged(f"field {key!r} must be a string")
-        return value
 
     def optional_string(self, key: str) -> str | None:
         value = self.data.get(key)
         if value is not None and not isinstance(value, str):
             raise self.damaged(f"field {key!r} must be a string or null")
         return value
-
-    def strings(self, key: str) -> tuple[str, ...]:
-        value = self.raw(key)
-        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise self.damaged(f"field {key!r} must be a list of strings")
-        return tuple(value)
 
     def count(self, key: str) -> int:
         value = self.raw(key)
