@@ -18,9 +18,7 @@ Every root is a field so tests can point them at a tmp dir.
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -76,6 +74,8 @@ def is_loopback(host: str) -> bool:
         name = name.split(":", 1)[0]
     if name == "localhost":
         return True
+    import ipaddress
+
     try:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
@@ -113,6 +113,8 @@ def load_settings(env: os._Environ[str] | dict[str, str] | None = None) -> Setti
 
 
 def _apply_file(settings: Settings, path: Path) -> Settings:
+    import tomllib  # here: every command reads the settings, few have a config file
+
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, UnicodeDecodeError) as exc:

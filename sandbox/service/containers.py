@@ -11,9 +11,6 @@ from pathlib import Path
 
 from sandbox.config import Settings
 from sandbox.errors import InvalidRunOption, SbxError
-from sandbox.oci.imageconfig import ImageConfig
-from sandbox.oci.manifest import Descriptor
-from sandbox.service.images import ImageService
 
 _RESOLV_LIMIT = 64 * 1024
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
@@ -39,9 +36,18 @@ class RunOptions:
 
 
 class ContainerService:
-    def __init__(self, settings: Settings, images: ImageService | None = None) -> None:
+    def __init__(self, settings: Settings, images=None) -> None:
         self.settings = settings
-        self.images = images or ImageService(settings)
+        self._images = images
+
+    @property
+    def images(self):
+        """The image service, made when first needed: `ps`, `rm` and `stop` never need it (nor its imports)."""
+        if self._images is None:
+            from sandbox.service.images import ImageService
+
+            self._images = ImageService(self.settings)
+        return self._images
 
     @property
     def containers_root(self) -> Path:
@@ -49,6 +55,8 @@ class ContainerService:
 
     def create(self, image: str, args: list[str], options: RunOptions, container_id: str | None = None):
         """Build the spec and the container's directory (rootfs dirs, /etc files); returns (spec, directory)."""
+        from sandbox.oci.imageconfig import ImageConfig
+        from sandbox.oci.manifest import Descriptor
         from sandbox.runtime.command import build_args, merge_env, parse_env_file, parse_hostname
         from sandbox.runtime.identity import parse_user
         from sandbox.runtime.idmap import default_idmap
