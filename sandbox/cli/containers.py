@@ -7,8 +7,7 @@ import json
 import sys
 import time
 
-import typer
-
+from sandbox.cli.params import Argument, Option, to_typer
 from sandbox.cli.render import escape, human_duration, json_line, out, since, table
 
 
@@ -39,13 +38,13 @@ def command_text(command: tuple[str, ...], truncate: bool) -> str:
 
 
 def ps(
-    all_containers: bool = typer.Option(False, "--all", "-a", help="Show all containers (default shows just running)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only display container IDs."),
-    last: int = typer.Option(-1, "--last", "-n", help="Show n last created containers (includes all states)."),
-    latest: bool = typer.Option(False, "--latest", "-l", help="Show the latest created container."),
-    no_trunc: bool = typer.Option(False, "--no-trunc", help="Don't truncate output."),
-    filters: list[str] = typer.Option([], "--filter", "-f", help="Filter output: name=, status=, ancestor=."),
-    output_format: str = typer.Option("table", "--format", help="table or json."),
+    all_containers: bool = Option(False, "--all", "-a", help="Show all containers (default shows just running)."),
+    quiet: bool = Option(False, "--quiet", "-q", help="Only display container IDs."),
+    last: int = Option(-1, "--last", "-n", help="Show n last created containers (includes all states)."),
+    latest: bool = Option(False, "--latest", "-l", help="Show the latest created container."),
+    no_trunc: bool = Option(False, "--no-trunc", help="Don't truncate output."),
+    filters: list[str] = Option([], "--filter", "-f", help="Filter output: name=, status=, ancestor=."),
+    output_format: str = Option("table", "--format", help="table or json."),
 ) -> None:
     """List containers."""
     from sandbox.errors import SbxError
@@ -106,11 +105,11 @@ def _matches(record, filters: list[str]) -> bool:
 
 
 def logs(
-    container: str = typer.Argument(..., metavar="CONTAINER"),
-    follow: bool = typer.Option(False, "--follow", "-f", help="Follow log output."),
-    timestamps: bool = typer.Option(False, "--timestamps", "-t", help="Show timestamps."),
-    tail: str = typer.Option("all", "--tail", "-n", help="Number of lines to show from the end of the logs."),
-    since_text: str = typer.Option(None, "--since", help="Show logs since a timestamp or relative (e.g. 42m)."),
+    container: str = Argument(..., metavar="CONTAINER"),
+    follow: bool = Option(False, "--follow", "-f", help="Follow log output."),
+    timestamps: bool = Option(False, "--timestamps", "-t", help="Show timestamps."),
+    tail: str = Option("all", "--tail", "-n", help="Number of lines to show from the end of the logs."),
+    since_text: str = Option(None, "--since", help="Show logs since a timestamp or relative (e.g. 42m)."),
 ) -> None:
     """Fetch the logs of a container."""
     from sandbox.errors import SbxError
@@ -145,13 +144,13 @@ def _each(names: list[str], action) -> None:
             continue
         out(escape(name))
     if failed:
-        raise typer.Exit(failed)
+        raise SystemExit(failed)
 
 
 def stop(
-    names: list[str] = typer.Argument(..., metavar="CONTAINER [CONTAINER...]"),
-    timeout: int = typer.Option(10, "--time", "-t", help="Seconds to wait before killing the container."),
-    signal_name: str = typer.Option(None, "--signal", "-s", help="Signal to send to the container."),
+    names: list[str] = Argument(..., metavar="CONTAINER [CONTAINER...]"),
+    timeout: int = Option(10, "--time", "-t", help="Seconds to wait before killing the container."),
+    signal_name: str = Option(None, "--signal", "-s", help="Signal to send to the container."),
 ) -> None:
     """Stop one or more running containers."""
     lifecycle = _lifecycle()
@@ -159,8 +158,8 @@ def stop(
 
 
 def kill(
-    names: list[str] = typer.Argument(..., metavar="CONTAINER [CONTAINER...]"),
-    signal_name: str = typer.Option("KILL", "--signal", "-s", help="Signal to send to the container."),
+    names: list[str] = Argument(..., metavar="CONTAINER [CONTAINER...]"),
+    signal_name: str = Option("KILL", "--signal", "-s", help="Signal to send to the container."),
 ) -> None:
     """Kill one or more running containers."""
     lifecycle = _lifecycle()
@@ -168,16 +167,16 @@ def kill(
 
 
 def rm(
-    names: list[str] = typer.Argument(..., metavar="CONTAINER [CONTAINER...]"),
-    force: bool = typer.Option(False, "--force", "-f", help="Force the removal of a running container."),
-    volumes: bool = typer.Option(False, "--volumes", "-v", help="Remove anonymous volumes (sbx makes none)."),
+    names: list[str] = Argument(..., metavar="CONTAINER [CONTAINER...]"),
+    force: bool = Option(False, "--force", "-f", help="Force the removal of a running container."),
+    volumes: bool = Option(False, "--volumes", "-v", help="Remove anonymous volumes (sbx makes none)."),
 ) -> None:
     """Remove one or more containers."""
     lifecycle = _lifecycle()
     _each(names, lambda name: lifecycle.remove(name, force=force))
 
 
-def wait(names: list[str] = typer.Argument(..., metavar="CONTAINER [CONTAINER...]")) -> None:
+def wait(names: list[str] = Argument(..., metavar="CONTAINER [CONTAINER...]")) -> None:
     """Block until one or more containers stop, then print their exit codes."""
     from sandbox.cli.main import report
     from sandbox.errors import SbxError
@@ -190,12 +189,12 @@ def wait(names: list[str] = typer.Argument(..., metavar="CONTAINER [CONTAINER...
         except SbxError as error:
             failed = report(error)
     if failed:
-        raise typer.Exit(failed)
+        raise SystemExit(failed)
 
 
 def port(
-    container: str = typer.Argument(..., metavar="CONTAINER"),
-    private_port: str = typer.Argument(None, metavar="[PRIVATE_PORT[/PROTO]]"),
+    container: str = Argument(..., metavar="CONTAINER"),
+    private_port: str = Argument(None, metavar="[PRIVATE_PORT[/PROTO]]"),
 ) -> None:
     """List port mappings of a container (none can be published until -p arrives with networking)."""
     from sandbox.errors import SbxError
@@ -206,7 +205,7 @@ def port(
         raise SbxError(f"no public port '{shown}' published for {container}")
 
 
-def container_inspect(names: list[str] = typer.Argument(..., metavar="CONTAINER [CONTAINER...]")) -> None:
+def container_inspect(names: list[str] = Argument(..., metavar="CONTAINER [CONTAINER...]")) -> None:
     """Display detailed information on one or more containers."""
     from sandbox.cli.main import report
     from sandbox.errors import SbxError
@@ -220,10 +219,10 @@ def container_inspect(names: list[str] = typer.Argument(..., metavar="CONTAINER 
             failed = report(error)
     out(json.dumps(found, indent=4))
     if failed:
-        raise typer.Exit(failed)
+        raise SystemExit(failed)
 
 
-def inspect_any(names: list[str] = typer.Argument(..., metavar="NAME|ID [NAME|ID...]")) -> None:
+def inspect_any(names: list[str] = Argument(..., metavar="NAME|ID [NAME|ID...]")) -> None:
     """Display detailed information on containers or images (a container is looked up first, as Docker does)."""
     from sandbox.cli.main import report
     from sandbox.config import load_settings
@@ -245,7 +244,7 @@ def inspect_any(names: list[str] = typer.Argument(..., metavar="NAME|ID [NAME|ID
             failed = report(error)
     out(json.dumps(found, indent=4))
     if failed:
-        raise typer.Exit(failed)
+        raise SystemExit(failed)
 
 
 def _create_command():
@@ -285,10 +284,10 @@ def _create_command():
 
 
 def start(
-    names: list[str] = typer.Argument(..., metavar="CONTAINER [CONTAINER...]"),
-    attach: bool = typer.Option(False, "--attach", "-a", help="Attach STDOUT/STDERR and forward signals."),
-    interactive: bool = typer.Option(False, "--interactive", "-i", help="Attach the container's STDIN."),
-    detach_keys: str = typer.Option(None, "--detach-keys", help="Override the key sequence for detaching."),
+    names: list[str] = Argument(..., metavar="CONTAINER [CONTAINER...]"),
+    attach: bool = Option(False, "--attach", "-a", help="Attach STDOUT/STDERR and forward signals."),
+    interactive: bool = Option(False, "--interactive", "-i", help="Attach the container's STDIN."),
+    detach_keys: str = Option(None, "--detach-keys", help="Override the key sequence for detaching."),
 ) -> None:
     """Start one or more created or stopped containers."""
     from sandbox.errors import SbxError
@@ -306,9 +305,9 @@ def start(
 
 
 def restart(
-    names: list[str] = typer.Argument(..., metavar="CONTAINER [CONTAINER...]"),
-    timeout: int = typer.Option(10, "--time", "-t", help="Seconds to wait before killing the container."),
-    signal_name: str = typer.Option(None, "--signal", "-s", help="Signal to send to the container."),
+    names: list[str] = Argument(..., metavar="CONTAINER [CONTAINER...]"),
+    timeout: int = Option(10, "--time", "-t", help="Seconds to wait before killing the container."),
+    signal_name: str = Option(None, "--signal", "-s", help="Signal to send to the container."),
 ) -> None:
     """Restart one or more containers."""
     lifecycle = _lifecycle()
@@ -316,14 +315,14 @@ def restart(
 
 
 def rename(
-    container: str = typer.Argument(..., metavar="CONTAINER"),
-    new_name: str = typer.Argument(..., metavar="NEW_NAME"),
+    container: str = Argument(..., metavar="CONTAINER"),
+    new_name: str = Argument(..., metavar="NEW_NAME"),
 ) -> None:
     """Rename a container."""
     _lifecycle().rename(container, new_name)
 
 
-def prune(force: bool = typer.Option(False, "--force", "-f", help="Do not prompt for confirmation.")) -> None:
+def prune(force: bool = Option(False, "--force", "-f", help="Do not prompt for confirmation.")) -> None:
     """Remove all stopped containers."""
     from sandbox.cli.render import human_size
 
@@ -341,7 +340,7 @@ def prune(force: bool = typer.Option(False, "--force", "-f", help="Do not prompt
     out(f"Total reclaimed space: {human_size(reclaimed)}")
 
 
-def top(container: str = typer.Argument(..., metavar="CONTAINER")) -> None:
+def top(container: str = Argument(..., metavar="CONTAINER")) -> None:
     """Display the running processes of a container."""
     titles, rows = _lifecycle().top(container)
     out(_top_table(titles, rows))
@@ -354,17 +353,18 @@ def _top_table(titles: list[str], rows: list[list[str]]) -> str:
     return "\n".join("".join(cell.ljust(widths[i]) for i, cell in enumerate(line[:-1])) + line[-1] for line in lines)
 
 
-def register(app: typer.Typer, container_group: typer.Typer) -> None:
-    app.command("inspect")(inspect_any)
+def register(app, container_group) -> None:
+    app.command("inspect")(to_typer(inspect_any))
     commands = {"ps": ps, "logs": logs, "stop": stop, "kill": kill, "rm": rm, "wait": wait,
                 "start": start, "restart": restart, "rename": rename, "top": top, "port": port}
-    create = _create_command()
+    create = to_typer(_create_command())
     app.command("create", context_settings={"allow_interspersed_args": False})(create)
     container_group.command("create", context_settings={"allow_interspersed_args": False})(create)
-    container_group.command("prune")(prune)
+    container_group.command("prune")(to_typer(prune))
     for name, command in commands.items():
+        command = to_typer(command)
         app.command(name)(command)
         container_group.command(name)(command)
-    container_group.command("ls")(ps)
-    container_group.command("list")(ps)
-    container_group.command("inspect")(container_inspect)
+    container_group.command("ls")(to_typer(ps))
+    container_group.command("list")(to_typer(ps))
+    container_group.command("inspect")(to_typer(container_inspect))

@@ -3,7 +3,8 @@
 Library code raises typed :class:`~sandbox.errors.SbxError`; :func:`main` renders it once as
 ``sbx: message: hint`` on stderr and exits 1 (a command may choose another code, as `run` does with 125).
 ``--debug`` (or ``SBX_DEBUG=1``) shows the traceback too. The typer application is imported only when a command
-needs it, so `sbx --version` costs little more than Python's own start (BENCHMARKS B3).
+needs it, so `sbx --version` costs little more than Python's own start (BENCHMARKS B3), and the hot container
+commands are parsed without it (:mod:`sandbox.cli.fast`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     debug = os.environ.get("SBX_DEBUG") == "1" or "--debug" in args or "-D" in args
     try:
+        from sandbox.cli.fast import dispatch
+
+        if dispatch(args):
+            return
         from sandbox.cli.app import app
 
         app(args=args, prog_name="sbx")

@@ -5,38 +5,37 @@ from __future__ import annotations
 import os
 import sys
 
-import typer
-
+from sandbox.cli.params import Argument, Option, to_typer
 from sandbox.cli.render import err
 
 EXIT_SBX = 125
 
 
 def run(
-    image: str = typer.Argument(..., metavar="IMAGE"),
-    args: list[str] = typer.Argument(None, metavar="[COMMAND] [ARG...]"),
-    env: list[str] = typer.Option([], "--env", "-e", help="Set environment variables."),
-    env_file: list[str] = typer.Option([], "--env-file", help="Read in a file of environment variables."),
-    workdir: str = typer.Option(None, "--workdir", "-w", help="Working directory inside the container."),
-    user: str = typer.Option(None, "--user", "-u", help="Username or UID (format: <name|uid>[:<group|gid>])."),
-    entrypoint: str = typer.Option(None, "--entrypoint", help="Overwrite the default ENTRYPOINT of the image."),
-    volume: list[str] = typer.Option([], "--volume", "-v", help="Bind mount a volume: /host:/container[:ro]."),
-    mount: list[str] = typer.Option([], "--mount", help="Attach a mount: type=bind|tmpfs,..."),
-    tmpfs: list[str] = typer.Option([], "--tmpfs", help="Mount a tmpfs directory."),
-    read_only: bool = typer.Option(False, "--read-only", help="Mount the container's root filesystem read only."),
-    hostname: str = typer.Option(None, "--hostname", "-h", help="Container host name."),
-    name: str = typer.Option(None, "--name", help="Assign a name to the container."),
-    remove: bool = typer.Option(
+    image: str = Argument(..., metavar="IMAGE"),
+    args: list[str] = Argument(None, metavar="[COMMAND] [ARG...]"),
+    env: list[str] = Option([], "--env", "-e", help="Set environment variables."),
+    env_file: list[str] = Option([], "--env-file", help="Read in a file of environment variables."),
+    workdir: str = Option(None, "--workdir", "-w", help="Working directory inside the container."),
+    user: str = Option(None, "--user", "-u", help="Username or UID (format: <name|uid>[:<group|gid>])."),
+    entrypoint: str = Option(None, "--entrypoint", help="Overwrite the default ENTRYPOINT of the image."),
+    volume: list[str] = Option([], "--volume", "-v", help="Bind mount a volume: /host:/container[:ro]."),
+    mount: list[str] = Option([], "--mount", help="Attach a mount: type=bind|tmpfs,..."),
+    tmpfs: list[str] = Option([], "--tmpfs", help="Mount a tmpfs directory."),
+    read_only: bool = Option(False, "--read-only", help="Mount the container's root filesystem read only."),
+    hostname: str = Option(None, "--hostname", "-h", help="Container host name."),
+    name: str = Option(None, "--name", help="Assign a name to the container."),
+    remove: bool = Option(
         False, "--rm", help="Remove the container when it exits (a foreground run always does, for now)."
     ),
-    init: bool = typer.Option(False, "--init", help="Run an init inside the container that reaps processes."),
-    interactive: bool = typer.Option(False, "--interactive", "-i", help="Keep STDIN open."),
-    tty: bool = typer.Option(False, "--tty", "-t", help="Allocate a pseudo-TTY."),
-    pull: str = typer.Option("missing", "--pull", help="Pull image before running: always, missing, never."),
-    platform: str = typer.Option(None, "--platform", help="Set platform if server is multi-platform capable."),
-    network: str = typer.Option("none", "--network", "--net", help="none or host."),
-    detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background and print the container ID."),
-    detach_keys: str = typer.Option(None, "--detach-keys", help="Override the key sequence for detaching."),
+    init: bool = Option(False, "--init", help="Run an init inside the container that reaps processes."),
+    interactive: bool = Option(False, "--interactive", "-i", help="Keep STDIN open."),
+    tty: bool = Option(False, "--tty", "-t", help="Allocate a pseudo-TTY."),
+    pull: str = Option("missing", "--pull", help="Pull image before running: always, missing, never."),
+    platform: str = Option(None, "--platform", help="Set platform if server is multi-platform capable."),
+    network: str = Option("none", "--network", "--net", help="none or host."),
+    detach: bool = Option(False, "--detach", "-d", help="Run in the background and print the container ID."),
+    detach_keys: str = Option(None, "--detach-keys", help="Override the key sequence for detaching."),
 ) -> None:
     """Create and run a new container from an image."""
     from sandbox.errors import SbxError
@@ -61,7 +60,7 @@ def run(
         if getattr(error, "exit_code", None) is None:
             error.exit_code = EXIT_SBX
         raise
-    raise typer.Exit(code)
+    raise SystemExit(code)
 
 
 def _run_attached(image: str, args: list[str], options, *, auto_remove: bool, detach_keys: str | None) -> int:
@@ -159,14 +158,16 @@ def drive(started, interactive: bool) -> int:
         os.close(started.master_fd)
 
 
-def register(app: typer.Typer) -> None:
+def register(app) -> None:
+    import typer
+
     from sandbox.cli import attach, containers
     from sandbox.cli import exec as exec_
 
     settings = {"allow_interspersed_args": False}
-    app.command("run", context_settings=settings)(run)
+    app.command("run", context_settings=settings)(to_typer(run))
     group = typer.Typer(help="Manage containers.", no_args_is_help=True)
-    group.command("run", context_settings=settings)(run)
+    group.command("run", context_settings=settings)(to_typer(run))
     containers.register(app, group)
     exec_.register(app, group)
     attach.register(app, group)
