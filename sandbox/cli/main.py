@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 import sys
 
-from sandbox.cli.render import err, escape
-
 
 def main(argv: list[str] | None = None) -> None:
     from sandbox.errors import SbxError
@@ -40,6 +38,8 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         sys.exit(report(exc))
     except KeyboardInterrupt:
+        from sandbox.cli.render import err
+
         err("sbx: interrupted")
         sys.exit(130)
     except BrokenPipeError:
@@ -50,12 +50,16 @@ def main(argv: list[str] | None = None) -> None:
 
             traceback.print_exc()
         where = f" {exc.filename}" if exc.filename else ""
+        from sandbox.cli.render import err, escape
+
         err(f"sbx: {escape(exc.strerror or str(exc))}{escape(where)}")
         sys.exit(1)
 
 
 def report(exc) -> int:
     """Render one SbxError as one line; returns the exit code."""
+    from sandbox.cli.render import err, escape  # here: `--version` and the hot commands need no rendering
+
     message = escape(exc.message)
     if exc.hint:
         message += f": {escape(exc.hint)}"

@@ -13,15 +13,17 @@ the annotations as the strings ``bool``, ``int``, ``str`` and ``list[str]``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 
-
-@dataclass(frozen=True)
 class Param:
-    kind: str  # "option" or "argument"
-    default: object
-    names: tuple[str, ...] = ()
-    extra: dict = field(default_factory=dict)
+    """One declared parameter (a plain class: the dataclass machinery costs the hot path milliseconds)."""
+
+    __slots__ = ("kind", "default", "names", "extra")
+
+    def __init__(self, kind: str, default: object, names: tuple[str, ...] = (), extra: dict | None = None) -> None:
+        self.kind = kind  # "option" or "argument"
+        self.default = default
+        self.names = names
+        self.extra = extra or {}
 
 
 def Option(default: object, *names: str, **extra: object) -> Param:  # noqa: N802 - reads as typer.Option

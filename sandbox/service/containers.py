@@ -5,7 +5,6 @@ stopping them is the monitor's and :mod:`sandbox.service.lifecycle`'s work."""
 from __future__ import annotations
 
 import os
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,7 +76,7 @@ class ContainerService:
         with unpacker.unpacked(layers, [layer.diff_id for layer in record.layers]) as chains:
             pass
         driver = unpacker.storage_driver(self.settings.storage_driver)
-        container_id = container_id or secrets.token_hex(32)
+        container_id = container_id or os.urandom(32).hex()
         hostname = parse_hostname(options.hostname) if options.hostname else container_id[:12]
         env_files = [parse_env_file(_read_text(path), path) for path in options.env_files]
         image_env = (*config.env, "TERM=xterm") if options.tty else config.env  # as Docker sets it for -t

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import signal
 import time
 
@@ -81,7 +80,7 @@ class Lifecycle:
         validate_name(options.name)
         record = self.containers.images.resolve(image)
         store = self.store
-        container_id = secrets.token_hex(32)
+        container_id = os.urandom(32).hex()  # secrets.token_hex, without importing hashlib and OpenSSL
         stored = None
         for attempt in range(20):
             name = options.name or _random_name(attempt)
@@ -294,7 +293,8 @@ def _signal(pid: int | None, number: int) -> None:
 
 
 def _random_name(attempt: int) -> str:
-    name = f"{secrets.choice(_ADJECTIVES)}_{secrets.choice(_NAMES)}"
+    first, second = os.urandom(2)  # a name, not a secret: the slight modulo bias does not matter
+    name = f"{_ADJECTIVES[first % len(_ADJECTIVES)]}_{_NAMES[second % len(_NAMES)]}"
     return name if attempt < 10 else f"{name}{attempt}"
 
 

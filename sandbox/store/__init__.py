@@ -1,9 +1,6 @@
-"""State on disk (layer L2): content-addressed blobs, image records and tags, locks, garbage collection.
+"""State on disk (layer L2): content-addressed blobs, image records and tags, container records, locks, garbage
+collection.
 
-Imports only the standard library, ``sandbox.errors`` and ``sandbox.oci``: ``sbx run`` opens the store on its hot path.
+Imports only the standard library, ``sandbox.errors`` and ``sandbox.oci``. The package itself imports nothing, so
+that the container commands (`ps`, `rm`, `stop`), which read container records only, do not load the image store.
 """
-
-from sandbox.store.images import ImageRecord, LayerRecord
-from sandbox.store.store import BlobIngest, Problem, Store, Usage
-
-__all__ = ["BlobIngest", "ImageRecord", "LayerRecord", "Problem", "Store", "Usage"]

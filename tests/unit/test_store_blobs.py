@@ -13,7 +13,7 @@ import pytest
 
 from sandbox.errors import DigestMismatch, LockTimeout, NoSpace, SizeMismatch, StoreCorrupt, StoreError
 from sandbox.oci.digest import Digest
-from sandbox.store import Store
+from sandbox.store.store import Store
 
 FORK = multiprocessing.get_context("fork")
 DATA = b"layer bytes " * 1000

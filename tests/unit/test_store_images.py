@@ -17,7 +17,8 @@ from sandbox.errors import AmbiguousImage, ImageNotFound, InvalidReference, NoSp
 from sandbox.oci import mediatypes as mt
 from sandbox.oci.digest import Digest
 from sandbox.oci.reference import Reference
-from sandbox.store import ImageRecord, LayerRecord, Store
+from sandbox.store.images import ImageRecord, LayerRecord
+from sandbox.store.store import Store
 
 FORK = multiprocessing.get_context("fork")
 BUSYBOX = "docker.io/library/busybox:latest"
