@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import sys
 
-import typer
-
+from sandbox.cli.params import Argument, Option, to_typer
 from sandbox.cli.render import err
 
 _DETACHED_MESSAGE = "read escape sequence"  # what Docker prints on stderr after the detach keys
@@ -21,10 +20,10 @@ def detach_key_bytes(flag: str | None, settings) -> bytes:
 
 
 def attach(
-    container: str = typer.Argument(..., metavar="CONTAINER"),
-    detach_keys: str = typer.Option(None, "--detach-keys", help="Override the key sequence for detaching."),
-    no_stdin: bool = typer.Option(False, "--no-stdin", help="Do not attach STDIN."),
-    sig_proxy: str = typer.Option("true", "--sig-proxy", help="Proxy all received signals to the process."),
+    container: str = Argument(..., metavar="CONTAINER"),
+    detach_keys: str = Option(None, "--detach-keys", help="Override the key sequence for detaching."),
+    no_stdin: bool = Option(False, "--no-stdin", help="Do not attach STDIN."),
+    sig_proxy: str = Option("true", "--sig-proxy", help="Proxy all received signals to the process."),
 ) -> None:
     """Attach local standard input, output, and error streams to a running container."""
     from sandbox.config import load_settings
@@ -63,12 +62,12 @@ def attach(
         restore()
     if outcome == "detached":
         err(_DETACHED_MESSAGE)
-        raise typer.Exit(0)
+        raise SystemExit(0)
     if code is None:
         code = lifecycle.wait(record.id)
-    raise typer.Exit(code)
+    raise SystemExit(code)
 
 
-def register(app: typer.Typer, container_group: typer.Typer) -> None:
-    app.command("attach")(attach)
-    container_group.command("attach")(attach)
+def register(app, container_group) -> None:
+    app.command("attach")(to_typer(attach))
+    container_group.command("attach")(to_typer(attach))

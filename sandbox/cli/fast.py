@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "start": ("sandbox.cli.containers", "start", True),
     "wait": ("sandbox.cli.containers", "wait", True),
     "logs": ("sandbox.cli.containers", "logs", True),
+    "attach": ("sandbox.cli.attach", "attach", True),
 }
 # `sbx container NAME` spells the same commands (and ps's aliases)
 CONTAINER_COMMANDS = {**{name: name for name in COMMANDS}, "ls": "ps", "list": "ps"}

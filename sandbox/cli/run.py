@@ -109,13 +109,13 @@ def _run_attached(image: str, args: list[str], options, *, auto_remove: bool, de
 
 def _ensure_image(image: str, pull: str, platform: str | None) -> None:
     """Docker's --pull: `missing` pulls with "Unable to find image" when absent; pull output goes to stderr."""
-    from sandbox.cli.images import pull_image
     from sandbox.errors import ImageNotFound, InvalidRunOption
-    from sandbox.oci.reference import Reference
 
     if pull not in ("always", "missing", "never"):
         raise InvalidRunOption(f"invalid pull option {pull!r}", hint="use always, missing or never")
     if pull == "always":
+        from sandbox.cli.images import pull_image  # here: it brings typer and rich, a present image needs neither
+
         pull_image(image, platform=platform, to_stderr=True)
         return
     from sandbox.config import load_settings
@@ -126,6 +126,9 @@ def _ensure_image(image: str, pull: str, platform: str | None) -> None:
     except ImageNotFound:
         if pull == "never":
             raise
+        from sandbox.cli.images import pull_image
+        from sandbox.oci.reference import Reference
+
         ref = Reference.parse(image)
         err(f"Unable to find image '{ref.familiar}' locally")
         pull_image(image, platform=platform, to_stderr=True)

@@ -46,6 +46,8 @@ ACCEPTED = [
     ("logs", ["-t", "--since", "5m", "c"]),
     ("logs", ["-n", "3", "c"]),
     ("wait", ["a", "b"]),
+    ("attach", ["c"]),
+    ("attach", ["--no-stdin", "--sig-proxy=false", "--detach-keys", "", "c"]),
 ]
 
 DECLINED = [
