@@ -22,7 +22,6 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -42,7 +41,6 @@ from sandbox.errors import (
 from sandbox.oci import mediatypes as mt
 from sandbox.oci.digest import Digest
 from sandbox.oci.imageconfig import ImageConfig
-from sandbox.oci.layerdigest import DiffIDHasher
 from sandbox.oci.manifest import Descriptor, Index, Manifest, Platform, parse_document
 from sandbox.oci.reference import DEFAULT_REGISTRY, Reference
 
@@ -273,6 +271,8 @@ class ImageService:
                 committed.append(layer.digest)
             events.layer(layer.digest, layer.size, "downloaded")
 
+        from concurrent.futures import ThreadPoolExecutor  # here, with logging: `run` resolves images, never pulls
+
         pool = ThreadPoolExecutor(max_workers=PARALLEL_LAYERS, thread_name_prefix="sbx-pull")
         futures = [pool.submit(fetch, pair) for pair in zip(layers, diff_ids, strict=True)]
         try:
@@ -292,6 +292,8 @@ class ImageService:
         """A stored blob was verified against its digest; its diff_id must still match what this config claims."""
         expected = known.get(layer.digest)
         if expected is None:
+            from sandbox.oci.layerdigest import DiffIDHasher
+
             hasher = DiffIDHasher(mt.LAYER_COMPRESSION[layer.media_type])
             with open(self.store.blob_path(layer.digest), "rb") as blob:
                 while chunk := blob.read(1 << 20):
@@ -534,6 +536,8 @@ class _VerifyingWriter:
         self._layer = layer
         self._events = events
         self._digest = layer.digest.hasher()
+        from sandbox.oci.layerdigest import DiffIDHasher
+
         self._diff = DiffIDHasher(mt.LAYER_COMPRESSION[layer.media_type])
         self._diff_error: InvalidLayer | None = None
 
