@@ -113,12 +113,16 @@ def load_settings(env: os._Environ[str] | dict[str, str] | None = None) -> Setti
 
 
 def _apply_file(settings: Settings, path: Path) -> Settings:
-    import tomllib  # here: every command reads the settings, few have a config file
-
     try:
-        data = tomllib.loads(path.read_text())
+        text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    if not text.strip():
+        return settings
+    import tomllib  # here: every command reads the settings, few have a config file with something in it
+
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     known = {
