@@ -1,0 +1,512 @@
+"""The engine under every detached supervisor: the container monitor and the exec holder are both made of it.
+
+A supervisor is a process that outlives the sbx command that started it, owns another process's pty master (or
+its pipes), and serves attach clients on a unix socket. :func:`spawn` makes one; :class:`Supervisor` is its loop::
+
+    sbx                               middle child                  supervisor (grandchild)
+    ---                               ------------                  -----------------------
+    pipe, fork ───────────────────►   setsid, fork ───────────────► detach(): SIGINT/SIGHUP ignored, subreaper,
+    waitpid(middle)             ◄───  exit 0                        stdio → /dev/null, inherited fds pointed at
+                                                                    /dev/null; then main(report_fd)
+    [read ONE JSON line         ◄───────────────────────────────── {"listening": true}   (a held start only)
+     on_listening(): connect ──────────────────────────────────►   accept the first client, then start]
+    read ONE JSON line          ◄───────────────────────────────── {"ok": {"pid": PID, "monitor": SUPERVISOR_PID}}
+                                ◄───────────────────────────────── or {"error": {"message", "exit_code", "hint"}}
+
+The double fork re-parents the supervisor (to init or the nearest subreaper), so it outlives sbx; ``setsid`` takes
+it out of the user's session and terminal, so a closing terminal's SIGHUP never reaches it. "ok" is sent once the
+supervised command has been exec'ed: the launcher's sync socket is close-on-exec, so the supervisor reads EOF
+there, or an error report from a failed exec (which is how a missing command still reaches sbx as exit code 127).
+
+The loop (:meth:`Supervisor._pump`) is single-threaded and never blocks on a client: every output read goes to the
+``record`` sink (the monitor's log; none for an exec) and to every client, input from any client goes to the pty
+master (or a stdin pipe), a client's RESIZE sets the pty's size (the kernel sends SIGWINCH to the pty's foreground
+process group), DETACH or a closed connection drops that client and nothing else. With no client attached the
+output is still read, and dropped, so the supervised process never blocks on a full pty. When the process has
+ended every client gets EXIT with its code and the socket is removed (the frames: :mod:`sandbox.monitor.attach`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import selectors
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sandbox.errors import ContainerStartError, SbxError
+
+SPAWN_TIMEOUT = 120.0
+HOLD_TIMEOUT = 30.0  # how long a held start waits for its first client
+_MESSAGE_LIMIT = 64 * 1024
+_READ_SIZE = 64 * 1024
+_INPUT_LIMIT = 256 * 1024  # attached input waiting for the process: clients are not read beyond this
+_CLIENT_LIMIT = 256  # attached clients at once
+_LISTEN_TRIES = 3
+
+
+@dataclass(frozen=True)
+class Names:
+    """How errors name the supervisor and what it supervises ("the container monitor", "the container")."""
+
+    supervisor: str
+    supervised: str
+
+
+def spawn(
+    main: Callable[[int], None],
+    names: Names,
+    *,
+    timeout: float = SPAWN_TIMEOUT,
+    on_listening: Callable[[], None] | None = None,
+) -> dict:
+    """Run ``main(report_fd)`` in a detached grandchild; its "ok" payload once the supervised process runs.
+
+    ``main`` writes its JSON lines to ``report_fd`` (:meth:`Supervisor._report`) and must not return into the
+    caller's code (the grandchild ``_exit``s after it). A ``{"listening": true}`` line calls ``on_listening()`` (a
+    foreground attach connects there) and the next line is the answer. Raises :class:`ContainerStartError` with the
+    exit code the supervisor reported, or 125 when it died without a word or did not answer within ``timeout``.
+    """
+    read_fd, write_fd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    middle = os.fork()
+    if middle == 0:  # the middle child: never returns into the caller's code
+        code = 1
+        try:
+            os.close(read_fd)
+            os.setsid()
+            if os.fork() == 0:
+                _run_detached(main, write_fd)  # exits
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    try:
+        _reap(middle)
+        message = read_message(read_fd, timeout, names)
+        if message is not None and message.get("listening") and on_listening is not None:
+            on_listening()
+            message = read_message(read_fd, timeout, names)
+    finally:
+        os.close(read_fd)
+    return answer(message, names)
+
+
+def answer(message: dict | None, names: Names) -> dict:
+    """The "ok" payload of a supervisor's report, or the :class:`ContainerStartError` its "error" names."""
+    if message is None:
+        raise ContainerStartError(f"{names.supervisor} exited before {names.supervised} started")
+    if isinstance(message.get("ok"), dict):
+        return message["ok"]
+    error = message.get("error") if isinstance(message.get("error"), dict) else {}
+    hint = error.get("hint")
+    raise ContainerStartError(
+        str(error.get("message") or f"{names.supervised} failed to start"),
+        exit_code=int(error.get("exit_code") or 125),
+        hint=hint if isinstance(hint, str) else None,
+    )
+
+
+def read_message(fd: int, timeout: float, names: Names) -> dict | None:
+    """One JSON line from the supervisor; None if it closed the pipe without one."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while b"\n" not in data:
+            left = deadline - time.monotonic()
+            if left <= 0 or not selector.select(left):
+                raise ContainerStartError(f"{names.supervisor} did not answer within {timeout:.0f} seconds")
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            data += chunk
+            if len(data) > _MESSAGE_LIMIT:
+                raise ContainerStartError(f"{names.supervisor} sent a malformed message")
+    line = data.partition(b"\n")[0]
+    if not line.strip():
+        return None
+    try:
+        message = json.loads(line)
+    except ValueError:
+        message = None
+    if not isinstance(message, dict):
+        raise ContainerStartError(f"{names.supervisor} sent a malformed message")
+    return message
+
+
+def _reap(pid: int) -> None:
+    while True:
+        try:
+            os.waitpid(pid, 0)
+            return
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return
+
+
+def _run_detached(main: Callable[[int], None], report_fd: int) -> None:
+    code = 1
+    try:
+        detach(report_fd)
+        main(report_fd)
+        code = 0
+    except BaseException:  # nowhere to report it: stdio is /dev/null
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def detach(keep: int) -> None:
+    """Ignore the terminal's signals, become a subreaper, stdio → /dev/null, let go of every inherited fd.
+
+    Inherited fds are pointed at /dev/null rather than closed: a Python object of the forked sbx that owns one may
+    still close it when collected, and must not close a pipe of ours that reused its number. The dup2 still lets
+    go of what they referred to (a lock, a socket of the caller's, the user's terminal).
+    """
+    from sandbox.kernel import Kernel
+    from sandbox.kernel import constants as k
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # until there is a process to forward it to
+    os.chdir("/")
+    null = os.open("/dev/null", os.O_RDWR)
+    for target in (0, 1, 2):
+        os.dup2(null, target)
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd not in (keep, null):
+            with contextlib.suppress(OSError):
+                os.dup2(null, fd, inheritable=False)
+    os.close(null)
+    Kernel().prctl(k.PR_SET_CHILD_SUBREAPER, 1)
+
+
+def start_error(error: BaseException) -> ContainerStartError:
+    """Any failure as the error sbx is told: a ContainerStartError keeps its code, another keeps its own or 125."""
+    if isinstance(error, ContainerStartError):
+        return error
+    if isinstance(error, SbxError):
+        return ContainerStartError(error.message, exit_code=getattr(error, "exit_code", None) or 125, hint=error.hint)
+    if isinstance(error, OSError):
+        text = error.strerror or str(error)
+        return ContainerStartError(text + (f": {error.filename}" if error.filename else ""), exit_code=125)
+    return ContainerStartError(f"{type(error).__name__}: {error}", exit_code=125)
+
+
+class Supervisor:
+    """Owns one started process's pty master (or pipes), serves its attach socket, tells sbx how the start went.
+
+    A subclass starts the process (``launcher.start`` or ``enter.start``), sets :attr:`master_fd` and
+    :attr:`input_fd`, and calls :meth:`_supervise` with its outputs, then :meth:`_conclude`.
+    """
+
+    def __init__(self, report_fd: int, *, socket_path: Path | None = None, hold: bool = False) -> None:
+        from sandbox.monitor import attach
+
+        self.report_fd: int | None = report_fd
+        self.socket_path = socket_path
+        self.hold = hold
+        self.target_pid: int | None = None  # where SIGTERM is forwarded
+        self.listener: socket.socket | None = None
+        self.clients: dict[int, attach.Client] = {}
+        self.input_fd: int | None = None  # the pty master, or the write end of the process's stdin pipe
+        self.to_input = bytearray()
+        self.master_fd: int | None = None
+        self._selector: selectors.BaseSelector | None = None
+        self._registered: dict[int, int] = {}
+
+    # -- the report to sbx ----------------------------------------------------------------------------------------
+
+    def _report(self, message: dict) -> None:
+        if self.report_fd is None:
+            return
+        fd, self.report_fd = self.report_fd, None
+        try:
+            os.write(fd, json.dumps(message).encode() + b"\n")
+        except OSError:
+            pass  # sbx is gone (interrupted)
+        finally:
+            os.close(fd)
+
+    def _running(self, pid: int) -> None:
+        """The process was exec'ed: "ok" to sbx (once)."""
+        self._report({"ok": {"pid": pid, "monitor": os.getpid()}})
+
+    # -- the start ------------------------------------------------------------------------------------------------
+
+    def _listen(self) -> bool:
+        """Serve the attach socket (if any); with a held start, wait for the first client. False when a held start
+        saw nobody come within :data:`HOLD_TIMEOUT`.
+
+        Neighbours share the socket's directory (the container's attach.sock, exec sessions' sockets) and each one
+        leaving removes the directory once it is empty: a bind that finds the directory gone just made is retried.
+        """
+        from sandbox.monitor import attach
+
+        if self.socket_path is None:
+            return True
+        for attempt in range(_LISTEN_TRIES):
+            try:
+                self.listener = attach.listen(self.socket_path)
+                break
+            except FileNotFoundError:
+                if attempt == _LISTEN_TRIES - 1:
+                    raise
+        return self._wait_for_first_client() if self.hold else True
+
+    def _wait_for_first_client(self) -> bool:
+        """Tell sbx the socket is there, then wait (bounded) for it to connect before the process starts."""
+        assert self.report_fd is not None and self.listener is not None
+        os.write(self.report_fd, b'{"listening": true}\n')
+        if select.select([self.listener], [], [], HOLD_TIMEOUT)[0]:
+            self._accept()
+        return bool(self.clients)
+
+    def _supervise(self, started, sources: dict[int, str], sink=contextlib.nullcontext):
+        """Pump until the outputs end, then wait: ``(error, exit code)``, error None when it ran.
+
+        ``sink()`` is a context manager giving the object whose ``write(stream, data)`` records every output (or
+        None). If recording fails nobody would drain the outputs, so the process is killed and waited for.
+        """
+        from sandbox.runtime import launcher
+
+        self.target_pid = started.container_pid
+        signal.signal(signal.SIGTERM, self._forward)
+        error: ContainerStartError | None = None
+        code = launcher.EXIT_SBX
+        try:
+            with sink() as record:
+                self._pump(started, sources, record)
+            code = launcher.wait(started)
+        except ContainerStartError as failure:
+            error = failure
+        except BaseException as failure:
+            error = start_error(failure)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(started.container_pid, signal.SIGKILL)
+            with contextlib.suppress(BaseException):
+                code = launcher.wait(started)
+        if error is None and self.report_fd is not None:
+            self._running(started.container_pid)  # exec'ed and gone before the sync socket was looked at
+        return error, code
+
+    def _forward(self, number: int, _frame) -> None:
+        if self.target_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.target_pid, number)
+
+    # -- the loop -------------------------------------------------------------------------------------------------
+
+    def _pump(self, started, sources: dict[int, str], record) -> None:
+        """Copy the process's outputs to ``record`` and to attached clients until they all end, and the clients'
+        input to the process; say "ok" once the command is exec'ed. Never blocks on a client."""
+        sync = started.channel.sock
+        outputs = dict(sources)
+        for fd in outputs:
+            os.set_blocking(fd, False)
+        if self.input_fd is not None:
+            os.set_blocking(self.input_fd, False)
+        with selectors.DefaultSelector() as selector:
+            self._selector = selector
+            self._registered = {}
+            sync_open = True
+            while outputs:
+                wanted: dict[int, int] = {}
+                for fd in outputs:
+                    wanted[fd] = selectors.EVENT_READ
+                if sync_open:
+                    wanted[sync.fileno()] = selectors.EVENT_READ
+                if self.listener is not None:
+                    wanted[self.listener.fileno()] = selectors.EVENT_READ
+                room = len(self.to_input) < _INPUT_LIMIT
+                for fd, client in self.clients.items():
+                    events = (selectors.EVENT_READ if room else 0) | (selectors.EVENT_WRITE if client.outgoing else 0)
+                    if events:
+                        wanted[fd] = events
+                if self.to_input and self.input_fd is not None:
+                    wanted[self.input_fd] = wanted.get(self.input_fd, 0) | selectors.EVENT_WRITE
+                self._reconcile(wanted)
+                for key, mask in selector.select():
+                    fd = key.fd
+                    if sync_open and fd == sync.fileno():
+                        self._forget(fd)
+                        sync_open = False
+                        if not _error_pending(started):
+                            self._running(started.container_pid)
+                    elif fd in outputs:
+                        if mask & selectors.EVENT_WRITE:
+                            self._write_input()
+                        if mask & selectors.EVENT_READ and not self._read_output(fd, outputs[fd], record):
+                            del outputs[fd]
+                            self._close_fd(fd)
+                    elif self.listener is not None and fd == self.listener.fileno():
+                        self._accept()
+                    elif fd in self.clients:
+                        self._serve(fd, mask)
+                    elif fd == self.input_fd:
+                        self._write_input()
+        if self.input_fd is not None and self.input_fd != self.master_fd:
+            self._close_fd(self.input_fd)  # the stdin pipe: the process sees EOF (its outputs ended anyway)
+
+    def _reconcile(self, wanted: dict[int, int]) -> None:
+        for fd in [fd for fd in self._registered if fd not in wanted]:
+            self._forget(fd)
+        for fd, events in wanted.items():
+            current = self._registered.get(fd)
+            if current is None:
+                self._selector.register(fd, events)
+            elif current != events:
+                self._selector.modify(fd, events)
+            self._registered[fd] = events
+
+    def _forget(self, fd: int) -> None:
+        if self._registered.pop(fd, None) is not None:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._selector.unregister(fd)
+
+    def _close_fd(self, fd: int) -> None:
+        self._forget(fd)
+        if fd == self.input_fd:
+            self.input_fd = None
+            self.to_input.clear()
+        if fd == self.master_fd:
+            self.master_fd = None
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+    def _read_output(self, fd: int, stream: str, record) -> bool:
+        """One read of an output into ``record`` (if any) and every client; False at its end."""
+        from sandbox.monitor import attach
+
+        try:
+            data = os.read(fd, _READ_SIZE)
+        except BlockingIOError:
+            return True
+        except OSError:  # EIO: a pty whose every slave end is closed
+            data = b""
+        if not data:
+            return False
+        if record is not None:
+            record.write(stream, data)
+        if self.clients:
+            frames = attach.encode_data(attach.STDOUT if stream == "stdout" else attach.STDERR, data)
+            for client_fd, client in list(self.clients.items()):
+                if not (client.queue(frames) and client.flush()):
+                    self._drop(client_fd)  # gone, or too far behind to wait for
+        return True
+
+    def _accept(self) -> None:
+        from sandbox.monitor import attach
+
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # EMFILE and the like: the client sees its connection reset
+                return
+            if attach.peer_uid(sock) != os.getuid() or len(self.clients) >= _CLIENT_LIMIT:
+                sock.close()
+                continue
+            client = attach.Client(sock)
+            self.clients[client.fileno()] = client
+
+    def _serve(self, fd: int, mask: int) -> None:
+        from sandbox.monitor import attach
+        from sandbox.runtime import console
+
+        client = self.clients[fd]
+        if mask & selectors.EVENT_WRITE and not client.flush():
+            self._drop(fd)
+            return
+        if not mask & selectors.EVENT_READ:
+            return
+        frames = client.receive()
+        if frames is None:
+            self._drop(fd)
+            return
+        for frame in frames:
+            if frame.type == attach.STDIN:
+                if self.input_fd is not None:
+                    self.to_input += frame.payload
+            elif frame.type == attach.RESIZE and self.master_fd is not None:
+                with contextlib.suppress(attach.AttachProtocolError, OSError, ValueError):
+                    console.set_window_size(self.master_fd, *attach.parse_resize(frame))
+            elif frame.type == attach.DETACH:
+                self._drop(fd)
+                break
+        if self.to_input:
+            self._write_input()
+
+    def _drop(self, fd: int) -> None:
+        client = self.clients.pop(fd, None)
+        self._forget(fd)
+        if client is not None:
+            client.close()
+
+    def _write_input(self) -> None:
+        if self.input_fd is None or not self.to_input:
+            return
+        try:
+            written = os.write(self.input_fd, self.to_input)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # EPIPE: the process closed its stdin; EIO: the pty's other side is gone
+            self.to_input.clear()
+            if self.input_fd != self.master_fd:
+                self._close_fd(self.input_fd)
+            return
+        del self.to_input[:written]
+
+    # -- the end --------------------------------------------------------------------------------------------------
+
+    def _close_attach(self, code: int | None) -> None:
+        """EXIT to every client, then no socket any more."""
+        from sandbox.monitor import attach
+
+        frame = attach.encode_json(attach.EXIT, {"code": code})
+        for fd in list(self.clients):
+            client = self.clients.pop(fd)
+            client.finish(frame)
+        if self.listener is not None:
+            with contextlib.suppress(OSError):
+                self.listener.close()
+            self.listener = None
+        if self.socket_path is not None:
+            attach.remove_socket(self.socket_path)
+
+    def _conclude(self, error: ContainerStartError | None, code: int | None) -> None:
+        """EXIT to the clients, the error to sbx if it still waits (before "ok"), and the orphans reaped."""
+        if error is not None:
+            code = error.exit_code
+        with contextlib.suppress(Exception):
+            self._close_attach(code)
+        if error is not None:
+            self._report({"error": {"message": error.message, "exit_code": error.exit_code, "hint": error.hint}})
+        # orphans handed to us as the subreaper: collect them before leaving
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+
+
+def _error_pending(started) -> bool:
+    """After the sync socket turned readable: did the child report an error (True) or exec (EOF, False)?"""
+    if started.channel.buffer:
+        return True
+    try:
+        return bool(started.channel.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except BlockingIOError:
+        return True  # spurious wake-up: not exec'ed yet; wait() will tell
+    except OSError:
+        return False
