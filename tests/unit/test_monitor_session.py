@@ -1,0 +1,272 @@
+"""The supervisor engine (report pipe, error mapping) and the exec holder, on a plain /bin/sh: no namespaces.
+
+The holder tests spawn a real detached holder whose ``start()`` forks a shell on a new pty the way
+``enter.start`` does (session leader, controlling terminal, a close-on-exec sync socket), so they exercise the
+double fork, the held start, the attach socket, detaching and the EXIT frame without entering a container.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import socket
+import stat
+import termios
+import time
+from pathlib import Path
+
+import pytest
+
+from sandbox.errors import ContainerNotRunning, ContainerStartError, SbxError
+from sandbox.monitor import attach, exec_holder
+from sandbox.monitor.session import Names, answer, read_message, start_error
+from sandbox.runtime.launcher import Started
+from sandbox.runtime.userns import Channel
+
+NAMES = Names("the test supervisor", "the thing")
+CONTAINER_ID = "ab" * 32
+
+
+# -- the report pipe --------------------------------------------------------------------------------------------
+
+
+def pipe_with(data: bytes) -> int:
+    read_fd, write_fd = os.pipe()
+    fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, 1024 * 1024)  # room for more than a message may hold
+    os.write(write_fd, data)
+    os.close(write_fd)
+    return read_fd
+
+
+def test_read_message_reads_one_line():
+    fd = pipe_with(b'{"listening": true}\n{"ok": {"pid": 5, "monitor": 6}}\n')
+    try:
+        assert read_message(fd, 1, NAMES) == {"listening": True}
+    finally:
+        os.close(fd)
+
+
+def test_read_message_none_when_closed_without_a_line():
+    fd = pipe_with(b"")
+    try:
+        assert read_message(fd, 1, NAMES) is None
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("data", [b"[1, 2]\n", b"not json\n", b"x" * (70 * 1024)])
+def test_read_message_refuses_malformed(data):
+    fd = pipe_with(data)
+    try:
+        with pytest.raises(ContainerStartError, match="the test supervisor sent a malformed message"):
+            read_message(fd, 1, NAMES)
+    finally:
+        os.close(fd)
+
+
+def test_read_message_times_out():
+    read_fd, write_fd = os.pipe()
+    try:
+        with pytest.raises(ContainerStartError, match="the test supervisor did not answer within 0 seconds"):
+            read_message(read_fd, 0.1, NAMES)
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+
+
+def test_answer():
+    assert answer({"ok": {"pid": 5, "monitor": 6}}, NAMES) == {"pid": 5, "monitor": 6}
+    with pytest.raises(ContainerStartError, match="the test supervisor exited before the thing started") as gone:
+        answer(None, NAMES)
+    assert gone.value.exit_code == 125
+    with pytest.raises(ContainerStartError, match="nope") as failed:
+        answer({"error": {"message": "nope", "exit_code": 127, "hint": "look"}}, NAMES)
+    assert failed.value.exit_code == 127 and failed.value.hint == "look"
+    with pytest.raises(ContainerStartError, match="the thing failed to start") as bare:
+        answer({"error": "?"}, NAMES)
+    assert bare.value.exit_code == 125
+
+
+def test_start_error_keeps_codes():
+    exec_failure = ContainerStartError("exec failed", exit_code=126)
+    assert start_error(exec_failure) is exec_failure
+    stopped = start_error(ContainerNotRunning("the container is no longer running", exit_code=1))
+    assert (stopped.message, stopped.exit_code) == ("the container is no longer running", 1)
+    plain = start_error(SbxError("bad spec", hint="fix it"))
+    assert (plain.exit_code, plain.hint) == (125, "fix it")
+    missing = start_error(FileNotFoundError(2, "No such file or directory", "/x"))
+    assert (missing.message, missing.exit_code) == ("No such file or directory: /x", 125)
+    assert start_error(ValueError("odd")).message == "ValueError: odd"
+
+
+# -- the exec holder --------------------------------------------------------------------------------------------
+
+
+def test_socket_path_is_random_and_beside_the_attach_socket(tmp_path):
+    first = exec_holder.socket_path(tmp_path, CONTAINER_ID)
+    second = exec_holder.socket_path(tmp_path, CONTAINER_ID)
+    assert first != second
+    assert first.parent == attach.socket_path(tmp_path, CONTAINER_ID).parent
+    assert first.name.startswith("exec-") and first.name.endswith(".sock")
+    assert len(first.name) - len(attach.SOCKET_NAME) <= 9
+
+
+def shell(script: str, *, fail: dict | None = None):
+    """A ``start()`` like ``enter.start``'s: ``sh -c script`` on a new pty, or a child that reports ``fail``."""
+
+    def start() -> Started:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        master, slave = os.openpty()
+        os.set_inheritable(master, False)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                parent.close()
+                os.close(master)
+                os.setsid()
+                fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+                for target in (0, 1, 2):
+                    os.dup2(slave, target)
+                if fail is not None:
+                    Channel(child).send({"type": "error", **fail})
+                    os._exit(fail["exit_code"])
+                os.execv("/bin/sh", ["sh", "-c", script])  # the sync socket is close-on-exec: EOF tells "exec'ed"
+            finally:
+                os._exit(127)
+        child.close()
+        os.close(slave)
+        return Started(pid, pid, Channel(parent), master)
+
+    return start
+
+
+@pytest.fixture
+def holders(tmp_path):
+    """spawn(start) → ExecSession; every command still running at the end is killed."""
+    sessions: list[exec_holder.ExecSession] = []
+    runtime_root = tmp_path / "run"
+
+    def spawn(start):
+        session = exec_holder.spawn(runtime_root, CONTAINER_ID, start, timeout=20)
+        sessions.append(session)
+        return session
+
+    spawn.directory = attach.socket_path(runtime_root, CONTAINER_ID).parent
+    yield spawn
+    for session in sessions:
+        session.sock.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(session.pid, signal.SIGKILL)
+
+
+def collect(sock: socket.socket, send: bytes = b"", timeout: float = 20) -> tuple[bytes, int | None]:
+    """Send ``send``, then read frames until EXIT: (the output, the exit code)."""
+    sock.settimeout(timeout)
+    if send:
+        sock.sendall(send)
+    reader = attach.FrameReader()
+    output = b""
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            return output, None
+        for frame in reader.feed(data):
+            if frame.type == attach.STDOUT:
+                output += frame.payload
+            elif frame.type == attach.EXIT:
+                return output, attach.parse_exit(frame)
+
+
+def sockets(directory: Path) -> list[Path]:
+    return sorted(directory.glob("exec-*.sock")) if directory.exists() else []
+
+
+def wait_until(predicate, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_quick_command_loses_no_output_and_gives_its_code(holders):
+    session = holders(shell("echo early; exit 3"))
+    assert session.holder_pid != os.getpid() and session.pid > 0
+    output, code = collect(session.sock)
+    assert output.replace(b"\r\n", b"\n") == b"early\n" and code == 3
+    assert wait_until(lambda: not holders.directory.exists())  # socket and emptied directory removed
+
+
+def test_the_socket_is_private_while_the_command_runs(holders):
+    session = holders(shell("read line; exit 0"))
+    (path,) = sockets(holders.directory)
+    assert stat.S_IMODE(path.lstat().st_mode) == 0o600
+    assert stat.S_IMODE(holders.directory.stat().st_mode) == 0o700
+    output, code = collect(session.sock, attach.encode(attach.STDIN, b"\n"))
+    assert code == 0
+
+
+def test_detach_leaves_the_command_running_and_unblocked(holders, tmp_path):
+    done = tmp_path / "done"
+    # 2 MB through the pty while nobody is attached: the holder drops it, so the command is never blocked
+    session = holders(shell(f"stty -echo; read line; head -c 2000000 /dev/zero; touch {done}; read line; exit 7"))
+    session.sock.sendall(attach.encode(attach.STDIN, b"go\n") + attach.encode(attach.DETACH))
+    assert wait_until(lambda: session.sock.recv(65536) == b"")  # the holder let this client go
+    assert wait_until(done.exists, timeout=20)
+    os.kill(session.pid, 0)  # detaching hung nothing up
+    (path,) = sockets(holders.directory)
+    again = attach.connect(path)  # the holder still serves: attach again and finish the command
+    try:
+        _, code = collect(again, attach.encode_json(attach.RESIZE, {"rows": 7, "cols": 9})
+                               + attach.encode(attach.STDIN, b"\n"))
+    finally:
+        again.close()
+    assert code == 7
+    assert wait_until(lambda: not sockets(holders.directory))
+
+
+def test_resize_reaches_the_pty(holders):
+    session = holders(shell("read line; stty size"))
+    output, code = collect(session.sock, attach.encode_json(attach.RESIZE, {"rows": 33, "cols": 101})
+                           + attach.encode(attach.STDIN, b"\n"))
+    assert b"33 101" in output and code == 0
+
+
+def test_an_exec_failure_is_the_spawn_error(holders):
+    failure = {"message": 'exec: "nope": executable file not found in $PATH', "exit_code": 127, "hint": None}
+    with pytest.raises(ContainerStartError, match="executable file not found") as raised:
+        holders(shell("", fail=failure))
+    assert raised.value.exit_code == 127
+    assert wait_until(lambda: not holders.directory.exists())
+
+
+def test_a_start_that_raises_reaches_sbx_with_its_code(holders):
+    def stopped():
+        raise ContainerNotRunning("the container is no longer running", exit_code=1)
+
+    with pytest.raises(ContainerNotRunning, match="no longer running") as raised:
+        holders(stopped)
+    assert raised.value.exit_code == 1
+
+    def not_executable():
+        raise ContainerStartError("cannot enter working directory /x: No such file or directory", exit_code=126)
+
+    with pytest.raises(ContainerStartError) as refused:
+        holders(not_executable)
+    assert refused.value.exit_code == 126
+    assert wait_until(lambda: not holders.directory.exists())
+
+
+def test_a_neighbour_socket_keeps_the_directory(holders):
+    holders.directory.mkdir(parents=True, mode=0o700)
+    neighbour = attach.listen(holders.directory / attach.SOCKET_NAME)  # the container's own attach.sock
+    try:
+        session = holders(shell("exit 0"))
+        assert collect(session.sock)[1] == 0
+        assert wait_until(lambda: not sockets(holders.directory))
+        assert (holders.directory / attach.SOCKET_NAME).exists()
+    finally:
+        neighbour.close()
