@@ -11,25 +11,73 @@ def exec_command(
     interactive: bool = typer.Option(False, "--interactive", "-i", help="Keep STDIN open."),
     tty: bool = typer.Option(False, "--tty", "-t", help="Allocate a pseudo-TTY."),
     detach: bool = typer.Option(False, "--detach", "-d", help="Detached mode: run command in the background."),
+    detach_keys: str = typer.Option(None, "--detach-keys", help="Override the key sequence for detaching."),
     env: list[str] = typer.Option([], "--env", "-e", help="Set environment variables."),
     workdir: str = typer.Option(None, "--workdir", "-w", help="Working directory inside the container."),
     user: str = typer.Option(None, "--user", "-u", help="Username or UID (format: <name|uid>[:<group|gid>])."),
 ) -> None:
     """Execute a command in a running container."""
+    import functools
+
+    from sandbox.cli.attach import detach_key_bytes
     from sandbox.config import load_settings
     from sandbox.service.execution import ExecOptions, Execution
 
+    settings = load_settings()
+    keys = detach_key_bytes(detach_keys, settings)  # a bad --detach-keys fails before anything runs
     options = ExecOptions(
         env=list(env), workdir=workdir, user=user, interactive=interactive, tty=tty, detach=detach,
     )
-    code = Execution(load_settings()).exec(container, list(args), options, attach=_attach)
+    code = Execution(settings).exec(container, list(args), options,
+                                    attach=functools.partial(_attach, detach_keys=keys))
     raise typer.Exit(code)
 
 
-def _attach(started, request) -> int:
+def _attach(handle, request, detach_keys: bytes | None = None) -> int:
+    """Drive an exec'ed command (see ``Execution.exec``); the exit code sbx leaves with.
+
+    Without a tty ``handle`` is the command itself: sbx's stdio is its stdio, signals are forwarded, its exit code
+    is waited for. With a tty ``handle`` is the exec holder's session: sbx attaches to it as to a container's
+    monitor, and the detach keys (``detach_keys``; None: the config's, else Ctrl-p Ctrl-q; b"" never) leave the
+    command running, print "read escape sequence" and return 0.
+    """
+    import os
+    import sys
+
     from sandbox.cli.run import drive
 
-    return drive(started, request.interactive)
+    if not request.tty:
+        return drive(handle, request.interactive)
+    from sandbox.cli.attach import _DETACHED_MESSAGE, detach_key_bytes
+    from sandbox.cli.render import err
+    from sandbox.monitor import attach as protocol
+    from sandbox.runtime import console
+
+    if detach_keys is None:
+        from sandbox.config import load_settings
+
+        detach_keys = detach_key_bytes(None, load_settings())
+    stdin_fd = sys.stdin.fileno() if request.interactive else None
+    user_tty = stdin_fd is not None and os.isatty(stdin_fd)
+    # with the user's terminal in raw mode Ctrl-C is a byte for the command's terminal; otherwise it is a signal
+    restore = console.forward_signals(handle.pid) if not user_tty else (lambda: None)
+    try:
+        outcome, code = protocol.attach(
+            None, stdin_fd=stdin_fd, stdout_fd=sys.stdout.fileno(), stderr_fd=sys.stderr.fileno(), tty=True,
+            detach_keys=detach_keys, sock=handle.sock,
+        )
+    finally:
+        restore()
+    if outcome == "detached":
+        err(_DETACHED_MESSAGE)
+        return 0
+    if code is None:
+        raise protocol.AttachError(
+            "the exec session ended without the command's exit code", exit_code=125,
+            hint="its holder went away, or dropped this terminal for falling too far behind; "
+            "`sbx exec CONTAINER ps` shows whether the command still runs",
+        )
+    return code
 
 
 def register(app: typer.Typer, container_group: typer.Typer) -> None:

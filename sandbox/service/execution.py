@@ -27,6 +27,7 @@ class Execution:
 
             lifecycle = Lifecycle(settings)
         self.lifecycle = lifecycle
+        self.runtime_root = settings.runtime_root
 
     def exec(
         self,
@@ -34,15 +35,19 @@ class Execution:
         args: list[str],
         options: ExecOptions,
         *,
-        attach: Callable[[object, object], int] | None = None,
+        attach: Callable[[object, object], int],
     ) -> int:
         """Run ``args`` in the running container ``text``; its exit code (0 at once with ``options.detach``).
 
-        ``attach(started, request)`` drives the command's stdio and returns its exit code, as ``run``'s does.
+        ``attach(handle, request)`` drives the command's stdio and returns the exit code sbx leaves with. Without a
+        tty ``handle`` is the ``launcher.Started`` command, whose stdio is sbx's own. With ``options.tty`` it is an
+        :class:`~sandbox.monitor.exec_holder.ExecSession`: a detached exec holder owns the command's pty, so sbx
+        can detach and leave the command running, and ``handle.sock`` is connected to it (before the command
+        started: no output is lost); it is closed when ``attach`` returns.
         Raises ContainerNotFound, ContainerNotRunning (exit 1, as Docker's daemon errors), InvalidUser/InvalidEnv
         for bad flags, and ContainerStartError with 126 or 127 when the command cannot be started (Docker's codes).
         """
-        from sandbox.runtime import enter, launcher
+        from sandbox.runtime import enter
         from sandbox.runtime.command import build_args, merge_env
         from sandbox.runtime.identity import parse_user
 
@@ -67,10 +72,17 @@ class Execution:
             pid=int(record.pid), args=command, env=env, user=user, cwd=workdir,
             tty=options.tty, interactive=options.interactive, detach=options.detach,
         )
-        started = enter.start(request, lambda: store.alive(record))
+        verify = lambda: store.alive(record)  # noqa: E731
+        if options.tty and not options.detach:
+            from sandbox.monitor import exec_holder
+
+            session = exec_holder.spawn(self.runtime_root, record.id, lambda: enter.start(request, verify))
+            try:
+                return attach(session, request)
+            finally:
+                session.sock.close()
+        started = enter.start(request, verify)
         if options.detach:
             enter.confirm(started)
             return 0
-        if attach is not None:
-            return attach(started, request)
-        return launcher.wait(started)
+        return attach(started, request)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import stat
 import sys
 import time
 
 import pytest
+
+from tests.integration.helpers import wait_for
 
 
 @pytest.fixture
@@ -103,14 +106,26 @@ def test_exec_into_a_stopped_container(sbx):
     sbx("rm", "-f", "done")
 
 
-def test_interactive_terminal(running):
+def exec_sockets(sbx, name="c"):
+    """The exec holders' sockets in the container's runtime directory."""
+    container_id = json.loads(sbx("inspect", name).stdout)[0]["Id"]
+    return sorted((sbx.runtime_dir / "sbx" / container_id[:16]).glob("exec-*.sock"))
+
+
+def exec_tty(sbx, *args):
     pexpect = pytest.importorskip("pexpect")
-    child = pexpect.spawn(
-        sys.executable, ["-m", "sandbox", "exec", "-it", "c", "sh"],
-        env=running.environ(), cwd=str(running.root), timeout=30, encoding="utf-8",
-    )
+    return pexpect.spawn(sys.executable, ["-m", "sandbox", "exec", *args], env=sbx.environ(), cwd=str(sbx.root),
+                         timeout=30, encoding="utf-8")
+
+
+def test_interactive_terminal(running):
+    import pexpect
+
+    child = exec_tty(running, "-it", "c", "sh")
     child.setwinsize(30, 90)
     child.expect(r"[#$] ")
+    (path,) = exec_sockets(running)  # the holder's, private like the container's own attach socket
+    assert stat.S_IMODE(path.lstat().st_mode) == 0o600
     child.sendline("echo $((2+3)); stty size")
     child.expect("5")
     child.expect("30 90")
@@ -118,6 +133,89 @@ def test_interactive_terminal(running):
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 3
+    assert "read escape sequence" not in child.before
+    assert wait_for(lambda: not exec_sockets(running), timeout=5)  # the holder left with the shell
+
+
+def test_detach_leaves_the_command_running(running):
+    import pexpect
+
+    child = exec_tty(running, "-it", "c", "/bin/sh")
+    child.expect(r"[#$] ")
+    child.sendline("echo $$ > /tmp/pid; echo marker-$((40+2))")
+    child.expect("marker-42")
+    # output that nobody reads once sbx has gone: the holder drops it, so the writer never blocks on the pty
+    child.sendline("sh -c 'i=0; while [ ! -f /tmp/stop ]; do i=$((i+1)); echo $i > /tmp/count; echo line $i; done' &")
+    child.send("\x10\x11")  # Ctrl-p Ctrl-q
+    child.expect("read escape sequence")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+    pid = running("exec", "c", "cat", "/tmp/pid").stdout.strip()
+    assert pid.isdigit()
+    time.sleep(1)  # a hung-up terminal would have sent SIGHUP by now
+    assert running("exec", "c", "kill", "-0", pid, check=False).returncode == 0
+    assert running("exec", "c", "cat", f"/proc/{pid}/cmdline").stdout == "/bin/sh\x00"
+    assert running("exec", "c", "sh", "-c", f"grep -q '^State:.*[RS]' /proc/{pid}/status").returncode == 0
+
+    def count():
+        return int(running("exec", "c", "cat", "/tmp/count").stdout.strip() or 0)
+
+    first = count()
+    assert wait_for(lambda: count() > first + 20000, timeout=20)  # far past what a pty buffers
+    assert len(exec_sockets(running)) == 1  # the holder still serves the shell
+
+    running("exec", "c", "touch", "/tmp/stop")
+    running("exec", "c", "kill", "-9", pid)
+    assert wait_for(lambda: not exec_sockets(running), timeout=10)
+    assert running("exec", "c", "kill", "-0", pid, check=False).returncode != 0
+    assert " Up " in running("ps").stdout
+
+
+def test_detach_keys_option(running):
+    import pexpect
+
+    child = exec_tty(running, "-it", "--detach-keys", "", "c", "sh")
+    child.expect(r"[#$] ")
+    child.send("\x10\x11")  # no detaching: both bytes go to the shell
+    child.sendline("echo still-$((1+1))")
+    child.expect("still-2")
+    child.sendline("exit 4")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 4
+    assert "read escape sequence" not in child.before
+
+    child = exec_tty(running, "-it", "--detach-keys", "ctrl-x,x", "c", "sh")
+    child.expect(r"[#$] ")
+    child.sendline("echo $$ > /tmp/keys-pid")
+    child.expect(r"[#$] ")
+    child.send("\x18x")
+    child.expect("read escape sequence")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert len(exec_sockets(running)) == 1
+    running("exec", "c", "sh", "-c", "kill -9 $(cat /tmp/keys-pid)")
+    assert wait_for(lambda: not exec_sockets(running), timeout=10)
+
+    bad = running("exec", "-it", "--detach-keys", "ctrl-", "c", "sh", check=False)
+    assert bad.returncode != 0 and bad.stderr.startswith("sbx: ")
+
+
+def test_tty_exec_failures(running):
+    missing = running("exec", "-it", "c", "no-such-program", check=False)
+    assert missing.returncode == 127
+    assert missing.stderr.strip().splitlines() == [
+        'sbx: exec: "no-such-program": executable file not found in $PATH'
+    ]
+    assert missing.stdout == ""
+    assert running("exec", "-t", "c", "/etc/passwd", check=False).returncode == 126
+    assert not exec_sockets(running)
+    # a tty without a terminal on sbx's side: the command still gets the holder's pty, and its output comes
+    terminal = running("exec", "-t", "c", "sh", "-c", "test -t 0 && test -t 1 && echo terminal")
+    assert terminal.returncode == 0 and terminal.stdout.strip() == "terminal"
 
 
 def test_container_group_exec(running):
