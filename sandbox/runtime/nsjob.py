@@ -176,7 +176,7 @@ def _unpack(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _remove(job: dict[str, Any]) -> dict[str, Any]:
-    from sandbox.store.unpack import remove_tree
+    from sandbox.store.trees import remove_tree
 
     for path in job["paths"]:
         remove_tree(Path(path))

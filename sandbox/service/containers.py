@@ -130,7 +130,7 @@ class ContainerService:
     def remove_dir(self, container_dir: Path) -> None:
         """Remove a container's directory: directly when everything in it is the user's own (the usual case, and
         ~100 ms cheaper), else from inside the user namespace, where files of subordinate owners are removable."""
-        from sandbox.store.unpack import remove_tree
+        from sandbox.store.trees import remove_tree
 
         try:
             remove_tree(container_dir)

@@ -46,6 +46,9 @@ from sandbox.errors import (
     UnsafeLayer,
     WhiteoutUnsupported,
 )
+from sandbox.store.trees import lstat_at as _lstat
+from sandbox.store.trees import open_dir as _open_dir
+from sandbox.store.trees import remove_at as _remove_at
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
@@ -56,7 +59,6 @@ MAX_DEVICE_NUMBER = 2**20
 DEFAULT_MAX_BYTES = 64 * 2**30
 
 _CHUNK = 1 << 20
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # Xattr namespaces that would forge metadata of the overlay drivers or of containers/storage (TESTPLAN 10).
 _FORBIDDEN_USER_XATTRS = ("user.overlay.", "user.containers.", "user.fuseoverlayfs.")
 _PAX_XATTR = "SCHILY.xattr."
@@ -83,17 +85,6 @@ def _split(name: str, *, what: str, entry: str) -> list[str]:
     if ".." in parts:
         raise UnsafeLayer(f"unsafe layer: {what} {_show(entry)} leaves the root", entry=entry)
     return parts
-
-
-def _open_dir(name: str, dir_fd: int) -> int:
-    return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
-
-
-def _lstat(name: str, dir_fd: int) -> os.stat_result | None:
-    try:
-        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
 
 
 class _Cursor:
@@ -149,86 +140,6 @@ class _Cursor:
             self.to_root()
             return False
         return True
-
-
-def _remove_at(parent_fd: int, name: str) -> None:
-    """Remove ``name`` in ``parent_fd`` and, for a directory, all below it: iterative, fd-based, never following.
-
-    Walks down one directory at a time and back up through ``..``, so depth costs neither recursion nor fds.
-    Directories without ``u+rwx`` (mode 000 in images) get it before they are entered.
-    """
-    st = _lstat(name, parent_fd)
-    if st is None:
-        return
-    if not stat.S_ISDIR(st.st_mode):
-        os.unlink(name, dir_fd=parent_fd)
-        return
-    _make_enterable(name, parent_fd, st)
-    names = [name]
-    fd = _open_dir(name, parent_fd)
-    try:
-        while names:
-            child = _next_subdir_after_unlinking_files(fd)
-            if child is not None:
-                _make_enterable(child, fd, None)
-                fd_child = _open_dir(child, fd)
-                os.close(fd)
-                fd = fd_child
-                names.append(child)
-                continue
-            done = names.pop()
-            if names:
-                fd_up = _open_dir("..", fd)
-                os.close(fd)
-                fd = fd_up
-                os.rmdir(done, dir_fd=fd)
-            else:
-                os.close(fd)
-                fd = -1
-                os.rmdir(done, dir_fd=parent_fd)
-    finally:
-        if fd >= 0:
-            os.close(fd)
-
-
-def _make_enterable(name: str, dir_fd: int, st: os.stat_result | None) -> None:
-    if st is None:
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o700 != 0o700:
-        # chmod has no no-follow form for directories by name; the entry was just seen to be a directory.
-        os.chmod(name, stat.S_IMODE(st.st_mode) | 0o700, dir_fd=dir_fd)
-
-
-def _next_subdir_after_unlinking_files(fd: int) -> str | None:
-    """Unlink every non-directory in ``fd``; return one subdirectory's name, or None once the directory is empty."""
-    while True:
-        unlinked = False
-        with os.scandir(fd) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    return entry.name
-                os.unlink(entry.name, dir_fd=fd)
-                unlinked = True
-        if not unlinked:
-            return None
-
-
-def remove_tree(path: Path) -> None:
-    """Remove ``path`` and everything below it without recursion and without following symlinks (rmi, failed
-    unpacks; TESTPLAN 13). A missing path is not an error."""
-    path = Path(path)
-    try:
-        parent_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return
-    try:
-        _remove_at(parent_fd, path.name)
-    except OSError as error:
-        raise StoreError(
-            f"cannot remove {path}: {(error.strerror or str(error)).lower()}", path=str(path), errno=error.errno
-        ) from error
-    finally:
-        os.close(parent_fd)
 
 
 class _Unpacker:

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from sandbox.errors import InvalidLayer, LayerTooLarge, SbxError, UnsafeLayer, WhiteoutUnsupported
-from sandbox.store.unpack import UnpackStats, remove_tree, unpack_layer
+from sandbox.store.trees import remove_tree
+from sandbox.store.unpack import UnpackStats, unpack_layer
 
 ROOT = os.geteuid() == 0
 
