@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import typer
+from sandbox.cli.params import Argument, Option, to_typer
 
 
 def exec_command(
-    container: str = typer.Argument(..., metavar="CONTAINER"),
-    args: list[str] = typer.Argument(..., metavar="COMMAND [ARG...]"),
-    interactive: bool = typer.Option(False, "--interactive", "-i", help="Keep STDIN open."),
-    tty: bool = typer.Option(False, "--tty", "-t", help="Allocate a pseudo-TTY."),
-    detach: bool = typer.Option(False, "--detach", "-d", help="Detached mode: run command in the background."),
-    detach_keys: str = typer.Option(None, "--detach-keys", help="Override the key sequence for detaching."),
-    env: list[str] = typer.Option([], "--env", "-e", help="Set environment variables."),
-    workdir: str = typer.Option(None, "--workdir", "-w", help="Working directory inside the container."),
-    user: str = typer.Option(None, "--user", "-u", help="Username or UID (format: <name|uid>[:<group|gid>])."),
+    container: str = Argument(..., metavar="CONTAINER"),
+    args: list[str] = Argument(..., metavar="COMMAND [ARG...]"),
+    interactive: bool = Option(False, "--interactive", "-i", help="Keep STDIN open."),
+    tty: bool = Option(False, "--tty", "-t", help="Allocate a pseudo-TTY."),
+    detach: bool = Option(False, "--detach", "-d", help="Detached mode: run command in the background."),
+    detach_keys: str = Option(None, "--detach-keys", help="Override the key sequence for detaching."),
+    env: list[str] = Option([], "--env", "-e", help="Set environment variables."),
+    workdir: str = Option(None, "--workdir", "-w", help="Working directory inside the container."),
+    user: str = Option(None, "--user", "-u", help="Username or UID (format: <name|uid>[:<group|gid>])."),
 ) -> None:
     """Execute a command in a running container."""
     import functools
@@ -30,7 +30,7 @@ def exec_command(
     )
     code = Execution(settings).exec(container, list(args), options,
                                     attach=functools.partial(_attach, detach_keys=keys))
-    raise typer.Exit(code)
+    raise SystemExit(code)
 
 
 def _attach(handle, request, detach_keys: bytes | None = None) -> int:
@@ -44,10 +44,8 @@ def _attach(handle, request, detach_keys: bytes | None = None) -> int:
     import os
     import sys
 
-    from sandbox.cli.run import drive
-
     if not request.tty:
-        return drive(handle, request.interactive)
+        return _wait(handle)
     from sandbox.cli.attach import _DETACHED_MESSAGE, detach_key_bytes
     from sandbox.cli.render import err
     from sandbox.monitor import attach as protocol
@@ -80,7 +78,18 @@ def _attach(handle, request, detach_keys: bytes | None = None) -> int:
     return code
 
 
-def register(app: typer.Typer, container_group: typer.Typer) -> None:
+def _wait(started) -> int:
+    """Without -t the command shares sbx's stdio: forward the signals sbx gets and wait for its exit code."""
+    from sandbox.runtime import console, launcher
+
+    restore = console.forward_signals(started.container_pid)
+    try:
+        return launcher.wait(started)
+    finally:
+        restore()
+
+
+def register(app, container_group) -> None:
     settings = {"allow_interspersed_args": False}
-    app.command("exec", context_settings=settings)(exec_command)
-    container_group.command("exec", context_settings=settings)(exec_command)
+    app.command("exec", context_settings=settings)(to_typer(exec_command))
+    container_group.command("exec", context_settings=settings)(to_typer(exec_command))

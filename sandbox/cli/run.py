@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 from sandbox.cli.params import Argument, Option, to_typer
@@ -132,33 +131,6 @@ def _ensure_image(image: str, pull: str, platform: str | None) -> None:
         ref = Reference.parse(image)
         err(f"Unable to find image '{ref.familiar}' locally")
         pull_image(image, platform=platform, to_stderr=True)
-
-
-def drive(started, interactive: bool) -> int:
-    """Drive a started process's stdio until it exits: a pty proxy with -t (raw mode when stdin is a terminal),
-    else forwarded signals; returns its exit code. Shared by `run` and `exec`."""
-    import contextlib
-
-    from sandbox.runtime import console, launcher
-
-    if started.master_fd is None:
-        restore = console.forward_signals(started.container_pid)
-        try:
-            return launcher.wait(started)
-        finally:
-            restore()
-    stdin_fd = sys.stdin.fileno() if interactive else None
-    user_tty = stdin_fd is not None and os.isatty(stdin_fd)
-    stop_resize = console.resize_on_sigwinch(sys.stdout.fileno(), started.master_fd)
-    restore = console.forward_signals(started.container_pid) if not user_tty else (lambda: None)
-    try:
-        with console.raw_mode(stdin_fd) if user_tty else contextlib.nullcontext():
-            console.proxy(started.master_fd, stdin_fd, sys.stdout.fileno(), detach_keys=b"")
-        return launcher.wait(started)
-    finally:
-        stop_resize()
-        restore()
-        os.close(started.master_fd)
 
 
 def register(app) -> None:

@@ -46,6 +46,10 @@ ACCEPTED = [
     ("logs", ["-t", "--since", "5m", "c"]),
     ("logs", ["-n", "3", "c"]),
     ("wait", ["a", "b"]),
+    ("exec", ["c", "true"]),
+    ("exec", ["-it", "c", "sh"]),
+    ("exec", ["-e", "X=1", "-w", "/", "-u", "nobody", "c", "id", "-u"]),
+    ("exec", ["-d", "--detach-keys=ctrl-x,x", "c", "sleep", "1"]),
     ("attach", ["c"]),
     ("attach", ["--no-stdin", "--sig-proxy=false", "--detach-keys", "", "c"]),
 ]
@@ -65,6 +69,7 @@ DECLINED = [
     ("run", ["img", "--help"]),
     ("stop", ["-t", "x", "c"]),
     ("logs", ["a", "b"]),
+    ("exec", ["c"]),
 ]
 
 
