@@ -7,7 +7,6 @@ Anything else — ``sha256:../../x``, upper-case hex, short hex, ``md5:`` — is
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 
@@ -36,9 +35,13 @@ class Digest:
 
     @classmethod
     def of(cls, data: bytes, algorithm: str = "sha256") -> Digest:
+        import hashlib  # here: reading records (ps, rm) parses digests, only pulls and loads compute them
+
         return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
 
     def hasher(self):
+        import hashlib
+
         return hashlib.new(self.algorithm)
 
     @property
