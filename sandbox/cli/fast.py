@@ -107,10 +107,7 @@ def parse(function, args: list[str], *, interspersed: bool) -> dict[str, object]
                 values[name] = True
                 continue
             if not eq:
-                if index >= len(args):
-                    raise _Unsure(token)
-                value = args[index]
-                index += 1
+                value, index = _next(args, index, token)
             _store(values, name, annotations[name], value)
             continue
         for at, char in enumerate(token[1:], start=1):
@@ -122,14 +119,18 @@ def parse(function, args: list[str], *, interspersed: bool) -> dict[str, object]
                 continue
             value = token[at + 1:]
             if not value:
-                if index >= len(args):
-                    raise _Unsure(token)
-                value = args[index]
-                index += 1
+                value, index = _next(args, index, token)
             _store(values, name, annotations[name], value)
             break
     _assign(declared, arguments, annotations, positional, values)
     return values
+
+
+def _next(args: list[str], index: int, token: str) -> tuple[str, int]:
+    """The option's value from the next token, whatever it looks like (click's rule); none left: a usage error."""
+    if index >= len(args):
+        raise _Unsure(token)
+    return args[index], index + 1
 
 
 def _store(values: dict[str, object], name: str, kind: str, value: str) -> None:
