@@ -164,8 +164,14 @@ class Lifecycle:
     # -- look ---------------------------------------------------------------------------------------------------
 
     def list(self, *, all_containers: bool = False):
-        self._collect_previous_boot()
-        records = self.store.list()
+        """The containers newest first (running ones only unless ``all_containers``); --rm containers of a previous
+        boot are removed on the way (their monitor died with the boot: nothing else would)."""
+        store = self.store
+        records = store.list()
+        stale = {record.id for record in store.previous_boot_auto_remove(records)}
+        for container_id in stale:
+            self.containers.remove_dir(store.dir(container_id))
+        records = [record for record in records if record.id not in stale]
         return records if all_containers else [r for r in records if r.state.value == "running"]
 
     def get(self, text: str):
@@ -268,11 +274,6 @@ class Lifecycle:
                 return True
             time.sleep(_POLL)
         return False
-
-    def _collect_previous_boot(self) -> None:
-        """--rm containers of a previous boot are removed at the next command (their monitor died with the boot)."""
-        for record in self.store.previous_boot_auto_remove():
-            self.containers.remove_dir(self.store.dir(record.id))
 
 
 def parse_signal(text: str) -> int:

@@ -340,17 +340,19 @@ class ContainerStore:
         """Whether the record's pid still names the process it started (same boot, same start time)."""
         return self._alive(record, self._boot_id_or_none())
 
-    def previous_boot_auto_remove(self) -> list[ContainerRecord]:
+    def previous_boot_auto_remove(self, records: list[ContainerRecord] | None = None) -> list[ContainerRecord]:
         """``--rm`` containers started before the last reboot: nothing is left to remove them but the next command.
 
         A record that never started (no boot id) is left alone: it may be a ``run --rm`` being started right now.
+        ``records`` (from :meth:`list`, which already read them all) saves reading every record again.
         """
         current_boot = self._boot_id_or_none()
         if current_boot is None:
             return []
+        if records is None:
+            records = [self._get_quietly(container_id) for container_id in self.ids()]
         found = []
-        for container_id in self.ids():
-            record = self._get_quietly(container_id)
+        for record in records:
             if record is not None and record.auto_remove and record.boot_id not in (None, current_boot):
                 found.append(record)
         found.sort(key=lambda record: (-record.created, record.id))

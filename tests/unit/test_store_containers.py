@@ -495,8 +495,23 @@ def test_previous_boot_auto_remove(store, proc):
     store.create(running(3, boot=BOOT, auto_remove=True))  # --rm, this boot: its monitor removes it
     store.create(make_record(4, auto_remove=True))  # --rm, never started (maybe starting now): left alone
     assert [r.id for r in store.previous_boot_auto_remove()] == [make_id(1)]
+    assert [r.id for r in store.previous_boot_auto_remove(store.list())] == [make_id(1)]  # from records at hand
     assert store.get(make_id(2)).state is ContainerState.RUNNING
     assert {r.id: r.state for r in store.list()}[make_id(2)] is ContainerState.EXITED
+
+
+def test_listing_removes_the_rm_containers_of_a_previous_boot(config, monkeypatch, proc):
+    """ps (Lifecycle.list) is where a --rm container whose monitor died with the last boot goes."""
+    from sandbox.service.lifecycle import Lifecycle
+
+    lifecycle = Lifecycle(config)
+    store = ContainerStore(lifecycle.containers.containers_root, proc=proc)
+    monkeypatch.setattr(Lifecycle, "store", property(lambda self: store))
+    store.create(running(1, boot=OTHER_BOOT, auto_remove=True))
+    store.create(running(2, boot=OTHER_BOOT))
+    assert [(r.id, r.state) for r in lifecycle.list(all_containers=True)] == [(make_id(2), ContainerState.EXITED)]
+    assert not store.dir(make_id(1)).exists()
+    assert store.ids() == [make_id(2)]
 
 
 def test_missing_boot_id_means_nothing_is_alive(tmp_path, proc):
