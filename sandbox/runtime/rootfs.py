@@ -19,8 +19,6 @@ multi-layer image.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,16 +90,24 @@ def mount_rootfs(kernel, plan: RootfsPlan, target: str) -> None:
 
 
 def _fuse_overlayfs(plan: RootfsPlan, target: str) -> None:
+    # imported here (before pivot_root, the host's library is still in reach): the overlay driver, sbx exec and
+    # everything that only plans a root filesystem need neither module
+    import shutil
+    import subprocess
+
     binary = shutil.which("fuse-overlayfs")
     if binary is None:
         raise RootfsError("fuse-overlayfs is not installed", hint="install the Debian package fuse-overlayfs")
-    result = subprocess.run(
-        [binary, "-o", plan.overlay_options(), target],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    try:
+        result = subprocess.run(
+            [binary, "-o", plan.overlay_options(), target],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except subprocess.SubprocessError as exc:
+        raise RootfsError(f"fuse-overlayfs failed: {exc}") from None
     if result.returncode != 0:
         raise RootfsError(f"fuse-overlayfs failed: {result.stderr.strip()[:300]}")
 
@@ -134,7 +140,7 @@ def probe(kernel, driver: str, workdir: Path) -> str | None:
             Path(merged, "written").write_text("x")
         finally:
             unmount_rootfs(kernel, plan, merged)
-    except (OSError, RootfsError, subprocess.SubprocessError) as exc:
+    except (OSError, RootfsError) as exc:
         return str(exc)
     return None
 
@@ -142,9 +148,13 @@ def probe(kernel, driver: str, workdir: Path) -> str | None:
 def unmount_rootfs(kernel, plan: RootfsPlan, target: str) -> None:
     from sandbox.kernel.constants import MNT_DETACH
 
-    if plan.driver == "fuse-overlayfs" and shutil.which("fusermount3"):
-        subprocess.run(["fusermount3", "-u", "-z", target], capture_output=True, timeout=30)
-        return
+    if plan.driver == "fuse-overlayfs":
+        import shutil
+        import subprocess
+
+        if shutil.which("fusermount3"):
+            subprocess.run(["fusermount3", "-u", "-z", target], capture_output=True, timeout=30)
+            return
     kernel.umount2(target, MNT_DETACH)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 from pathlib import Path
 
 from sandbox.errors import NoSpace, StoreError
@@ -59,7 +58,7 @@ def fsync_dir(directory: str | os.PathLike[str]) -> None:
 
 def temp_name(path: Path) -> Path:
     """A unique temp path beside ``path``; the leading dot and ``.tmp`` suffix mark it as garbage if left behind."""
-    return path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    return path.with_name(f".{path.name}.{os.urandom(8).hex()}.tmp")  # secrets would import hashlib + OpenSSL
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import secrets
 import time
 from pathlib import Path
 
@@ -131,7 +130,7 @@ def create_locked(directory: Path, suffix: str) -> tuple[int, Path]:
     our file; if a collector raced us between create and lock, we try again under another name.
     """
     while True:
-        path = directory / f"{secrets.token_hex(16)}{suffix}"
+        path = directory / f"{os.urandom(16).hex()}{suffix}"
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except FileExistsError:
