@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 from sandbox.cli.params import Argument, Option, to_typer
-from sandbox.cli.render import err
 
 _DETACHED_MESSAGE = "read escape sequence"  # what Docker prints on stderr after the detach keys
 
@@ -61,6 +60,8 @@ def attach(
     finally:
         restore()
     if outcome == "detached":
+        from sandbox.cli.render import err
+
         err(_DETACHED_MESSAGE)
         raise SystemExit(0)
     if code is None:
