@@ -267,8 +267,9 @@ def _create_command():
         )
         image, args = flags["image"], list(flags["args"] or [])
         try:
-            run_module._ensure_image(image, flags["pull"], flags["platform"])
-            out(_lifecycle().create(image, args, options, auto_remove=flags["remove"]))
+            lifecycle = _lifecycle()
+            run_module._ensure_image(lifecycle.containers.images, image, flags["pull"], flags["platform"])
+            out(lifecycle.create(image, args, options, auto_remove=flags["remove"]))
         except SbxError as error:
             if getattr(error, "exit_code", None) is None:
                 error.exit_code = run_module.EXIT_SBX

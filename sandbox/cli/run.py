@@ -46,15 +46,16 @@ def run(
         name=name, init=init, interactive=interactive, tty=tty, network=network,
     )
     try:
-        _ensure_image(image, pull, platform)
-        if detach:
-            from sandbox.config import load_settings
-            from sandbox.service.lifecycle import Lifecycle
+        from sandbox.config import load_settings
+        from sandbox.service.lifecycle import Lifecycle
 
-            container_id = Lifecycle(load_settings()).run_detached(image, list(args or []), options, auto_remove=remove)
+        lifecycle = Lifecycle(load_settings())
+        _ensure_image(lifecycle.containers.images, image, pull, platform)
+        if detach:
+            container_id = lifecycle.run_detached(image, list(args or []), options, auto_remove=remove)
             sys.stdout.write(container_id + "\n")
             return
-        code = _run_attached(image, list(args or []), options, auto_remove=remove, detach_keys=detach_keys)
+        code = _run_attached(lifecycle, image, list(args or []), options, auto_remove=remove, detach_keys=detach_keys)
     except SbxError as error:
         if getattr(error, "exit_code", None) is None:
             error.exit_code = EXIT_SBX
@@ -62,18 +63,15 @@ def run(
     raise SystemExit(code)
 
 
-def _run_attached(image: str, args: list[str], options, *, auto_remove: bool, detach_keys: str | None) -> int:
+def _run_attached(lifecycle, image: str, args: list[str], options, *, auto_remove: bool,
+                  detach_keys: str | None) -> int:
     """Docker's foreground run: create + start + attach through the container's monitor, connected before the
     container starts so no output is lost; Ctrl-p Ctrl-q (or --detach-keys) leaves it running."""
     from sandbox.cli.attach import detach_key_bytes
-    from sandbox.config import load_settings
     from sandbox.monitor import attach as protocol
     from sandbox.runtime import console
-    from sandbox.service.lifecycle import Lifecycle
 
-    settings = load_settings()
-    keys = detach_key_bytes(detach_keys, settings)
-    lifecycle = Lifecycle(settings)
+    keys = detach_key_bytes(detach_keys, lifecycle.settings)
     connection = {}
 
     def connect_early(path) -> None:
@@ -106,8 +104,9 @@ def _run_attached(image: str, args: list[str], options, *, auto_remove: bool, de
     return code if code is not None else lifecycle.wait(container_id)
 
 
-def _ensure_image(image: str, pull: str, platform: str | None) -> None:
-    """Docker's --pull: `missing` pulls with "Unable to find image" when absent; pull output goes to stderr."""
+def _ensure_image(images, image: str, pull: str, platform: str | None) -> None:
+    """Docker's --pull: `missing` pulls with "Unable to find image" when absent; pull output goes to stderr.
+    ``images`` is the image service the container will be made with (one store opened per command)."""
     from sandbox.errors import ImageNotFound, InvalidRunOption
 
     if pull not in ("always", "missing", "never"):
@@ -117,11 +116,8 @@ def _ensure_image(image: str, pull: str, platform: str | None) -> None:
 
         pull_image(image, platform=platform, to_stderr=True)
         return
-    from sandbox.config import load_settings
-    from sandbox.service.images import ImageService
-
     try:
-        ImageService(load_settings()).resolve(image)
+        images.resolve(image)
     except ImageNotFound:
         if pull == "never":
             raise

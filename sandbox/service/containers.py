@@ -52,8 +52,11 @@ class ContainerService:
     def containers_root(self) -> Path:
         return self.settings.data_root / "containers"
 
-    def create(self, image: str, args: list[str], options: RunOptions, container_id: str | None = None):
-        """Build the spec and the container's directory (rootfs dirs, /etc files); returns (spec, directory)."""
+    def create(self, image: str, args: list[str], options: RunOptions, container_id: str | None = None,
+               record=None):
+        """Build the spec and the container's directory (rootfs dirs, /etc files); returns (spec, directory).
+
+        ``record`` is the image's record when the caller has already resolved ``image``."""
         from sandbox.oci.imageconfig import ImageConfig
         from sandbox.oci.manifest import Descriptor
         from sandbox.runtime.command import build_args, merge_env, parse_env_file, parse_hostname
@@ -66,7 +69,7 @@ class ContainerService:
             raise InvalidRunOption(
                 f"network {options.network!r} is not supported yet", hint="use --network none or --network host"
             )
-        record = self.images.resolve(image)
+        record = record or self.images.resolve(image)
         store = self.images.store
         config = ImageConfig.parse(store.read_blob(record.id))
         user = options.user if options.user is not None else config.user

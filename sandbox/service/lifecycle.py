@@ -98,7 +98,7 @@ class Lifecycle:
             raise NameInUse("could not find a free container name", hint="choose one with --name")
         container_dir = store.dir(container_id)
         try:
-            spec, built_dir = self.containers.create(image, args, options, container_id=container_id)
+            spec, built_dir = self.containers.create(image, args, options, container_id=container_id, record=record)
             store.update(container_id, command=spec.process.args, spec=_record_spec(spec))
         except BaseException:
             self.containers.remove_dir(container_dir)
