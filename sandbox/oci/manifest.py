@@ -10,7 +10,6 @@ checked so that ``layers: null`` or a digest that is a number is an :class:`Inva
 from __future__ import annotations
 
 import json
-import platform as host_platform
 import reprlib
 from dataclasses import dataclass, field
 
@@ -42,6 +41,8 @@ class Platform:
 
     @classmethod
     def host(cls) -> Platform:
+        import platform as host_platform  # here: only a pull without --platform asks (~1 ms of every run)
+
         arch, variant = _normalise_arch(host_platform.machine().lower())
         return cls("linux", arch, variant)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -189,7 +188,7 @@ class LayerUnpacker:
                 return cached["driver"]
         chosen, reasons = "copy", {}
         for driver in ("overlay", "fuse-overlayfs"):
-            workdir = self.store.root / f".probe-{secrets.token_hex(4)}"
+            workdir = self.store.root / f".probe-{os.urandom(4).hex()}"
             workdir.mkdir(mode=0o700)
             try:
                 reason = self._run_mounting({"op": "probe_rootfs", "driver": driver, "dir": str(workdir)})["reason"]

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +84,7 @@ class LayerStore:
     def begin(self, chain_id: Digest, diff_id: Digest, parent: Digest | None) -> PendingLayer:
         """A fresh temp dir for this chain; call with the chain's lock held."""
         self.ensure()
-        tmp = self.root / f"{_TMP_PREFIX}{chain_id.hex}-{secrets.token_hex(4)}"
+        tmp = self.root / f"{_TMP_PREFIX}{chain_id.hex}-{os.urandom(4).hex()}"
         try:
             tmp.mkdir(mode=0o700)
             (tmp / "diff").mkdir(mode=0o755)
@@ -147,7 +146,7 @@ class LayerStore:
                 if not lock.acquire(blocking=False):
                     continue
                 try:
-                    retired = self.root / f"{_TMP_PREFIX}{name}-retired{secrets.token_hex(4)}"
+                    retired = self.root / f"{_TMP_PREFIX}{name}-retired{os.urandom(4).hex()}"
                     os.rename(path, retired)
                     garbage.append(retired)
                 except OSError as exc:

@@ -29,7 +29,6 @@ deletes nothing (what the record needs is unknown), so damage never spreads to b
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import re
 import stat
@@ -886,6 +885,8 @@ def _digests_in(raw: bytes) -> set[Digest]:
 
 
 def _hash_file(path: Path, algorithm: str) -> Digest:
+    import hashlib  # here: reading records and resolving images hash nothing
+
     hasher = hashlib.new(algorithm)
     try:
         with open(path, "rb") as handle:
