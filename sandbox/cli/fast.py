@@ -1,7 +1,8 @@
 """The hot commands without typer: parse their common invocations directly from the commands' own declarations.
 
-`sbx run`, `exec`, `ps`, `rm` and the other container commands are run again and again by scripts and CI; importing
-typer and click and building the application around 60 commands costs them ~60 ms each (BENCHMARKS B1-B3, B11).
+`sbx run`, `exec`, `ps`, `rm`, `images` and the other container and image commands are run again and again by
+scripts and CI; importing typer and click and building the application around 60 commands costs them ~60 ms each
+(BENCHMARKS B1-B3, B11).
 :func:`dispatch` parses argv with the parameters each command declares through :mod:`sandbox.cli.params` (the same
 declaration typer reads), following click's rules, and calls the command. It handles only what it is sure of: an
 unknown option, ``--help``, a missing argument, a value that is not a number, anything else unusual, and
@@ -30,9 +31,16 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "wait": ("sandbox.cli.containers", "wait", True),
     "logs": ("sandbox.cli.containers", "logs", True),
     "attach": ("sandbox.cli.attach", "attach", True),
+    "images": ("sandbox.cli.images", "images", True),
+    "rmi": ("sandbox.cli.images", "rmi", True),
+    "tag": ("sandbox.cli.images", "tag", True),
 }
-# `sbx container NAME` spells the same commands (and ps's aliases)
-CONTAINER_COMMANDS = {**{name: name for name in COMMANDS}, "ls": "ps", "list": "ps"}
+# `sbx container NAME` and `sbx image NAME` spell some of the same commands
+GROUPS = {
+    "container": {**{name: name for name in COMMANDS if name not in ("images", "rmi", "tag")}, "ls": "ps",
+                  "list": "ps"},
+    "image": {"ls": "images", "list": "images", "rm": "rmi", "tag": "tag"},
+}
 
 _TYPES = ("bool", "int", "str", "list[str]")
 
@@ -46,8 +54,8 @@ def dispatch(args: list[str]) -> bool:
     if not args:
         return False
     name, rest = args[0], args[1:]
-    if name == "container" and rest and rest[0] in CONTAINER_COMMANDS:
-        name, rest = CONTAINER_COMMANDS[rest[0]], rest[1:]
+    if name in GROUPS and rest and rest[0] in GROUPS[name]:
+        name, rest = GROUPS[name][rest[0]], rest[1:]
     if name not in COMMANDS or "--help" in rest:  # help, even where it is a container's argument: typer decides
         return False
     module_name, function_name, interspersed = COMMANDS[name]

@@ -6,8 +6,7 @@ import json
 import sys
 import threading
 
-import typer
-
+from sandbox.cli.params import Argument, Option, to_typer
 from sandbox.cli.render import (
     docker_time,
     err,
@@ -126,9 +125,9 @@ class _TerminalPullEvents(_PlainPullEvents):
 
 
 def pull(
-    image: str = typer.Argument(..., metavar="NAME[:TAG|@DIGEST]"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Suppress verbose output."),
-    platform: str = typer.Option(None, "--platform", help="Set platform if server is multi-platform capable."),
+    image: str = Argument(..., metavar="NAME[:TAG|@DIGEST]"),
+    quiet: bool = Option(False, "--quiet", "-q", help="Suppress verbose output."),
+    platform: str = Option(None, "--platform", help="Set platform if server is multi-platform capable."),
 ) -> None:
     """Download an image from a registry."""
     pull_image(image, quiet=quiet, platform=platform)
@@ -160,8 +159,8 @@ def pull_image(image: str, *, quiet: bool = False, platform: str | None = None, 
 
 
 def push(
-    image: str = typer.Argument(..., metavar="NAME[:TAG]"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Suppress verbose output."),
+    image: str = Argument(..., metavar="NAME[:TAG]"),
+    quiet: bool = Option(False, "--quiet", "-q", help="Suppress verbose output."),
 ) -> None:
     """Upload an image to a registry."""
     from sandbox.oci.reference import Reference
@@ -189,13 +188,13 @@ def push(
 
 
 def images(
-    repository: str = typer.Argument(None, metavar="[REPOSITORY[:TAG]]"),
-    all_images: bool = typer.Option(False, "--all", "-a", help="Show all images (sbx keeps no intermediate images)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only show image IDs."),
-    digests: bool = typer.Option(False, "--digests", help="Show digests."),
-    no_trunc: bool = typer.Option(False, "--no-trunc", help="Don't truncate output."),
-    filters: list[str] = typer.Option([], "--filter", "-f", help="Filter output (reference=PATTERN)."),
-    output_format: str = typer.Option("table", "--format", help="table or json."),
+    repository: str = Argument(None, metavar="[REPOSITORY[:TAG]]"),
+    all_images: bool = Option(False, "--all", "-a", help="Show all images (sbx keeps no intermediate images)."),
+    quiet: bool = Option(False, "--quiet", "-q", help="Only show image IDs."),
+    digests: bool = Option(False, "--digests", help="Show digests."),
+    no_trunc: bool = Option(False, "--no-trunc", help="Don't truncate output."),
+    filters: list[str] = Option([], "--filter", "-f", help="Filter output (reference=PATTERN)."),
+    output_format: str = Option("table", "--format", help="table or json."),
 ) -> None:
     """List images."""
     filters = list(filters)
@@ -258,8 +257,8 @@ def _check_format(output_format: str) -> None:
 
 
 def rmi(
-    names: list[str] = typer.Argument(..., metavar="IMAGE [IMAGE...]"),
-    force: bool = typer.Option(False, "--force", "-f", help="Force removal of the image."),
+    names: list[str] = Argument(..., metavar="IMAGE [IMAGE...]"),
+    force: bool = Option(False, "--force", "-f", help="Force removal of the image."),
 ) -> None:
     """Remove one or more images."""
     from sandbox.cli.main import report
@@ -278,12 +277,12 @@ def rmi(
         for item in removal.deleted:
             out(f"Deleted: {item}")
     if failed:
-        raise typer.Exit(failed)
+        raise SystemExit(failed)
 
 
 def tag(
-    source: str = typer.Argument(..., metavar="SOURCE_IMAGE[:TAG]"),
-    target: str = typer.Argument(..., metavar="TARGET_IMAGE[:TAG]"),
+    source: str = Argument(..., metavar="SOURCE_IMAGE[:TAG]"),
+    target: str = Argument(..., metavar="TARGET_IMAGE[:TAG]"),
 ) -> None:
     """Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE."""
     _service().tag(source, target)
@@ -293,10 +292,10 @@ def tag(
 
 
 def search(
-    term: str = typer.Argument(..., metavar="TERM"),
-    limit: int = typer.Option(25, "--limit", help="Max number of search results."),
-    no_trunc: bool = typer.Option(False, "--no-trunc", help="Don't truncate output."),
-    output_format: str = typer.Option("table", "--format", help="table or json."),
+    term: str = Argument(..., metavar="TERM"),
+    limit: int = Option(25, "--limit", help="Max number of search results."),
+    no_trunc: bool = Option(False, "--no-trunc", help="Don't truncate output."),
+    output_format: str = Option("table", "--format", help="table or json."),
 ) -> None:
     """Search a registry for images (Docker Hub's search, or a registry's catalog)."""
     _check_format(output_format)
@@ -331,10 +330,10 @@ def search(
 
 
 def login(
-    server: str = typer.Argument(None, metavar="[SERVER]"),
-    username: str = typer.Option(None, "--username", "-u", help="Username."),
-    password: str = typer.Option(None, "--password", "-p", help="Password."),
-    password_stdin: bool = typer.Option(False, "--password-stdin", help="Take the password from stdin."),
+    server: str = Argument(None, metavar="[SERVER]"),
+    username: str = Option(None, "--username", "-u", help="Username."),
+    password: str = Option(None, "--password", "-p", help="Password."),
+    password_stdin: bool = Option(False, "--password-stdin", help="Take the password from stdin."),
 ) -> None:
     """Log in to a registry (credentials are kept in a 0600 file)."""
     from sandbox.errors import SbxError
@@ -363,7 +362,7 @@ def login(
     out("Login Succeeded")
 
 
-def logout(server: str = typer.Argument(None, metavar="[SERVER]")) -> None:
+def logout(server: str = Argument(None, metavar="[SERVER]")) -> None:
     """Log out from a registry."""
     registry, removed = _service().logout(server)
     if removed:
@@ -376,8 +375,8 @@ def logout(server: str = typer.Argument(None, metavar="[SERVER]")) -> None:
 
 
 def image_inspect(
-    names: list[str] = typer.Argument(..., metavar="IMAGE [IMAGE...]"),
-    output_format: str = typer.Option(None, "--format", "-f", help="json (the default)."),
+    names: list[str] = Argument(..., metavar="IMAGE [IMAGE...]"),
+    output_format: str = Option(None, "--format", "-f", help="json (the default)."),
 ) -> None:
     """Display detailed information on one or more images."""
     from sandbox.cli.main import report
@@ -394,17 +393,19 @@ def image_inspect(
             failed = report(exc)
     out(json.dumps(found, indent=4))
     if failed:
-        raise typer.Exit(failed)
+        raise SystemExit(failed)
 
 
-def register(app: typer.Typer) -> None:
+def register(app) -> None:
+    import typer
+
     top_level = {"pull": pull, "push": push, "images": images, "rmi": rmi, "tag": tag, "search": search,
                  "login": login, "logout": logout}
     for name, command in top_level.items():
-        app.command(name)(command)
+        app.command(name)(to_typer(command))
     group = typer.Typer(help="Manage images.", no_args_is_help=True)
     grouped = {"pull": pull, "push": push, "ls": images, "list": images, "rm": rmi, "tag": tag,
                "inspect": image_inspect}
     for name, command in grouped.items():
-        group.command(name)(command)
+        group.command(name)(to_typer(command))
     app.add_typer(group, name="image")

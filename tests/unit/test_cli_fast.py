@@ -50,6 +50,11 @@ ACCEPTED = [
     ("exec", ["-it", "c", "sh"]),
     ("exec", ["-e", "X=1", "-w", "/", "-u", "nobody", "c", "id", "-u"]),
     ("exec", ["-d", "--detach-keys=ctrl-x,x", "c", "sleep", "1"]),
+    ("images", []),
+    ("images", ["-q", "--no-trunc", "busybox"]),
+    ("images", ["--digests", "-f", "reference=bb*", "--format=json", "-a"]),
+    ("rmi", ["-f", "a", "b"]),
+    ("tag", ["a", "b:1"]),
     ("attach", ["c"]),
     ("attach", ["--no-stdin", "--sig-proxy=false", "--detach-keys", "", "c"]),
 ]
@@ -70,6 +75,8 @@ DECLINED = [
     ("stop", ["-t", "x", "c"]),
     ("logs", ["a", "b"]),
     ("exec", ["c"]),
+    ("tag", ["a"]),
+    ("images", ["a", "b"]),
 ]
 
 
@@ -133,9 +140,10 @@ def test_dispatch_runs_the_command_and_the_container_spelling(monkeypatch) -> No
 
 def test_not_a_hot_command() -> None:
     assert fast.dispatch([]) is False
-    assert fast.dispatch(["images"]) is False
+    assert fast.dispatch(["search", "x"]) is False
     assert fast.dispatch(["--debug", "ps"]) is False
     assert fast.dispatch(["container", "prune"]) is False
+    assert fast.dispatch(["image", "inspect", "x"]) is False
 
 
 def test_a_command_not_declared_with_params_goes_to_typer() -> None:
