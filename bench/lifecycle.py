@@ -7,7 +7,8 @@ as the bench user, with ``--network none`` everywhere (so no network helper is i
 * B2  ``exec CTR true`` into a running ``sleep 300`` container: sbx, podman, and ``nsenter -t PID -U -m -u -i -n -p
   -C true`` into sbx's container (the floor; ``-a`` fails on the host's time namespace).
 * B3  ``ps -a`` with 100 running ``sleep 300`` containers per tool (made with ``run -d``, kept running), and
-  ``--version`` against the bare Python start (``python3 -I -S -c pass``, sbx's interpreter).
+  ``--version`` against the bare Python start (``python3 -I -S -c pass``, sbx's interpreter), and ``images`` with 50
+  images per tool (the busybox one and 49 ``import``-ed one-file tars, each its own image).
 * B10 per running container (the same 100): VmRSS (and Pss) of every helper process, i.e. each ancestor of the
   container's process that belongs to that container alone (sbx's monitor; podman's conmon), plus shared helpers
   (podman's pause process, any common ancestor) divided by the number of containers.
@@ -52,6 +53,7 @@ from bench.start import BUSYBOX, IMAGE_REF, PODMAN_REF, Podman, Sbx, base_env
 WORK = BENCH_DIR / "work" / "lifecycle"
 CMD_TIMEOUT = 60
 N_PS = 100
+N_IMAGES = 50
 N_PARALLEL = 50
 N_LEAK = 20
 PREFIX = "lcb"
@@ -510,21 +512,56 @@ def b3_b10(lab: Lab, warmup: int, iterations: int) -> tuple[dict[str, Any], dict
         cols[f"{tool} ps"] = {"argv": lab.cmd(tool, "ps", "-a"), "env": lab.env(tool)}
         cols[f"{tool} --version"] = {"argv": lab.cmd(tool, "--version"), "env": lab.env(tool)}
     cols["python"] = {"argv": [py, "-I", "-S", "-c", "pass"], "env": lab.env()}
+    images = make_images(lab)
+    for tool in lab.tools():
+        if images[tool]["ok"]:
+            cols[f"{tool} images"] = {"argv": lab.cmd(tool, "images"), "env": lab.env(tool)}
+            labels[f"{tool} images"] = f"{tool} images ({images[tool]['ok'] + 1} images)"
     tools = _timed_phase(lab, "B3", cols, labels, warmup, iterations)
     listed = {t: len(lab.names(t)) for t in lab.tools()}
     left = lab.remove_all()
     ratios = {k: v for k, v in (("sbx ps/podman ps", _ratio(tools, "sbx ps", "podman ps")),
                                 ("sbx --version/podman --version", _ratio(tools, "sbx --version", "podman --version")),
-                                ("sbx --version/python", _ratio(tools, "sbx --version", "python"))) if v is not None}
+                                ("sbx --version/python", _ratio(tools, "sbx --version", "python")),
+                                ("sbx images/podman images", _ratio(tools, "sbx images", "podman images")))
+              if v is not None}
     b3 = {"what": f"ps -a with {N_PS} running containers per tool (run -d IMG sleep 300, kept running); --version",
-          "created": created, "listed_by_ps_a": listed, "tools": tools, "ratios": ratios,
+          "created": created, "images_imported": images, "listed_by_ps_a": listed, "tools": tools,
+          "ratios": ratios,
           "left_after_rm_f": left,
           "targets": {"sbx ps <= 0.5 x podman ps": ratios["sbx ps/podman ps"] <= 0.5
                       if "sbx ps/podman ps" in ratios else None,
                       "sbx --version <= 2 x python": ratios["sbx --version/python"] <= 2
-                      if "sbx --version/python" in ratios else None},
-          "not_measured": "sbx images with 50 images (B3's third part)"}
+                      if "sbx --version/python" in ratios else None,
+                      "sbx images <= 0.5 x podman images": ratios["sbx images/podman images"] <= 0.5
+                      if "sbx images/podman images" in ratios else None}}
     return b3, b10
+
+
+def make_images(lab: Lab) -> dict[str, Any]:
+    """N_IMAGES - 1 more images per tool (besides the busybox one), each its own: `import` of a one-file tar."""
+    import io
+    import tarfile
+
+    tars = []
+    for k in range(1, N_IMAGES):
+        path = WORK / f"img-{k:03d}.tar"
+        data = f"image {k}\n".encode()
+        with tarfile.open(path, "w") as tar:
+            info = tarfile.TarInfo(f"image-{k:03d}")
+            info.size, info.mode, info.mtime = len(data), 0o644, 1_700_000_000
+            tar.addfile(info, io.BytesIO(data))
+        os.chmod(path, 0o644)
+        tars.append((k, path))
+    made: dict[str, Any] = {}
+    for tool in lab.tools():
+        jobs = [{"argv": lab.cmd(tool, "import", str(path), f"{PREFIX}-img-{k:03d}:latest"), "env": lab.env(tool)}
+                for k, path in tars]
+        log(f"B3: importing {len(jobs)} images with {tool} (4 at a time)")
+        out = lab.parallel(f"B3 {tool} import", jobs, 4)
+        errs = [r["status"] for r in out["results"] if r["status"] != "ok"]
+        made[tool] = {"ok": len(jobs) - len(errs), "failed": len(errs), "first_errors": errs[:3]}
+    return made
 
 
 def leak_state(lab: Lab) -> dict[str, Any]:
