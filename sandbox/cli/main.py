@@ -14,14 +14,14 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> None:
-    from sandbox.errors import SbxError
-
     args = sys.argv[1:] if argv is None else argv
     if args in (["--version"], ["-v"], ["version"]):
         from sandbox import __version__
 
         sys.stdout.write(f"sbx version {__version__}\n")
         return
+    from sandbox.errors import SbxError
+
     debug = os.environ.get("SBX_DEBUG") == "1" or "--debug" in args or "-D" in args
     try:
         from sandbox.cli.fast import dispatch
