@@ -1,4 +1,5 @@
-"""Linux constants for the kernel calls sbx makes (values from <sched.h>, <sys/mount.h>, <linux/prctl.h>).
+"""Linux constants for the kernel calls sbx makes (values from <sched.h>, <sys/mount.h>, <linux/prctl.h>,
+<asm-generic/ioctls.h>).
 
 They are the same on x86_64 and aarch64, the two architectures sbx supports.
 """
@@ -60,6 +61,12 @@ PR_SET_NO_NEW_PRIVS = 38
 PR_GET_NO_NEW_PRIVS = 39
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+# --- pty ioctl(2) requests on a /dev/pts/ptmx master (asm-generic: the same on x86_64 and aarch64) -----------
+# Python's termios module has none of these; fcntl.ioctl issues them.
+TIOCGPTN = 0x80045430  # _IOR('T', 0x30, unsigned int): the pty's number N, i.e. its slave is <devpts>/N
+TIOCSPTLCK = 0x40045431  # _IOW('T', 0x31, int): 0 unlocks the slave (unlockpt); a new pty starts locked
+TIOCGPTPEER = 0x5441  # _IO('T', 0x41), Linux 4.13: open the slave through the master, without a path lookup
 
 # --- pivot_root(2) has no libc wrapper: its syscall number per machine (uname -m) ----------------------------
 SYS_PIVOT_ROOT = {

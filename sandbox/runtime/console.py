@@ -215,6 +215,63 @@ def copy_window_size(source_fd: int, target_fd: int) -> bool:
     return True
 
 
+# --- a pty of the container's own devpts ------------------------------------------------------------------------------
+
+
+def open_pty(devpts: str = "/dev/pts") -> tuple[int, int]:
+    """A new pty of the devpts instance mounted at ``devpts``: ``(master, slave)``, both close-on-exec, neither made
+    anyone's controlling terminal (the caller does that with TIOCSCTTY).
+
+    Why not ``os.openpty()`` in sbx: a pty belongs to the devpts instance whose ptmx opened it, and its slave's name,
+    ``/dev/pts/N``, exists only where that instance is mounted. A container mounts a devpts of its own
+    (``newinstance``) at /dev/pts, so a pty of the host's instance is nameless inside: ``tty`` says "not a tty",
+    ttyname() fails, /proc/self/fd/0 points at a /dev/pts/N that is missing there, or is another terminal
+    altogether. So the pty is made by a process that already sees the container's mounts (its pid 1 before exec, or
+    the process `sbx exec` starts), from the container's own ``/dev/pts/ptmx``, and only the master is handed out,
+    over the sync socket with SCM_RIGHTS (runc's --console-socket does the same).
+
+    The master is opened with O_NOFOLLOW and O_NONBLOCK (a fifo planted by a process in the container must not hang
+    us) and must answer TIOCGPTN, which only a pty master does. TIOCSPTLCK 0 is unlockpt(); grantpt() has nothing to
+    do on devpts, which gives the slave the opener's uid and the mount's ``gid=`` and ``mode=``. The slave is opened
+    through the master (TIOCGPTPEER), so no path lookup can be swapped under us; before Linux 4.13 it is opened as
+    ``devpts/N`` and checked to be the master's peer by its device number.
+    """
+    from sandbox.kernel import constants as k
+
+    flags = os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC
+    master = os.open(os.path.join(devpts, "ptmx"), flags | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        number = struct.unpack("I", fcntl.ioctl(master, k.TIOCGPTN, bytes(4)))[0]  # ENOTTY: not a pty master
+        fcntl.ioctl(master, k.TIOCSPTLCK, struct.pack("i", 0))
+        os.set_blocking(master, True)
+        try:
+            slave = fcntl.ioctl(master, k.TIOCGPTPEER, flags)
+        except OSError as error:
+            if error.errno not in (errno.EINVAL, errno.ENOTTY):
+                raise
+            slave = _open_slave(devpts, number, flags)
+    except BaseException:
+        os.close(master)
+        raise
+    return master, slave
+
+
+_PTY_SLAVE_MAJORS = range(136, 144)  # UNIX98_PTY_SLAVE_MAJOR and the 7 after it
+
+
+def _open_slave(devpts: str, number: int, flags: int) -> int:
+    import stat
+
+    slave = os.open(os.path.join(devpts, str(number)), flags | os.O_NOFOLLOW | os.O_NONBLOCK)
+    info = os.fstat(slave)
+    if not (stat.S_ISCHR(info.st_mode) and os.major(info.st_rdev) in _PTY_SLAVE_MAJORS
+            and os.minor(info.st_rdev) == number):
+        os.close(slave)
+        raise OSError(errno.ENOTTY, f"{devpts}/{number} is not the slave of pty {number}")
+    os.set_blocking(slave, True)
+    return slave
+
+
 # --- signals ----------------------------------------------------------------------------------------------------------
 
 

@@ -32,6 +32,8 @@ Already root (euid 0), sbx needs no namespace: the job runs in this process and 
 
 from __future__ import annotations
 
+import array
+import contextlib
 import json
 import os
 import shutil
@@ -47,6 +49,7 @@ from sandbox.errors import NamespaceError, SbxError
 from sandbox.runtime.idmap import IdMap
 
 _LINE_LIMIT = 1 << 16
+_MAX_FDS = 4  # fds one receive takes; the protocols pass one at a time
 _STDERR_TAIL = 2000
 _HELPER_TIMEOUT = 30.0
 USERNS_HINT = (
@@ -55,16 +58,32 @@ USERNS_HINT = (
 )
 
 
-
 class Channel:
-    """One JSON object per line over a stream socket; both ends of the protocol above use it."""
+    """One JSON object per line over a stream socket; both ends of the protocols above (and the launcher's) use it.
+
+    A message may carry open fds (``send(message, fds=[...])``, SCM_RIGHTS): the container's pty master is made
+    inside the container and handed out this way (see :mod:`sandbox.runtime.launcher`). The sender's fds ride on the
+    first byte of the message's line, so they arrive before the line is complete; the receiver collects every fd
+    that arrives, in order (close-on-exec, ``MSG_CMSG_CLOEXEC``), and :meth:`recv` returns the message with
+    ``"fds"`` replaced by the list of that message's own fds, which the caller then owns. Fds never claimed are
+    closed by :meth:`close`.
+    """
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buffer = b""
+        self.fds: list[int] = []  # received, not yet handed out with their message
 
-    def send(self, message: dict[str, Any]) -> None:
-        self.sock.sendall(json.dumps(message).encode() + b"\n")
+    def send(self, message: dict[str, Any], fds: tuple[int, ...] | list[int] = ()) -> None:
+        """Send ``message``; ``fds`` are duplicated into the receiver (the sender still owns and closes its own)."""
+        if fds:
+            message = {**message, "fds": len(fds)}
+        data = json.dumps(message).encode() + b"\n"
+        if fds:
+            sent = socket.send_fds(self.sock, [data], list(fds))
+            data = data[sent:]
+        if data:
+            self.sock.sendall(data)
 
     def recv(self, timeout: float | None = None) -> dict[str, Any] | None:
         """The next message; None when the other end closed first. ``TimeoutError`` after ``timeout`` seconds."""
@@ -72,7 +91,8 @@ class Channel:
         while b"\n" not in self.buffer:
             if len(self.buffer) > _LINE_LIMIT:
                 raise ValueError("sync message too long")
-            chunk = self.sock.recv(4096)
+            chunk, fds = self._receive()
+            self.fds += fds
             if not chunk:
                 return None
             self.buffer += chunk
@@ -80,9 +100,31 @@ class Channel:
         message = json.loads(line)
         if not isinstance(message, dict):
             raise ValueError("sync message is not an object")
+        if "fds" in message:
+            count = message["fds"]
+            if not isinstance(count, int) or not 0 <= count <= len(self.fds):
+                raise ValueError("sync message without the fds it announced")
+            message["fds"], self.fds = self.fds[:count], self.fds[count:]
         return message
 
+    def _receive(self) -> tuple[bytes, list[int]]:
+        """Bytes and any fds that came with them (``socket.recv_fds`` of Python 3.11 drops its flags argument,
+        and the fds must be close-on-exec from the start: a child forked meanwhile must not inherit them)."""
+        fd_size = array.array("i").itemsize
+        chunk, ancillary, _flags, _address = self.sock.recvmsg(
+            4096, socket.CMSG_SPACE(_MAX_FDS * fd_size), socket.MSG_CMSG_CLOEXEC
+        )
+        fds = array.array("i")
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(data[: len(data) - len(data) % fd_size])
+        return chunk, list(fds)
+
     def close(self) -> None:
+        for fd in self.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.fds = []
         self.sock.close()
 
 
