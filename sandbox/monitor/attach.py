@@ -278,19 +278,22 @@ def attach(
 
     Returns ``("detached", None)`` or ``("exited", code)``; the code is ``None`` when the monitor went away
     without saying (the caller asks the record). With a tty and ``stdin_fd`` a terminal, the terminal is in raw
-    mode for the duration and its size is sent now and on every SIGWINCH. ``stdin_fd`` None attaches no input.
+    mode for the duration. With a tty the user's terminal size (stdout's, else stdin's) is sent now and on every
+    SIGWINCH, stdin attached or not (as Docker's client does whenever it allocated a tty and its stdout is a
+    terminal): otherwise `run -t` without -i would leave the container's terminal 0x0. ``stdin_fd`` None attaches
+    no input.
     """
     from sandbox.runtime import console
 
     sock = sock or connect(socket_path)  # a foreground run connects before the container starts
     session = _Session(sock, stdin_fd, stdout_fd, stderr_fd, console.DetachMatcher(detach_keys))
     user_tty = tty and stdin_fd is not None and os.isatty(stdin_fd)
+    size_fd = None
+    if tty:
+        size_fd = stdout_fd if console.get_window_size(stdout_fd) else stdin_fd if user_tty else None
     try:
-        if not user_tty:
-            return session.run()
-        size_fd = stdout_fd if console.get_window_size(stdout_fd) else stdin_fd
-        with console.raw_mode(stdin_fd):
-            stop_resize = session.watch_size(size_fd)
+        with console.raw_mode(stdin_fd) if user_tty else contextlib.nullcontext():
+            stop_resize = session.watch_size(size_fd) if size_fd is not None else lambda: None
             try:
                 return session.run()
             finally:
