@@ -4,7 +4,7 @@ The process tree and the sync protocol (one JSON object per line, :class:`userns
 
     sbx (parent)                      joiner (forked)                          the command (forked again)
     ------------                      ---------------                          --------------------------
-    socketpair, [openpty], fork ───►  open /proc/PID and, through it,
+    socketpair, fork ──────────────►  open /proc/PID and, through it,
                                       ns/{user,...,mnt} and root; then
                                       check PID is still the container's
                                       pid 1 (boot id + start time)
@@ -13,10 +13,13 @@ The process tree and the sync protocol (one JSON object per line, :class:`userns
                                       from ours); fchdir(root), chroot(".")
                                       fork ───────────────────────────────►   waits for the joiner's go (a pipe)
                                 ◄───  {"type": "pid", "pid": HOSTPID}
-                                      close the socket, go ────────────────►  user from the container's /etc/passwd
-                                      waitpid(command), exit with its          and /etc/group; stdio (a pty: setsid,
-                                      status (128+N for a signal)              TIOCSCTTY); groups, gid, uid; chdir;
-                                                                               close fds; execvpe
+                                      close the socket, go ────────────────►  setsid; -t: a pty from the container's
+                                ◄──────────────────────────────────────────    /dev/pts/ptmx, {"type": "pty"} + the
+                                      waitpid(command), exit with its          master (SCM_RIGHTS), the slave its
+                                      status (128+N for a signal)              TIOCSCTTY and stdio; user from the
+                                                                               container's /etc/passwd and /etc/group;
+                                                                               groups, gid, uid; chdir; close fds;
+                                                                               execvpe
                                 ◄──────────────────────────────────────────    on failure: {"type": "error", ...}
     proxy the pty or forward signals to HOSTPID, waitpid(joiner) (:func:`launcher.wait`)
 
@@ -26,6 +29,14 @@ sbx; ``setns(CLONE_NEWPID)`` only applies to children, hence the second fork. Ev
 directory fd cannot follow a recycled pid, so once the check passes the fds belong to the container. After setns of
 the mount namespace the process's root is that namespace's original root (which pid 1 pivoted away from), so the
 container's root is entered through the ``/proc/PID/root`` fd, as ``nsenter --root`` does.
+
+The terminal of ``exec -t`` is made inside the container, as the container's own is (see :mod:`launcher`): a pty
+of the host's devpts instance would have no name under the container's /dev/pts. The command's process, already in
+the container's mount namespace and root, opens the container's /dev/pts/ptmx (the devpts instance its pid 1
+mounted) as the container's root (which the joiner is, in the container's user namespace: it can open no more than
+that root can), so its slave /dev/pts/N is a sibling of the container's own terminal; the master goes to sbx (the
+exec holder) with SCM_RIGHTS. The holder's ``Started.master_fd`` is that master. A container that took its devpts
+away gets a ContainerStartError (126), not a nameless terminal.
 
 Everything the command's process needs is imported with this module, before ``chroot``: afterwards the host's
 Python library is out of reach, as it should be (TESTPLAN 26). After ``setns(CLONE_NEWUSER)`` the kernel has already
@@ -48,14 +59,18 @@ from dataclasses import dataclass
 
 from sandbox.errors import ContainerNotRunning, ContainerStartError, SbxError
 from sandbox.kernel import constants as k
+from sandbox.runtime.console import open_pty
 from sandbox.runtime.identity import resolve_identity
 from sandbox.runtime.launcher import (
     EXIT_NOT_EXECUTABLE,
     Started,
     exec_error,
     fd_limit,
+    give_terminal,
     read_small,
+    received_master,
     report_error,
+    send_pty,
     split_env,
     start_failure,
     with_home,
@@ -116,35 +131,39 @@ def start(request: ExecRequest, verify: Callable[[], bool], kernel=None) -> Star
         kernel = Kernel()
     tty = request.tty and not request.detach
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    master_fd = slave_fd = None
-    if tty:
-        master_fd, slave_fd = os.openpty()
-        os.set_inheritable(master_fd, False)
+    master_fd = None
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:  # the joiner
         parent_sock.close()
-        if master_fd is not None:
-            os.close(master_fd)
         code = EXIT_NOT_EXECUTABLE
         try:
-            code = _join(request, verify, kernel, Channel(child_sock), slave_fd)
+            code = _join(request, verify, kernel, Channel(child_sock), tty)
         except BaseException as error:  # report and leave: never return into the parent's code
             code = _report(Channel(child_sock), error)
         finally:
             os._exit(code)
     child_sock.close()
-    if slave_fd is not None:
-        os.close(slave_fd)
     channel = Channel(parent_sock)
+    reported = False
     try:
         message = channel.recv(30)
         if message is None or message.get("type") != "pid":
+            reported = message is not None and message.get("type") == "error"
             raise _failure(message, "could not enter the container")
+        if tty:  # the command's process sends its terminal after the joiner's "pid" (it waits for the go)
+            pty = channel.recv(30)
+            if pty is None or pty.get("type") != "pty":
+                reported = pty is not None and pty.get("type") == "error"
+                raise _failure(pty, "the command exited before its terminal was made")
+            master_fd = received_master(pty)
     except BaseException:
-        _reap(pid)
-        parent_sock.close()
+        if reported:  # the failing process is on its way out, and the joiner with it: kill nobody in the container
+            _wait(pid)
+        else:
+            _reap(pid)
+        channel.close()
         if master_fd is not None:
             os.close(master_fd)
         raise
@@ -169,7 +188,7 @@ def confirm(started: Started, timeout: float = 30.0) -> None:
 # -- the joiner -------------------------------------------------------------------------------------------------------
 
 
-def _join(request: ExecRequest, verify: Callable[[], bool], kernel, channel, slave_fd: int | None) -> int:
+def _join(request: ExecRequest, verify: Callable[[], bool], kernel, channel, tty: bool) -> int:
     null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)  # the host's: the container's may be anything by now
     if request.detach:  # -d: sbx returns at once, so nothing may hold its stdout or stderr open
         for target in (0, 1, 2):
@@ -210,14 +229,12 @@ def _join(request: ExecRequest, verify: Callable[[], bool], kernel, channel, sla
             os.close(go_write)
             os.read(go_read, 1)  # after the joiner sent "pid": an error report must not overtake it
             os.close(go_read)
-            _command(request, kernel, channel, slave_fd, null, joined)  # execs, or raises
+            _command(request, kernel, channel, tty, null, joined)  # execs, or raises
         except BaseException as error:
             code = _report(channel, error)
         finally:
             os._exit(code)
     os.close(go_read)
-    if slave_fd is not None:
-        os.close(slave_fd)
     os.close(null)
     channel.send({"type": "pid", "pid": pid})
     channel.close()
@@ -235,15 +252,18 @@ def _join(request: ExecRequest, verify: Callable[[], bool], kernel, channel, sla
     return 128 - code if code < 0 else code
 
 
-def _command(request: ExecRequest, kernel, channel, slave_fd: int | None, null: int, joined: _Joined) -> None:
+def _command(request: ExecRequest, kernel, channel, tty: bool, null: int, joined: _Joined) -> None:
+    os.setsid()  # its own session: TIOCSTI cannot reach the user's terminal (TESTPLAN 38)
+    # first, so sbx gets the terminal (or the reason there is none) before anything else can fail
+    slave_fd = send_pty(channel, open_pty, exit_code=EXIT_NOT_EXECUTABLE) if tty else None
     identity = resolve_identity(request.user, read_small("/etc/passwd"), read_small("/etc/group"))
     env = with_home(request.env, identity.home)
     cwd = os.path.normpath(request.cwd or "/")
     if not os.path.isabs(cwd) or cwd == "/proc" or cwd.startswith("/proc/"):
         raise ContainerStartError(f"refusing working directory {cwd!r}: it must be an absolute path outside /proc")
-    os.setsid()  # its own session: TIOCSTI cannot reach the user's terminal (TESTPLAN 38)
     if slave_fd is not None:
         fcntl.ioctl(slave_fd, termios.TIOCSCTTY, 0)
+        give_terminal(slave_fd, identity.uid)
         for target in (0, 1, 2):
             os.dup2(slave_fd, target)
         if slave_fd > 2:
@@ -331,6 +351,11 @@ def _failure(report, fallback: str) -> SbxError:
     if error.exit_code == 1:  # the container stopped under us: a daemon-style error, not an exec failure
         return ContainerNotRunning(error.message, hint=error.hint, exit_code=1)
     return error
+
+
+def _wait(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
 
 
 def _reap(pid: int) -> None:

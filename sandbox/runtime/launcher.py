@@ -4,7 +4,7 @@ The process tree and the sync protocol (one JSON object per line over a socketpa
 
     sbx (parent)                      stage 1 (forked)                     stage 2 = pid 1 of the container
     ------------                      ----------------                     --------------------------------
-    socketpair, [openpty], fork ───►  unshare(CLONE_NEWUSER)
+    socketpair, fork ─────────────►   unshare(CLONE_NEWUSER)
                                 ◄───  {"type": "ready"}
     newuidmap/newgidmap PID ...
     (single map: stage 1 writes
@@ -14,7 +14,9 @@ The process tree and the sync protocol (one JSON object per line over a socketpa
                                       fork ───────────────────────────►    make / private, mount the rootfs,
                                 ◄───  {"type": "pid", "pid": HOSTPID}      /proc /dev /sys, volumes, masks;
                                       waitpid(stage 2), exit with its      sethostname; pivot_root; lo up;
-                                      status (128+N for a signal)          user from the image's /etc/passwd;
+                                      status (128+N for a signal)          [-t: a pty from /dev/pts/ptmx,
+                                ◄─────────────────────────────────────     {"type": "pty"} + the master (SCM_RIGHTS)]
+                                                                           user from the image's /etc/passwd;
                                                                            chdir; close fds; execvpe
                                 ◄─────────────────────────────────────    on failure: {"type": "error", ...}
     forward signals (or proxy a pty) to HOSTPID, waitpid(stage 1)
@@ -23,6 +25,12 @@ Namespace work happens in forked children of a single-threaded process: ``unshar
 threaded one, and a new pid namespace only applies to children, which is why stage 2 exists. The socket is
 close-on-exec, so a successful exec closes stage 2's end without a word; an error report names what failed and
 sets the exit code (125 for sbx's own failures, 126 not executable, 127 not found, as Docker does).
+
+With a tty the pty comes from the container's own devpts instance, never the host's: a pty's slave has a name
+(/dev/pts/N) only where its instance is mounted, and the container mounts a new instance at /dev/pts (see
+:func:`console.open_pty`). So pid 1 opens it after pivot_root, makes the slave its controlling terminal and stdio,
+and passes the master to sbx over the sync socket; ``Started.master_fd`` is that master. "pid" (from stage 1) and
+"pty" (from stage 2) may arrive in either order: two processes write to one socket.
 """
 
 from __future__ import annotations
@@ -69,28 +77,22 @@ def start(
         kernel = Kernel()
     helpers = {} if spec.idmap.single else {name: find_helper(name) for name in ("newuidmap", "newgidmap")}
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    master_fd = slave_fd = None
+    master_fd = None
     if spec.process.tty:
-        master_fd, slave_fd = os.openpty()
-        os.set_inheritable(master_fd, False)
         stdio = None
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:  # stage 1
         parent_sock.close()
-        if master_fd is not None:
-            os.close(master_fd)
         code = EXIT_SBX
         try:
-            code = _stage1(spec, container_dir, kernel, Channel(child_sock), slave_fd, stdio)
+            code = _stage1(spec, container_dir, kernel, Channel(child_sock), stdio)
         except BaseException as error:  # report and leave: never return into the parent's code
             report_error(Channel(child_sock), error)
         finally:
             os._exit(code)
     child_sock.close()
-    if slave_fd is not None:
-        os.close(slave_fd)
     channel = Channel(parent_sock)
     try:
         message = channel.recv(30)
@@ -102,16 +104,23 @@ def start(
         else:
             write_maps(pid, spec.idmap, helpers, None)
         channel.send({"type": "go", "own_maps": own_maps})
-        message = channel.recv(60)
-        if message is None or message.get("type") != "pid":
-            raise start_failure(message, "the container process exited before starting")
+        container_pid = None
+        while container_pid is None or (spec.process.tty and master_fd is None):
+            message = channel.recv(60)
+            kind = message.get("type") if message is not None else None
+            if kind == "pid" and container_pid is None:
+                container_pid = int(message["pid"])
+            elif kind == "pty" and spec.process.tty and master_fd is None:
+                master_fd = received_master(message)
+            else:
+                raise start_failure(message, "the container process exited before starting")
     except BaseException:
         _reap(pid)
         parent_sock.close()
         if master_fd is not None:
             os.close(master_fd)
         raise
-    return Started(pid, int(message["pid"]), channel, master_fd)
+    return Started(pid, container_pid, channel, master_fd)
 
 
 def wait(started: Started) -> int:
@@ -161,6 +170,39 @@ def report_error(channel, error: BaseException, default_code: int = EXIT_SBX) ->
     return exit_code
 
 
+def send_pty(channel, open_pty, devpts: str = "/dev/pts", exit_code: int = EXIT_SBX) -> int:
+    """Make a pty of the devpts at ``devpts`` (``open_pty`` is :func:`console.open_pty`, imported by the caller
+    while the host's library is still in reach), send its master over ``channel`` as ``{"type": "pty"}``, and
+    return the slave; the master is closed here once the other end holds its copy."""
+    try:
+        master, slave = open_pty(devpts)
+    except OSError as error:
+        raise ContainerStartError(
+            f"cannot open a terminal in the container's {devpts}: {error.strerror or error}", exit_code=exit_code,
+            hint="the container's /dev/pts must be its own devpts mount (run without -t to do without a terminal)",
+        ) from None
+    try:
+        channel.send({"type": "pty"}, fds=[master])
+    except BaseException:
+        os.close(slave)
+        raise
+    finally:
+        os.close(master)
+    return slave
+
+
+def received_master(message: dict) -> int:
+    """The pty master a ``{"type": "pty"}`` message carried; the caller owns it. Anything else it carried is closed."""
+    fds = message.get("fds") if isinstance(message.get("fds"), list) else []
+    master = fds[0] if len(fds) == 1 and os.isatty(fds[0]) else None
+    for fd in fds:
+        if fd != master:
+            os.close(fd)
+    if master is None:
+        raise ContainerStartError("the container's terminal did not arrive over the sync socket")
+    return master
+
+
 def _reap(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
@@ -171,9 +213,7 @@ def _reap(pid: int) -> None:
 # -- stage 1: the user namespace, then the others, then pid 1 --------------------------------------------------------
 
 
-def _stage1(
-    spec: ContainerSpec, container_dir: Path, kernel, channel, slave_fd: int | None, stdio: tuple[int, int, int] | None
-) -> int:
+def _stage1(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tuple[int, int, int] | None) -> int:
     from sandbox.kernel import constants as k
     from sandbox.runtime.nsjob import become_root, write_own_maps
 
@@ -199,14 +239,12 @@ def _stage1(
     if pid == 0:  # stage 2: pid 1
         code = EXIT_SBX
         try:
-            _stage2(spec, container_dir, kernel, channel, slave_fd, stdio)  # execs, or raises
+            _stage2(spec, container_dir, kernel, channel, stdio)  # execs, or raises
         except BaseException as error:
             code = getattr(error, "exit_code", None) or EXIT_SBX
             report_error(channel, error)
         finally:
             os._exit(code)
-    if slave_fd is not None:
-        os.close(slave_fd)
     # stage 1 must not hold the caller's pipes open: their reader waits for EOF
     for fd in {fd for fd in stdio or () if fd > 2}:
         with contextlib.suppress(OSError):
@@ -228,9 +266,7 @@ def _stage1(
 # -- stage 2: the container's pid 1 -------------------------------------------------------------------------------
 
 
-def _stage2(
-    spec: ContainerSpec, container_dir: Path, kernel, channel, slave_fd: int | None, stdio: tuple[int, int, int] | None
-) -> None:
+def _stage2(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tuple[int, int, int] | None) -> None:
     # Everything stage 2 imports must be imported before pivot_root: afterwards the host's Python library is
     # out of reach, as it should be (TESTPLAN 26).
     import fcntl
@@ -238,6 +274,7 @@ def _stage2(
     import termios
 
     from sandbox.kernel import constants as k
+    from sandbox.runtime.console import open_pty
     from sandbox.runtime.identity import resolve_identity
     from sandbox.runtime.mounts import apply_mounts, plan_mounts
     from sandbox.runtime.rootfs import mount_rootfs
@@ -256,6 +293,8 @@ def _stage2(
     os.chdir("/")
     if spec.network == "none":
         _loopback_up()
+    # the container's own devpts is at /dev/pts now: its ptmx makes a pty whose slave is named there
+    slave_fd = send_pty(channel, open_pty) if spec.process.tty else None
     identity = resolve_identity(spec.process.user, read_small("/etc/passwd"), read_small("/etc/group"))
     env = with_home(spec.process.env, identity.home)
     cwd = os.path.normpath(spec.process.cwd or "/")
@@ -265,6 +304,7 @@ def _stage2(
     if slave_fd is not None:
         os.setsid()
         fcntl.ioctl(slave_fd, termios.TIOCSCTTY, 0)
+        give_terminal(slave_fd, identity.uid)
         for target in (0, 1, 2):
             os.dup2(slave_fd, target)
         if slave_fd > 2:
@@ -296,6 +336,18 @@ def _stage2(
         os.execvpe(spec.process.args[0], list(spec.process.args), dict(split_env(env)))
     except OSError as error:
         raise exec_error(spec.process.args[0], error) from None
+
+
+def give_terminal(slave_fd: int, uid: int) -> None:
+    """Make the command's user the owner of its terminal (as runc does), so it may reopen it by name; the group
+    (the devpts mount's gid=5, or root's) stays. A single-id map cannot name the user: the terminal stays root's."""
+    if uid == 0:
+        return
+    try:
+        os.fchown(slave_fd, uid, -1)
+    except OSError as error:
+        if error.errno not in (errno.EPERM, errno.EINVAL):
+            raise
 
 
 def _install_stdio(stdio: tuple[int, int, int]) -> None:

@@ -13,7 +13,10 @@ Why things are done the way they are, in a user namespace:
 
 - devices cannot be created (``mknod`` needs a capability in the initial namespace), so the six the container
   needs are bind-mounted from the host onto empty files in a fresh /dev tmpfs;
-- ``devpts`` gets no ``gid=5``: the tty group may not be mapped, and the mount would fail;
+- ``devpts`` gets ``gid=5`` (the tty group owns every terminal, as with Docker) only when the container's gid 5 is
+  mapped: the kernel refuses a gid the namespace cannot name, and a single-id map names none but 0. Its ``ptmx`` is
+  where a container's terminals come from (``ptmxmode=0666``), never the host's instance: see
+  :func:`sandbox.runtime.console.open_pty`;
 - ``sysfs`` may only be mounted by the owner of the network namespace, so with the host network /sys is a
   recursive read-only bind of the host's instead;
 - a read-only remount (``MS_BIND|MS_REMOUNT|MS_RDONLY``) must repeat the flags the kernel locked on the mount when
@@ -70,6 +73,7 @@ NO_SYMLINK_PATHS = ("/proc", "/sys", "/dev")
 
 MAX_SYMLINK_HOPS = 40  # as the kernel's own path walk (ELOOP)
 DEV_SIZE = "size=65536k"
+TTY_GID = 5  # the tty group of Debian, Alpine, busybox images (and Docker's devpts gid=5)
 _SAFE = MS_NOSUID | MS_NODEV | MS_NOEXEC
 _READ_ONLY_REMOUNT = MS_BIND | MS_REMOUNT | MS_RDONLY
 
@@ -220,10 +224,10 @@ def plan_mounts(spec: ContainerSpec, root: str, container_dir: str) -> tuple[Mou
         MountOp("/dev", "tmpfs", "tmpfs", MS_NOSUID | MS_STRICTATIME, f"mode=755,{DEV_SIZE}", "dir", kind="tmpfs"),
     ]
     ops += [MountOp(f"/dev/{name}", f"/dev/{name}", None, MS_BIND, create="file", kind="bind") for name in DEVICES]
-    ops.append(
-        MountOp("/dev/pts", "devpts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620",
-                "dir", kind="devpts")
-    )
+    pts_options = "newinstance,ptmxmode=0666,mode=0620"
+    if spec.idmap.contains_gid(TTY_GID):
+        pts_options += f",gid={TTY_GID}"
+    ops.append(MountOp("/dev/pts", "devpts", "devpts", MS_NOSUID | MS_NOEXEC, pts_options, "dir", kind="devpts"))
     ops += [MountOp(path, kind="symlink", link=link) for path, link in DEV_LINKS]
     ops += [
         MountOp("/dev/shm", "tmpfs", "tmpfs", _SAFE, f"mode=1777,{DEV_SIZE}", "dir", kind="tmpfs"),

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from tests.integration.helpers import wait_for
+from tests.integration.test_run import WAIT_FOR_A_SIZE, terminal_report
 
 
 @pytest.fixture
@@ -135,6 +136,48 @@ def test_interactive_terminal(running):
     assert child.exitstatus == 3
     assert "read escape sequence" not in child.before
     assert wait_for(lambda: not exec_sockets(running), timeout=5)  # the holder left with the shell
+
+
+@pytest.fixture
+def with_terminal(sbx):
+    """A running container whose pid 1 has a terminal of its own (its /dev/pts/0)."""
+    sbx("pull", "-q", "busybox")
+    sbx("run", "-d", "-it", "--name", "tc", "busybox", "sh")
+    yield sbx
+    sbx("rm", "-f", "tc", check=False)
+
+
+def test_the_exec_terminal_is_named_inside_the_container(with_terminal):
+    import pexpect
+
+    child = exec_tty(with_terminal, "-it", "tc", "sh")
+    child.expect(r"[#$] ")
+    report = terminal_report(child)
+    # a pty of the container's own devpts: the next one after pid 1's, under its name there, and fd 0 is it
+    assert report["tty"] == "/dev/pts/1" and report["exists"] == "0" and report["fd0"] == "/dev/pts/1"
+    assert report["pts"].split() == ["0", "1", "ptmx"]
+    child.sendline("printf 'pid1=[%s]\\n' \"$(readlink /proc/1/fd/0)\"")
+    child.expect(r"pid1=\[([^]%\r\n]*)\]")
+    assert child.match.group(1) == "/dev/pts/0"  # the container's own terminal, a sibling in the same instance
+    child.sendline("exit 6")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 6
+    assert with_terminal("exec", "tc", "ls", "/dev/pts").stdout.split() == ["0", "ptmx"]  # freed with the exec
+
+
+def test_exec_t_without_i_gets_the_window_size(running):
+    import pexpect
+
+    script = WAIT_FOR_A_SIZE + 'echo "size $s"'
+    child = pexpect.spawn(sys.executable, ["-m", "sandbox", "exec", "-t", "c", "sh", "-c", script],
+                          env=running.environ(), cwd=str(running.root), timeout=30, encoding="utf-8",
+                          dimensions=(25, 70))
+    child.expect(r"size (\d+ \d+)")
+    assert child.match.group(1) == "25 70"
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
 
 
 def test_detach_leaves_the_command_running(running):

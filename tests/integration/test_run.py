@@ -136,6 +136,71 @@ def test_interactive_terminal(busybox):
     assert child.exitstatus == 5
 
 
+# what `tty` names, whether that path exists in the container, and where fd 0 points: all three agree only if the
+# terminal came from the container's own devpts (a host pty has no name under the container's /dev/pts). printf's
+# %s keeps the terminal's echo of the command line from matching a field.
+TERMINAL_REPORT = (
+    "t=$(tty); test -e \"$t\"; e=$?; printf 'tty=[%s] exists=[%s] fd0=[%s] pts=[%s] owner=[%s]\\n' "
+    "\"$t\" $e \"$(readlink /proc/self/fd/0)\" \"$(echo $(ls /dev/pts))\" \"$(stat -c '%u %g %a' \"$t\")\""
+)
+
+
+def terminal_report(child) -> dict[str, str]:
+    """Run TERMINAL_REPORT in the shell ``child`` drives; its fields."""
+    child.sendline(TERMINAL_REPORT)
+    child.expect(r"tty=\[([^]%\r\n]*)\] exists=\[(\d+)\] fd0=\[([^]\r\n]*)\] pts=\[([^]\r\n]*)\] "
+                 r"owner=\[([^]\r\n]*)\]")
+    return dict(zip(("tty", "exists", "fd0", "pts", "owner"), child.match.groups(), strict=True))
+
+
+def test_the_terminal_is_named_inside_the_container(busybox):
+    pexpect = pytest.importorskip("pexpect")
+    mapped = not default_idmap().single  # a single-id map names neither another user nor the tty group
+    for user in ("", "33:33") if mapped else ("",):
+        child = pexpect.spawn(
+            sys.executable, ["-m", "sandbox", "run", "--rm", "-it", *(["-u", user] if user else []), "busybox", "sh"],
+            env=busybox.environ(), cwd=str(busybox.root), timeout=30, encoding="utf-8",
+        )
+        child.expect(r"[#$] ")
+        report = terminal_report(child)
+        # the first pty of the container's fresh devpts instance, there under its name, and fd 0 is it
+        assert report["tty"] == "/dev/pts/0" and report["exists"] == "0" and report["fd0"] == "/dev/pts/0"
+        assert report["pts"].split() == ["0", "ptmx"]
+        # owned by the command's user and the tty group, as with Docker
+        expected = f"{user.split(':')[0] if user else 0} {5 if mapped else 0} 620"
+        assert report["owner"] == expected
+        child.sendline("exit 7")
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 7
+
+
+# until the terminal has a size: `stty size` of busybox fails (or says "0 0") while it is 0x0
+WAIT_FOR_A_SIZE = (
+    'while :; do s=$(stty size 2>/dev/null); case "$s" in [1-9]*" "[1-9]*) break;; esac; sleep 0.1; done; '
+)
+
+
+def test_a_terminal_without_stdin_gets_the_window_size_and_its_changes(busybox):
+    """`run -t` without -i: sbx's own terminal size reaches the container's, then a resize (Docker does both)."""
+    pexpect = pytest.importorskip("pexpect")
+    script = (
+        'trap \'w=$(stty size); echo "winch $w"; [ "$w" = "40 120" ] && exit 0\' WINCH; ' + WAIT_FOR_A_SIZE
+        + 'echo "start $s"; i=0; while [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done; exit 9'
+    )
+    child = pexpect.spawn(
+        sys.executable, ["-m", "sandbox", "run", "--rm", "-t", "busybox", "sh", "-c", script],
+        env=busybox.environ(), cwd=str(busybox.root), timeout=30, encoding="utf-8", dimensions=(30, 90),
+    )
+    child.expect(r"start (\d+ \d+)")
+    assert child.match.group(1) == "30 90"
+    child.setwinsize(40, 120)  # SIGWINCH to sbx, RESIZE to the monitor, TIOCSWINSZ: SIGWINCH to the shell
+    child.expect("winch 40 120")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
 def test_init_reaps_orphans_and_forwards_the_exit_code(busybox):
     # the background sleep is orphaned when its shell exits; with --init pid 1 reaps it and exits with sh's code
     result = run(busybox, "--init", "busybox", "sh", "-c", "(sleep 30 &); ps -o pid,comm | awk '$1 == 1'; exit 7",
