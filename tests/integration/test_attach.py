@@ -146,7 +146,8 @@ def test_attach_detach_cycles_leave_the_monitor_fds_alone(start):
                 os.close(read_end)
                 os.close(write_end)
             assert outcome == ("detached", None)
-    assert wait_for(lambda: fd_count(monitor) == before, timeout=5), (before, fd_count(monitor))
+    # at most: `before` may still count the report pipe, which the monitor closes just after sbx has read "ok"
+    assert wait_for(lambda: fd_count(monitor) <= before, timeout=5), (before, fd_count(monitor))
     assert rss_kib(monitor) - rss_before < 4096  # allocator noise, not a leak per cycle
     assert start.store.get(container_id).state is ContainerState.RUNNING
 
