@@ -36,17 +36,18 @@ import array
 import contextlib
 import json
 import os
-import shutil
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sandbox import errors
 from sandbox.errors import NamespaceError, SbxError
 from sandbox.runtime.idmap import IdMap
+
+if TYPE_CHECKING:
+    import subprocess  # imported where used: `sbx exec` needs only the Channel of this module
 
 _LINE_LIMIT = 1 << 16
 _MAX_FDS = 4  # fds one receive takes; the protocols pass one at a time
@@ -141,6 +142,8 @@ def _tail(data: bytes | None) -> str:
 
 
 def find_helper(program: str) -> str:
+    import shutil
+
     found = shutil.which(program)
     if found is None:
         raise NamespaceError(
@@ -152,23 +155,39 @@ def find_helper(program: str) -> str:
 
 
 def write_maps(pid: int, idmap: IdMap, helpers: dict[str, str], deadline: float | None) -> None:
-    for program, ranges in (("newuidmap", idmap.uids), ("newgidmap", idmap.gids)):
-        command = [helpers[program], str(pid)]
-        for item in ranges:
-            command += [str(item.container_id), str(item.host_id), str(item.size)]
-        timeout = _HELPER_TIMEOUT if deadline is None else max(0.1, min(_HELPER_TIMEOUT, deadline - time.monotonic()))
-        try:
-            result = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
-        except subprocess.TimeoutExpired as error:
-            raise NamespaceError(f"{program} did not finish in time", program=program) from error
-        if result.returncode != 0:
-            kind = "subuid" if program == "newuidmap" else "subgid"
-            raise NamespaceError(
-                f"{program} failed (exit {result.returncode}): {_tail(result.stderr) or 'no message'}",
-                hint=f"check your range in /etc/{kind} (usermod --add-{kind}s) and that {program} is setuid root",
-                program=program,
-                returncode=result.returncode,
-            )
+    """Map ``pid``'s user namespace with newuidmap and newgidmap, run side by side: they write different files
+    (uid_map, gid_map) and neither needs the other's, so the two setuid helpers cost the start one helper's time."""
+    import subprocess
+
+    timeout = _HELPER_TIMEOUT if deadline is None else max(0.1, min(_HELPER_TIMEOUT, deadline - time.monotonic()))
+    running: list[tuple[str, subprocess.Popen]] = []
+    try:
+        for program, ranges in (("newuidmap", idmap.uids), ("newgidmap", idmap.gids)):
+            command = [helpers[program], str(pid)]
+            for item in ranges:
+                command += [str(item.container_id), str(item.host_id), str(item.size)]
+            running.append((program, subprocess.Popen(command, stdin=subprocess.DEVNULL,
+                                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)))
+        for program, process in running:
+            try:
+                _, stderr = process.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired as error:
+                raise NamespaceError(f"{program} did not finish in time", program=program) from error
+            if process.returncode != 0:
+                kind = "subuid" if program == "newuidmap" else "subgid"
+                raise NamespaceError(
+                    f"{program} failed (exit {process.returncode}): {_tail(stderr) or 'no message'}",
+                    hint=f"check your range in /etc/{kind} (usermod --add-{kind}s) and that {program} is setuid root",
+                    program=program,
+                    returncode=process.returncode,
+                )
+    finally:
+        for _, process in running:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            if process.stderr is not None:
+                process.stderr.close()
 
 
 def _raise_reported(report: Any) -> None:
@@ -209,6 +228,8 @@ def run_job(
     Returns the op's result; raises the error the op raised (as its :mod:`sandbox.errors` class), or
     :class:`NamespaceError` when the namespace cannot be made, the child dies, or ``timeout`` seconds pass.
     """
+    import subprocess
+
     from sandbox.runtime import nsjob
 
     root = os.geteuid() == 0
@@ -256,6 +277,8 @@ def run_job(
 
 
 def _died(process: subprocess.Popen, what: str) -> NamespaceError:
+    import subprocess
+
     process.kill()
     try:
         _, stderr = process.communicate(timeout=5)
@@ -279,6 +302,8 @@ def _drive(
     root: bool,
     timeout: float | None,
 ) -> dict[str, Any]:
+    import subprocess
+
     try:
         ready = channel.recv(_remaining(deadline))
         if ready is None:

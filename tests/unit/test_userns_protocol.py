@@ -7,6 +7,7 @@ import io
 import os
 import socket
 import tarfile
+import time
 import zlib
 from pathlib import Path
 
@@ -157,7 +158,9 @@ def test_unpack_op_in_process(tmp_path: Path) -> None:
 
 
 def test_missing_helper_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(userns.shutil, "which", lambda name: None)
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(userns.NamespaceError, match="newuidmap not found") as caught:
         userns.find_helper("newuidmap")
     assert "uidmap" in caught.value.hint
@@ -165,9 +168,49 @@ def test_missing_helper_names_the_package(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_root_runs_the_job_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(userns.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(userns.subprocess, "Popen", None)  # no child may be started
+    import subprocess
+
+    monkeypatch.setattr(subprocess, "Popen", None)  # no child may be started
     victim = tmp_path / "tree"
     (victim / "a" / "b").mkdir(parents=True)
     idmap = IdMap((IdRange(0, 1000, 1),), (IdRange(0, 1000, 1),))
     assert userns.run_job({"op": "remove", "paths": [victim]}, idmap) == {"removed": 1}
     assert not victim.exists()
+
+
+def _helper(tmp_path: Path, name: str, body: str) -> str:
+    script = tmp_path / name
+    script.write_text("#!/bin/sh\n" + body + "\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_both_id_helpers_run_and_their_arguments_are_the_ranges(tmp_path: Path) -> None:
+    log = tmp_path / "calls"
+    helpers = {name: _helper(tmp_path, name, f'echo "{name} $*" >> {log}') for name in ("newuidmap", "newgidmap")}
+    idmap = IdMap((IdRange(0, 1000, 1), IdRange(1, 200000, 65536)), (IdRange(0, 1000, 1),))
+    userns.write_maps(4242, idmap, helpers, None)
+    assert sorted(log.read_text().splitlines()) == [
+        "newgidmap 4242 0 1000 1", "newuidmap 4242 0 1000 1 1 200000 65536",
+    ]
+
+
+def test_a_failing_id_helper_is_named_with_its_message(tmp_path: Path) -> None:
+    helpers = {
+        "newuidmap": _helper(tmp_path, "newuidmap", "exit 0"),
+        "newgidmap": _helper(tmp_path, "newgidmap", "echo 'write to gid_map failed' >&2; exit 1"),
+    }
+    idmap = IdMap((IdRange(0, 1000, 1),), (IdRange(0, 1000, 1),))
+    with pytest.raises(userns.NamespaceError, match="newgidmap failed .exit 1.: write to gid_map failed") as caught:
+        userns.write_maps(4242, idmap, helpers, None)
+    assert "/etc/subgid" in caught.value.hint
+
+
+def test_a_hanging_id_helper_times_out_and_is_killed(tmp_path: Path) -> None:
+    helpers = {
+        "newuidmap": _helper(tmp_path, "newuidmap", "exec sleep 30"),
+        "newgidmap": _helper(tmp_path, "newgidmap", "exit 0"),
+    }
+    idmap = IdMap((IdRange(0, 1000, 1),), (IdRange(0, 1000, 1),))
+    with pytest.raises(userns.NamespaceError, match="newuidmap did not finish in time"):
+        userns.write_maps(4242, idmap, helpers, time.monotonic() + 0.5)
