@@ -9,8 +9,7 @@ import time
 
 import pytest
 
-from tests.integration.helpers import wait_for
-from tests.integration.test_run import WAIT_FOR_A_SIZE, terminal_report
+from tests.integration.helpers import WAIT_FOR_A_SIZE, terminal_report, wait_for
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from sandbox.runtime.idmap import default_idmap
+from tests.integration.helpers import WAIT_FOR_A_SIZE, terminal_report
 
 
 def run(sbx, *args, check=True, **kw):
@@ -136,23 +137,6 @@ def test_interactive_terminal(busybox):
     assert child.exitstatus == 5
 
 
-# what `tty` names, whether that path exists in the container, and where fd 0 points: all three agree only if the
-# terminal came from the container's own devpts (a host pty has no name under the container's /dev/pts). printf's
-# %s keeps the terminal's echo of the command line from matching a field.
-TERMINAL_REPORT = (
-    "t=$(tty); test -e \"$t\"; e=$?; printf 'tty=[%s] exists=[%s] fd0=[%s] pts=[%s] owner=[%s]\\n' "
-    "\"$t\" $e \"$(readlink /proc/self/fd/0)\" \"$(echo $(ls /dev/pts))\" \"$(stat -c '%u %g %a' \"$t\")\""
-)
-
-
-def terminal_report(child) -> dict[str, str]:
-    """Run TERMINAL_REPORT in the shell ``child`` drives; its fields."""
-    child.sendline(TERMINAL_REPORT)
-    child.expect(r"tty=\[([^]%\r\n]*)\] exists=\[(\d+)\] fd0=\[([^]\r\n]*)\] pts=\[([^]\r\n]*)\] "
-                 r"owner=\[([^]\r\n]*)\]")
-    return dict(zip(("tty", "exists", "fd0", "pts", "owner"), child.match.groups(), strict=True))
-
-
 def test_the_terminal_is_named_inside_the_container(busybox):
     pexpect = pytest.importorskip("pexpect")
     mapped = not default_idmap().single  # a single-id map names neither another user nor the tty group
@@ -173,12 +157,6 @@ def test_the_terminal_is_named_inside_the_container(busybox):
         child.expect(pexpect.EOF)
         child.close()
         assert child.exitstatus == 7
-
-
-# until the terminal has a size: `stty size` of busybox fails (or says "0 0") while it is 0x0
-WAIT_FOR_A_SIZE = (
-    'while :; do s=$(stty size 2>/dev/null); case "$s" in [1-9]*" "[1-9]*) break;; esac; sleep 0.1; done; '
-)
 
 
 def test_a_terminal_without_stdin_gets_the_window_size_and_its_changes(busybox):
