@@ -18,6 +18,17 @@ def detach_key_bytes(flag: str | None, settings) -> bytes:
     return console.parse_detach_keys(flag)
 
 
+def terminal_size() -> tuple[int, int] | None:
+    """(rows, columns) of the terminal on sbx's stdout, for a container's -t (None: not a terminal, or 0x0)."""
+    import os
+
+    try:
+        size = os.get_terminal_size(sys.stdout.fileno())
+    except (OSError, ValueError):
+        return None
+    return (size.lines, size.columns) if size.lines and size.columns else None
+
+
 def attach(
     container: str = Argument(..., metavar="CONTAINER"),
     detach_keys: str = Option(None, "--detach-keys", help="Override the key sequence for detaching."),

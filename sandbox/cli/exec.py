@@ -28,6 +28,10 @@ def exec_command(
     options = ExecOptions(
         env=list(env), workdir=workdir, user=user, interactive=interactive, tty=tty, detach=detach,
     )
+    if tty and not detach:
+        from sandbox.cli.attach import terminal_size
+
+        options.console_size = terminal_size()
     code = Execution(settings).exec(container, list(args), options,
                                     attach=functools.partial(_attach, detach_keys=keys))
     raise SystemExit(code)

@@ -45,6 +45,10 @@ def run(
         volumes=list(volume), mounts=list(mount), tmpfs=list(tmpfs), read_only=read_only, hostname=hostname,
         name=name, init=init, interactive=interactive, tty=tty, network=network,
     )
+    if tty and not detach:
+        from sandbox.cli.attach import terminal_size
+
+        options.console_size = terminal_size()
     try:
         from sandbox.config import load_settings
         from sandbox.service.lifecycle import Lifecycle

@@ -218,7 +218,7 @@ def copy_window_size(source_fd: int, target_fd: int) -> bool:
 # --- a pty of the container's own devpts ------------------------------------------------------------------------------
 
 
-def open_pty(devpts: str = "/dev/pts") -> tuple[int, int]:
+def open_pty(devpts: str = "/dev/pts", size: tuple[int, int] | None = None) -> tuple[int, int]:
     """A new pty of the devpts instance mounted at ``devpts``: ``(master, slave)``, both close-on-exec, neither made
     anyone's controlling terminal (the caller does that with TIOCSCTTY).
 
@@ -235,6 +235,9 @@ def open_pty(devpts: str = "/dev/pts") -> tuple[int, int]:
     do on devpts, which gives the slave the opener's uid and the mount's ``gid=`` and ``mode=``. The slave is opened
     through the master (TIOCGPTPEER), so no path lookup can be swapped under us; before Linux 4.13 it is opened as
     ``devpts/N`` and checked to be the master's peer by its device number.
+
+    ``size`` (rows, columns) is set before anyone reads it: the first program of a terminal often asks for its size
+    once, as it starts, before the attached client's first resize could arrive (Docker's ConsoleSize).
     """
     from sandbox.kernel import constants as k
 
@@ -250,6 +253,8 @@ def open_pty(devpts: str = "/dev/pts") -> tuple[int, int]:
             if error.errno not in (errno.EINVAL, errno.ENOTTY):
                 raise
             slave = _open_slave(devpts, number, flags)
+        if size is not None:
+            set_window_size(slave, *size)
     except BaseException:
         os.close(master)
         raise

@@ -107,6 +107,7 @@ class ExecRequest:
     tty: bool = False
     interactive: bool = False
     detach: bool = False
+    console_size: tuple[int, int] | None = None  # with tty: (rows, columns) of the terminal sbx runs in
 
 
 @dataclass(frozen=True)
@@ -255,7 +256,7 @@ def _join(request: ExecRequest, verify: Callable[[], bool], kernel, channel, tty
 def _command(request: ExecRequest, kernel, channel, tty: bool, null: int, joined: _Joined) -> None:
     os.setsid()  # its own session: TIOCSTI cannot reach the user's terminal (TESTPLAN 38)
     # first, so sbx gets the terminal (or the reason there is none) before anything else can fail
-    slave_fd = send_pty(channel, open_pty, exit_code=EXIT_NOT_EXECUTABLE) if tty else None
+    slave_fd = send_pty(channel, open_pty, exit_code=EXIT_NOT_EXECUTABLE, size=request.console_size) if tty else None
     identity = resolve_identity(request.user, read_small("/etc/passwd"), read_small("/etc/group"))
     env = with_home(request.env, identity.home)
     cwd = os.path.normpath(request.cwd or "/")

@@ -170,15 +170,18 @@ def report_error(channel, error: BaseException, default_code: int = EXIT_SBX) ->
     return exit_code
 
 
-def send_pty(channel, open_pty, devpts: str = "/dev/pts", exit_code: int = EXIT_SBX) -> int:
+def send_pty(channel, open_pty, devpts: str = "/dev/pts", exit_code: int = EXIT_SBX,
+             size: tuple[int, int] | None = None) -> int:
     """Make a pty of the devpts at ``devpts`` (``open_pty`` is :func:`console.open_pty`, imported by the caller
     while the host's library is still in reach), send its master over ``channel`` as ``{"type": "pty"}``, and
-    return the slave; the master is closed here once the other end holds its copy."""
+    return the slave, of ``size`` (rows, columns) when known; the master is closed here once the other end holds its
+    copy."""
     try:
-        master, slave = open_pty(devpts)
-    except OSError as error:
+        master, slave = open_pty(devpts, size)
+    except (OSError, ValueError) as error:
         raise ContainerStartError(
-            f"cannot open a terminal in the container's {devpts}: {error.strerror or error}", exit_code=exit_code,
+            f"cannot open a terminal in the container's {devpts}: {getattr(error, 'strerror', None) or error}",
+            exit_code=exit_code,
             hint="the container's /dev/pts must be its own devpts mount (run without -t to do without a terminal)",
         ) from None
     try:
@@ -294,7 +297,7 @@ def _stage2(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
     if spec.network == "none":
         _loopback_up()
     # the container's own devpts is at /dev/pts now: its ptmx makes a pty whose slave is named there
-    slave_fd = send_pty(channel, open_pty) if spec.process.tty else None
+    slave_fd = send_pty(channel, open_pty, size=spec.process.console_size) if spec.process.tty else None
     identity = resolve_identity(spec.process.user, read_small("/etc/passwd"), read_small("/etc/group"))
     env = with_home(spec.process.env, identity.home)
     cwd = os.path.normpath(spec.process.cwd or "/")

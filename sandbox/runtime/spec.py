@@ -31,6 +31,9 @@ class Process:
     user: str = ""  # as given: "", "name", "1000", "1000:1000", "name:group"; resolved inside the root
     tty: bool = False
     stdin: bool = False
+    # with tty: (rows, columns) of the terminal the starting sbx runs in. Not stored with the spec: it belongs to one
+    # start, and a later `start` takes the size its attached client sends.
+    console_size: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ class RunOptions:
     interactive: bool = False
     tty: bool = False
     network: str = "none"
+    console_size: tuple[int, int] | None = None  # with tty: (rows, columns) of the terminal sbx runs in
 
 
 class ContainerService:
@@ -99,6 +100,7 @@ class ContainerService:
             user=user,
             tty=options.tty,
             stdin=options.interactive,
+            console_size=options.console_size if options.tty else None,
         )
         self.containers_root.mkdir(mode=0o700, parents=True, exist_ok=True)
         container_dir = self.containers_root / container_id

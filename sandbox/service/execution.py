@@ -18,6 +18,7 @@ class ExecOptions:
     interactive: bool = False
     tty: bool = False
     detach: bool = False
+    console_size: tuple[int, int] | None = None  # with tty: (rows, columns) of the terminal sbx runs in
 
 
 class Execution:
@@ -71,6 +72,7 @@ class Execution:
         request = enter.ExecRequest(
             pid=int(record.pid), args=command, env=env, user=user, cwd=workdir,
             tty=options.tty, interactive=options.interactive, detach=options.detach,
+            console_size=options.console_size if options.tty and not options.detach else None,
         )
         verify = lambda: store.alive(record)  # noqa: E731
         if options.tty and not options.detach:

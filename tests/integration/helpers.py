@@ -36,9 +36,3 @@ def terminal_report(child) -> dict[str, str]:
     child.expect(r"tty=\[([^]%\r\n]*)\] exists=\[(\d+)\] fd0=\[([^]\r\n]*)\] pts=\[([^]\r\n]*)\] "
                  r"owner=\[([^]\r\n]*)\]")
     return dict(zip(("tty", "exists", "fd0", "pts", "owner"), child.match.groups(), strict=True))
-
-
-# until the terminal has a size: `stty size` of busybox fails (or says "0 0") while it is 0x0
-WAIT_FOR_A_SIZE = (
-    'while :; do s=$(stty size 2>/dev/null); case "$s" in [1-9]*" "[1-9]*) break;; esac; sleep 0.1; done; '
-)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.integration.helpers import WAIT_FOR_A_SIZE, terminal_report, wait_for
+from tests.integration.helpers import terminal_report, wait_for
 
 
 @pytest.fixture
@@ -168,7 +168,7 @@ def test_the_exec_terminal_is_named_inside_the_container(with_terminal):
 def test_exec_t_without_i_gets_the_window_size(running):
     import pexpect
 
-    script = WAIT_FOR_A_SIZE + 'echo "size $s"'
+    script = 'echo "size $(stty size)"'  # at once: the size is the pty's before the command runs
     child = pexpect.spawn(sys.executable, ["-m", "sandbox", "exec", "-t", "c", "sh", "-c", script],
                           env=running.environ(), cwd=str(running.root), timeout=30, encoding="utf-8",
                           dimensions=(25, 70))

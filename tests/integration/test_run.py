@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from sandbox.runtime.idmap import default_idmap
-from tests.integration.helpers import WAIT_FOR_A_SIZE, terminal_report
+from tests.integration.helpers import terminal_report
 
 
 def run(sbx, *args, check=True, **kw):
@@ -160,11 +160,12 @@ def test_the_terminal_is_named_inside_the_container(busybox):
 
 
 def test_a_terminal_without_stdin_gets_the_window_size_and_its_changes(busybox):
-    """`run -t` without -i: sbx's own terminal size reaches the container's, then a resize (Docker does both)."""
+    """`run -t` without -i: sbx's own terminal size is the container's from its first instruction (it is set on the
+    pty before the exec, as Docker's ConsoleSize), then a resize reaches it too."""
     pexpect = pytest.importorskip("pexpect")
     script = (
-        'trap \'w=$(stty size); echo "winch $w"; [ "$w" = "40 120" ] && exit 0\' WINCH; ' + WAIT_FOR_A_SIZE
-        + 'echo "start $s"; i=0; while [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done; exit 9'
+        'trap \'w=$(stty size); echo "winch $w"; [ "$w" = "40 120" ] && exit 0\' WINCH; '
+        + 'echo "start $(stty size)"; i=0; while [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done; exit 9'
     )
     child = pexpect.spawn(
         sys.executable, ["-m", "sandbox", "run", "--rm", "-t", "busybox", "sh", "-c", script],

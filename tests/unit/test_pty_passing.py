@@ -114,14 +114,14 @@ def test_send_pty_sends_the_master_and_keeps_the_slave(channels):
     sender, receiver = channels
     made = {}
 
-    def fake_open_pty(devpts):
-        made["devpts"] = devpts
+    def fake_open_pty(devpts, size):
+        made["devpts"], made["size"] = devpts, size
         made["pair"] = os.openpty()
         return made["pair"]
 
-    slave = launcher.send_pty(sender, fake_open_pty)
+    slave = launcher.send_pty(sender, fake_open_pty, size=(24, 80))
     try:
-        assert made["devpts"] == "/dev/pts" and slave == made["pair"][1]
+        assert made["devpts"] == "/dev/pts" and made["size"] == (24, 80) and slave == made["pair"][1]
         with pytest.raises(OSError):
             os.fstat(made["pair"][0])  # the sender's own copy of the master is closed (its copy is in flight)
         master = launcher.received_master(receiver.recv(1))
@@ -135,7 +135,7 @@ def test_send_pty_sends_the_master_and_keeps_the_slave(channels):
 def test_send_pty_failure_is_a_start_error_with_the_given_code(channels):
     sender, _ = channels
 
-    def no_devpts(devpts):
+    def no_devpts(devpts, size):
         raise FileNotFoundError(2, "No such file or directory")
 
     with pytest.raises(ContainerStartError, match="cannot open a terminal in the container's /dev/pts") as caught:
@@ -181,6 +181,19 @@ def test_open_pty_gives_a_named_pair_of_that_devpts():
         assert os.read(slave, 100) == b"ping\n"  # unlocked, and the slave is the master's peer
         attrs = termios.tcgetattr(slave)
         assert attrs is not None
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/pts/ptmx"), reason="no devpts at /dev/pts")
+def test_open_pty_sets_the_size_before_anyone_reads_it():
+    try:
+        master, slave = console.open_pty("/dev/pts", (31, 97))
+    except PermissionError:
+        pytest.skip("/dev/pts/ptmx is not usable here (ptmxmode=000)")
+    try:
+        assert os.get_terminal_size(slave) == os.terminal_size((97, 31))
     finally:
         os.close(master)
         os.close(slave)
