@@ -373,12 +373,14 @@ class _Session:
                     if self._read_stdin():
                         return self._detach()
                 elif what == "sock":
-                    if mask & selectors.EVENT_WRITE and not self._send():
-                        return "exited", None
                     if mask & selectors.EVENT_READ:
                         result = self._receive()
                         if result is not None:
                             return result
+                    if mask & selectors.EVENT_WRITE and not self._send():
+                        # the other end has gone (a command that ended at once: its monitor said all and left
+                        # before our first RESIZE went out): stop sending, and read what it said before going
+                        self.outgoing.clear()
 
     def _want_stdin(self, wanted: bool) -> bool:
         """(Un)register stdin to match ``wanted``; a descriptor epoll refuses is polled by hand instead."""

@@ -73,3 +73,21 @@ def test_no_size_when_stdout_is_no_terminal():
         monitor.close()
         os.close(read_end)
         os.close(write_end)
+
+
+def test_what_a_monitor_said_before_leaving_is_read_though_the_first_resize_cannot_go_out():
+    """A command that ends at once: its monitor sent the output and EXIT and closed before the client's first
+    RESIZE went out. Sending fails (EPIPE); the output and the exit code must still reach the user."""
+    master, slave = os.openpty()
+    console.set_window_size(slave, 30, 90)  # so a RESIZE is queued before the first send
+    client, monitor = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    monitor.sendall(attach.encode_data(attach.STDOUT, b"size 30 90\n") + attach.encode_json(attach.EXIT, {"code": 3}))
+    monitor.close()
+    try:
+        outcome = attach.attach(None, stdin_fd=None, stdout_fd=slave, stderr_fd=slave, tty=True, detach_keys=b"",
+                                sock=client)
+        assert outcome == ("exited", 3)
+        assert os.read(master, 100) == b"size 30 90\r\n"  # the pty (onlcr) turns LF into CR LF
+    finally:
+        os.close(master)
+        os.close(slave)
