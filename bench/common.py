@@ -32,6 +32,24 @@ class BenchError(Exception):
     """A step of the harness failed; the message says what and why."""
 
 
+def sbx_cmd() -> list[str]:
+    """How the benchmarks start sbx: $SBX_BENCH_CMD, else the integration venv's Python with ``-P -m sandbox``.
+
+    ``-P`` keeps the working directory off sys.path: `make bench` runs from the checkout, and a bare ``-m sandbox``
+    would import the checkout's package there instead of the installed copy (uncompiled for the bench user, whose
+    every command then recompiled sbx: ~60 ms in each figure before this was seen).
+    """
+    env_cmd = os.environ.get("SBX_BENCH_CMD")
+    if env_cmd:
+        return shlex.split(env_cmd)
+    if not Path(DEFAULT_SBX_VENV_PY).exists():
+        raise BenchError(
+            f"sbx venv not found ({DEFAULT_SBX_VENV_PY}); run `make test-integration PYTEST_ARGS='-k version'` once "
+            "(it builds /var/tmp/sbx-test/venv from this checkout) or set SBX_BENCH_CMD"
+        )
+    return [DEFAULT_SBX_VENV_PY, "-P", "-m", "sandbox"]
+
+
 def log(msg: str) -> None:
     print(f"[bench] {msg}", flush=True)
 

@@ -25,7 +25,6 @@ from typing import Any
 
 from bench.common import (
     BENCH_DIR,
-    DEFAULT_SBX_VENV_PY,
     BenchError,
     Table,
     User,
@@ -36,6 +35,7 @@ from bench.common import (
     machine_facts,
     rotations,
     run,
+    sbx_cmd,
     summary,
     sync,
     tail,
@@ -113,8 +113,7 @@ class Sbx(Tool):
 
     def __init__(self, *a: Any) -> None:
         super().__init__(*a)
-        env_cmd = os.environ.get("SBX_BENCH_CMD")
-        self.cmd = shlex.split(env_cmd) if env_cmd else [DEFAULT_SBX_VENV_PY, "-m", "sandbox"]
+        self.cmd = sbx_cmd()
         self.ref = os.environ.get("SBX_BENCH_SBX_REF", self.info.ref)
         self.driver = os.environ.get("SBX_BENCH_SBX_DRIVER")  # unset: sbx picks its default
         # An sbx subcommand timed right after the pull, for "until it can run" while pull does not unpack,

@@ -32,7 +32,6 @@ from typing import Any
 
 from bench.common import (
     BENCH_DIR,
-    DEFAULT_SBX_VENV_PY,
     RESULTS_DIR,
     BenchError,
     Table,
@@ -42,6 +41,7 @@ from bench.common import (
     log,
     machine_facts,
     run,
+    sbx_cmd,
     summary,
     tail,
     version_of,
@@ -93,17 +93,6 @@ for it in range(total):
         print(f"[bench] B1 iteration {it + 1}/{total}", file=sys.stderr, flush=True)
 json.dump({"samples": samples, "status": status}, sys.stdout)
 '''
-
-
-def sbx_cmd() -> list[str]:
-    env_cmd = os.environ.get("SBX_BENCH_CMD")
-    cmd = shlex.split(env_cmd) if env_cmd else [DEFAULT_SBX_VENV_PY, "-m", "sandbox"]
-    if not env_cmd and not Path(cmd[0]).exists():
-        raise BenchError(
-            f"sbx venv not found ({cmd[0]}); run `make test-integration PYTEST_ARGS='-k version'` once (it builds "
-            "/var/tmp/sbx-test/venv from this checkout) or set SBX_BENCH_CMD"
-        )
-    return cmd
 
 
 def base_env(user: User, extra: dict[str, str] | None = None) -> dict[str, str]:
