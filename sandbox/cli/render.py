@@ -7,7 +7,6 @@ import re
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from datetime import datetime
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
@@ -88,6 +87,8 @@ def parse_time(text: str | None) -> float | None:
     base, fraction, zone = match.groups()
     fraction = (fraction or ".0")[:7]
     zone = "+00:00" if zone == "Z" else zone
+    from datetime import datetime  # here: ps, rm and run render no image times
+
     try:
         return datetime.fromisoformat(f"{base}{fraction}{zone}").timestamp()
     except ValueError:

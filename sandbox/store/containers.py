@@ -295,11 +295,13 @@ class ContainerStore:
         """Every record, newest first, each passed through :meth:`observe`; StoreCorrupt names a damaged one."""
         current_boot = self._boot_id_or_none()
         records = []
-        for container_id in self.ids():
+        for container_id in _listdir(self.root):  # not ids(): reading the record tells the same as a stat of it
+            if not _ID.fullmatch(container_id):
+                continue
             try:
                 records.append(self._observe(self.get(container_id), current_boot))
             except ContainerNotFound:
-                continue  # removed while we looked
+                continue  # no record (being made or removed), or removed while we looked
         records.sort(key=lambda record: (-record.created, record.id))
         return records
 
