@@ -51,7 +51,9 @@ class ContainerService:
 
     @property
     def containers_root(self) -> Path:
-        return self.settings.data_root / "containers"
+        from sandbox.store.containers import containers_root
+
+        return containers_root(self.settings.data_root)
 
     def create(self, image: str, args: list[str], options: RunOptions, container_id: str | None = None,
                record=None):

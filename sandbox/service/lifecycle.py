@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import time
+from typing import TYPE_CHECKING
 
 from sandbox.config import Settings
 from sandbox.errors import (
@@ -22,7 +22,9 @@ from sandbox.errors import (
     InvalidRunOption,
     NameInUse,
 )
-from sandbox.service.containers import ContainerService, RunOptions, validate_name
+
+if TYPE_CHECKING:
+    from sandbox.service.containers import RunOptions
 
 _ADJECTIVES = ("brave", "calm", "eager", "fond", "jolly", "keen", "lucid", "merry", "proud", "quiet", "sharp", "vivid")
 _NAMES = ("curie", "darwin", "euler", "gauss", "hopper", "knuth", "lovelace", "noether", "pascal", "shannon", "turing")
@@ -31,15 +33,25 @@ _START_LOCK = "start.lock"
 
 
 class Lifecycle:
-    def __init__(self, settings: Settings, containers: ContainerService | None = None) -> None:
+    def __init__(self, settings: Settings, containers=None) -> None:
         self.settings = settings
-        self.containers = containers or ContainerService(settings)
+        self._containers = containers
+
+    @property
+    def containers(self):
+        """The container service (building, removing directories), made when first needed: `ps` needs only the
+        store, and importing the service and its option classes is a good part of a `ps`."""
+        if self._containers is None:
+            from sandbox.service.containers import ContainerService
+
+            self._containers = ContainerService(self.settings)
+        return self._containers
 
     @property
     def store(self):
-        from sandbox.store.containers import ContainerStore
+        from sandbox.store.containers import ContainerStore, containers_root
 
-        return ContainerStore(self.containers.containers_root)
+        return ContainerStore(containers_root(self.settings.data_root))
 
     # -- create and start ---------------------------------------------------------------------------------------
 
@@ -75,6 +87,7 @@ class Lifecycle:
 
     def _record_and_build(self, image: str, args: list[str], options: RunOptions, *, auto_remove: bool):
         """Take the name with a record, build the container's directory, keep the full spec in the record."""
+        from sandbox.service.containers import validate_name
         from sandbox.store.containers import ContainerRecord
 
         validate_name(options.name)
@@ -131,6 +144,8 @@ class Lifecycle:
 
     def rename(self, text: str, new_name: str) -> None:
         record = self.get(text)
+        from sandbox.service.containers import validate_name
+
         validate_name(new_name)
         if new_name == record.name:
             raise InvalidRunOption(
@@ -230,6 +245,8 @@ class Lifecycle:
 
     def stop(self, text: str, *, timeout: float = 10.0, signal_name: str | None = None) -> None:
         """The stop signal (the image's STOPSIGNAL unless given), then SIGKILL after ``timeout`` seconds."""
+        import signal
+
         record = self.get(text)
         if record.state.value != "running":
             return
@@ -250,6 +267,8 @@ class Lifecycle:
         return record.exit_code if record.exit_code is not None else 255
 
     def remove(self, text: str, *, force: bool = False) -> None:
+        import signal
+
         record = self.get(text)
         if record.state.value == "running":
             if not force:
@@ -277,6 +296,8 @@ class Lifecycle:
 
 
 def parse_signal(text: str) -> int:
+    import signal  # here: its enums cost `ps` and every other command that signals nothing ~1 ms
+
     name = text.upper().removeprefix("SIG")
     if name.isdigit():
         number = int(name)

@@ -466,6 +466,11 @@ def process_start_time(pid: int, proc: Path = Path("/proc")) -> int | None:
     return value if value >= 0 else None
 
 
+def containers_root(data_root: Path) -> Path:
+    """Where the container records and directories live under sbx's data root."""
+    return Path(data_root) / "containers"
+
+
 def boot_id(proc: Path = Path("/proc")) -> str:
     """The kernel's random id of the current boot (a new one at every boot)."""
     path = Path(proc) / "sys" / "kernel" / "random" / "boot_id"
