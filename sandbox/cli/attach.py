@@ -29,6 +29,36 @@ def terminal_size() -> tuple[int, int] | None:
     return (size.lines, size.columns) if size.lines and size.columns else None
 
 
+def attach_streams(*, pid: int | None, tty: bool, stdin: bool, keys: bytes, forward_signals: bool,
+                   path=None, sock=None) -> tuple[str, int | None]:
+    """sbx's stdin (when ``stdin``), stdout and stderr attached to a monitor or exec holder (at ``path``, or over
+    ``sock`` already connected), with the signals sbx gets forwarded to ``pid`` meanwhile when ``forward_signals``
+    (not with the user's terminal in raw mode: Ctrl-C is then a byte for the container's terminal). Says "read
+    escape sequence" after the detach keys; returns ``(outcome, code)`` as :func:`sandbox.monitor.attach.attach`.
+    """
+    from sandbox.monitor import attach as protocol
+    from sandbox.runtime import console
+
+    restore = console.forward_signals(pid) if forward_signals and pid else (lambda: None)
+    try:
+        outcome, code = protocol.attach(
+            path,
+            stdin_fd=sys.stdin.fileno() if stdin else None,
+            stdout_fd=sys.stdout.fileno(),
+            stderr_fd=sys.stderr.fileno(),
+            tty=tty,
+            detach_keys=keys,
+            sock=sock,
+        )
+    finally:
+        restore()
+    if outcome == "detached":
+        from sandbox.cli.render import err
+
+        err(_DETACHED_MESSAGE)
+    return outcome, code
+
+
 def attach(
     container: str = Argument(..., metavar="CONTAINER"),
     detach_keys: str = Option(None, "--detach-keys", help="Override the key sequence for detaching."),
@@ -39,7 +69,6 @@ def attach(
     from sandbox.config import load_settings
     from sandbox.errors import ContainerNotRunning, InvalidRunOption
     from sandbox.monitor import attach as protocol
-    from sandbox.runtime import console
     from sandbox.service.lifecycle import Lifecycle
 
     if sig_proxy.lower() not in ("true", "false", "1", "0"):
@@ -52,28 +81,14 @@ def attach(
         raise ContainerNotRunning("you cannot attach to a stopped container, start it first")
     tty = bool((record.spec or {}).get("tty"))
     path = protocol.socket_path(settings.runtime_root, record.id)
-    restore = lambda: None  # noqa: E731
-    if not tty and sig_proxy.lower() in ("true", "1"):  # with a tty, Ctrl-C is a byte for the container's terminal
-        restore = console.forward_signals(record.pid)
     try:
-        outcome, code = protocol.attach(
-            path,
-            stdin_fd=None if no_stdin else sys.stdin.fileno(),
-            stdout_fd=sys.stdout.fileno(),
-            stderr_fd=sys.stderr.fileno(),
-            tty=tty,
-            detach_keys=keys,
-        )
+        outcome, code = attach_streams(pid=record.pid, tty=tty, stdin=not no_stdin, keys=keys, path=path,
+                                       forward_signals=not tty and sig_proxy.lower() in ("true", "1"))
     except protocol.AttachError:
         if lifecycle.get(record.id).state.value == "running":
             raise
         outcome, code = "exited", None  # it exited between the look and the connect
-    finally:
-        restore()
     if outcome == "detached":
-        from sandbox.cli.render import err
-
-        err(_DETACHED_MESSAGE)
         raise SystemExit(0)
     if code is None:
         code = lifecycle.wait(record.id)

@@ -50,28 +50,17 @@ def _attach(handle, request, detach_keys: bytes | None = None) -> int:
 
     if not request.tty:
         return _wait(handle)
-    from sandbox.cli.attach import _DETACHED_MESSAGE, detach_key_bytes
-    from sandbox.cli.render import err
+    from sandbox.cli.attach import attach_streams, detach_key_bytes
     from sandbox.monitor import attach as protocol
-    from sandbox.runtime import console
 
     if detach_keys is None:
         from sandbox.config import load_settings
 
         detach_keys = detach_key_bytes(None, load_settings())
-    stdin_fd = sys.stdin.fileno() if request.interactive else None
-    user_tty = stdin_fd is not None and os.isatty(stdin_fd)
-    # with the user's terminal in raw mode Ctrl-C is a byte for the command's terminal; otherwise it is a signal
-    restore = console.forward_signals(handle.pid) if not user_tty else (lambda: None)
-    try:
-        outcome, code = protocol.attach(
-            None, stdin_fd=stdin_fd, stdout_fd=sys.stdout.fileno(), stderr_fd=sys.stderr.fileno(), tty=True,
-            detach_keys=detach_keys, sock=handle.sock,
-        )
-    finally:
-        restore()
+    user_tty = request.interactive and os.isatty(sys.stdin.fileno())
+    outcome, code = attach_streams(pid=handle.pid, tty=True, stdin=request.interactive, keys=detach_keys,
+                                   sock=handle.sock, forward_signals=not user_tty)
     if outcome == "detached":
-        err(_DETACHED_MESSAGE)
         return 0
     if code is None:
         raise protocol.AttachError(

@@ -71,9 +71,8 @@ def _run_attached(lifecycle, image: str, args: list[str], options, *, auto_remov
                   detach_keys: str | None) -> int:
     """Docker's foreground run: create + start + attach through the container's monitor, connected before the
     container starts so no output is lost; Ctrl-p Ctrl-q (or --detach-keys) leaves it running."""
-    from sandbox.cli.attach import detach_key_bytes
+    from sandbox.cli.attach import attach_streams, detach_key_bytes
     from sandbox.monitor import attach as protocol
-    from sandbox.runtime import console
 
     keys = detach_key_bytes(detach_keys, lifecycle.settings)
     connection = {}
@@ -89,21 +88,9 @@ def _run_attached(lifecycle, image: str, args: list[str], options, *, auto_remov
             connection["sock"].close()
         raise
     record = lifecycle.get(container_id)
-    restore = console.forward_signals(record.pid) if record.pid and not options.tty else (lambda: None)
-    try:
-        outcome, code = protocol.attach(
-            None,
-            stdin_fd=sys.stdin.fileno() if options.interactive else None,
-            stdout_fd=sys.stdout.fileno(),
-            stderr_fd=sys.stderr.fileno(),
-            tty=options.tty,
-            detach_keys=keys,
-            sock=connection["sock"],
-        )
-    finally:
-        restore()
+    outcome, code = attach_streams(pid=record.pid, tty=options.tty, stdin=options.interactive, keys=keys,
+                                   sock=connection["sock"], forward_signals=not options.tty)
     if outcome == "detached":
-        err("read escape sequence")
         return 0
     return code if code is not None else lifecycle.wait(container_id)
 
