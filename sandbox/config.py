@@ -7,6 +7,8 @@ under ``$XDG_RUNTIME_DIR/sbx`` or ``/tmp/sbx-$UID``. The config file is ``$SBX_C
     default_platform = "linux/amd64"          # optional
     insecure_registries = ["myhost:5000"]     # plain http allowed (localhost/127.0.0.0/8 always are)
     storage_driver = "overlay"                # optional: overlay, fuse-overlayfs, copy (SBX_STORAGE_DRIVER wins)
+    limits = "best-effort"                    # optional: go on when a resource limit cannot be enforced (warned)
+    cgroup_parent = "/user.slice/mine"        # optional: the delegated cgroup v2 directory (inside its mount)
     layer_size_limit = 68719476736            # bytes one layer may unpack to (default 64 GiB)
     detach_keys = "ctrl-p,ctrl-q"             # run, start and attach; --detach-keys wins
 
@@ -46,6 +48,8 @@ class Settings:
     layer_size_limit: int = 64 * 1024**3
     detach_keys: str | None = None
     docker_config: Path | None = None
+    limits: str = "strict"  # resource limits nothing can enforce: refused (strict) or warned about (best-effort)
+    cgroup_parent: str | None = None  # the delegated cgroup v2 directory, when sbx cannot find it from its own
 
     @property
     def store_root(self) -> Path:
@@ -127,6 +131,7 @@ def _apply_file(settings: Settings, path: Path) -> Settings:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     known = {
         "registries", "insecure_registries", "default_platform", "storage_driver", "layer_size_limit", "detach_keys",
+        "limits", "cgroup_parent",
     }
     unknown = sorted(set(data) - known)
     if unknown:
@@ -163,8 +168,16 @@ def _apply_file(settings: Settings, path: Path) -> Settings:
     detach_keys = data.get("detach_keys")
     if detach_keys is not None and not isinstance(detach_keys, str):
         raise ConfigError(f"config file {path}: detach_keys must be a string like \"ctrl-p,ctrl-q\"")
+    limits = data.get("limits", "strict")
+    if limits not in ("strict", "best-effort"):
+        raise ConfigError(f"config file {path}: limits must be \"strict\" or \"best-effort\"")
+    cgroup_parent = data.get("cgroup_parent")
+    if cgroup_parent is not None and (not isinstance(cgroup_parent, str) or ".." in cgroup_parent.split("/")):
+        raise ConfigError(f"config file {path}: cgroup_parent must be a path inside the cgroup v2 mount")
     return replace(
         settings,
+        limits=limits,
+        cgroup_parent=cgroup_parent,
         detach_keys=detach_keys,
         config_file=path,
         registries=registries,

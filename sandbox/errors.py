@@ -265,3 +265,15 @@ class ContainerRunning(SbxError):
 class ContainerNotRunning(SbxError):
     """The operation needs a running container."""
 
+
+
+# --- resource limits (cgroups, rlimits) -------------------------------------------------------------------------------
+
+
+class LimitUnavailable(SbxError):
+    """A resource limit was asked for that nothing on this machine can enforce (no delegated cgroup controller and
+    no rlimit to stand in for it)."""
+
+
+class CgroupError(SbxError):
+    """A container's cgroup could not be made, written, frozen or removed."""

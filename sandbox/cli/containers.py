@@ -265,6 +265,7 @@ def _create_command():
             tmpfs=list(flags["tmpfs"]), read_only=flags["read_only"], hostname=flags["hostname"], name=flags["name"],
             init=flags["init"], interactive=flags["interactive"], tty=flags["tty"], network=flags["network"],
         )
+        run_module.limit_options(options, flags)
         image, args = flags["image"], list(flags["args"] or [])
         try:
             lifecycle = _lifecycle()

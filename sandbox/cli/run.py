@@ -35,6 +35,17 @@ def run(
     network: str = Option("none", "--network", "--net", help="none or host."),
     detach: bool = Option(False, "--detach", "-d", help="Run in the background and print the container ID."),
     detach_keys: str = Option(None, "--detach-keys", help="Override the key sequence for detaching."),
+    memory: str = Option(None, "--memory", "-m", help="Memory limit (e.g. 512m)."),
+    memory_swap: str = Option(None, "--memory-swap", help="Memory plus swap limit; -1 for unlimited swap."),
+    memory_reservation: str = Option(None, "--memory-reservation", help="Memory soft limit."),
+    cpus: str = Option(None, "--cpus", help="Number of CPUs (e.g. 1.5)."),
+    cpu_shares: int = Option(0, "--cpu-shares", "-c", help="CPU shares (relative weight, 2-262144)."),
+    cpu_weight: int = Option(0, "--cpu-weight", help="CPU weight (cgroup v2, 1-10000)."),
+    cpuset_cpus: str = Option(None, "--cpuset-cpus", help="CPUs in which to allow execution (0-3, 0,1)."),
+    pids_limit: int = Option(0, "--pids-limit", help="Tune container pids limit (-1 for unlimited)."),
+    blkio_weight: int = Option(0, "--blkio-weight", help="Block IO weight (relative weight), 10 to 1000."),
+    ulimit: list[str] = Option([], "--ulimit", help="Ulimit options (name=soft[:hard])."),
+    limits: str = Option(None, "--limits", help="strict (refuse a limit nothing can enforce) or best-effort."),
 ) -> None:
     """Create and run a new container from an image."""
     from sandbox.errors import SbxError
@@ -45,6 +56,7 @@ def run(
         volumes=list(volume), mounts=list(mount), tmpfs=list(tmpfs), read_only=read_only, hostname=hostname,
         name=name, init=init, interactive=interactive, tty=tty, network=network,
     )
+    limit_options(options, locals())
     if tty and not detach:
         from sandbox.cli.attach import terminal_size
 
@@ -65,6 +77,17 @@ def run(
             error.exit_code = EXIT_SBX
         raise
     raise SystemExit(code)
+
+
+LIMIT_FLAGS = ("memory", "memory_swap", "memory_reservation", "cpus", "cpu_shares", "cpu_weight", "cpuset_cpus",
+               "pids_limit", "blkio_weight", "ulimit")
+
+
+def limit_options(options, flags: dict) -> None:
+    """The resource-limit flags of run (or create) into ``options``; the warning about unenforced ones to stderr."""
+    options.limit_flags = {name: flags[name] for name in LIMIT_FLAGS}
+    options.limits_mode = flags["limits"]
+    options.notice = err
 
 
 def _run_attached(lifecycle, image: str, args: list[str], options, *, auto_remove: bool,

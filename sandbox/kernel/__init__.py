@@ -45,6 +45,10 @@ class KernelAPI(Protocol):
 
     def prctl(self, option: int, arg2: Any = 0, arg3: Any = 0, arg4: Any = 0, arg5: Any = 0) -> int: ...
 
+    def setrlimit(self, resource: int, soft: int, hard: int) -> None: ...
+
+    def sched_setaffinity(self, pid: int, cpus: frozenset[int]) -> None: ...
+
 
 def __getattr__(name: str) -> Any:
     if name == "Kernel":

@@ -74,3 +74,10 @@ SYS_PIVOT_ROOT = {
     "aarch64": 41,
     "arm64": 41,
 }
+
+# --- setrlimit(2) resources (<asm-generic/resource.h>: x86_64 and aarch64 alike) ------------------------------------
+RLIMITS = {
+    "cpu": 0, "fsize": 1, "data": 2, "stack": 3, "core": 4, "rss": 5, "nproc": 6, "nofile": 7, "memlock": 8,
+    "as": 9, "locks": 10, "sigpending": 11, "msgqueue": 12, "nice": 13, "rtprio": 14, "rttime": 15,
+}
+RLIM_INFINITY = -1

@@ -85,3 +85,9 @@ class FakeKernel:
         """Returns ``prctl_results.get(option, 0)``, so a test can script what a ``PR_GET_*`` answers."""
         self._record("prctl", (option, arg2, arg3, arg4, arg5))
         return self.prctl_results.get(option, 0)
+
+    def setrlimit(self, resource: int, soft: int, hard: int) -> None:
+        self._record("setrlimit", (resource, soft, hard))
+
+    def sched_setaffinity(self, pid: int, cpus: frozenset[int]) -> None:
+        self._record("sched_setaffinity", (pid, frozenset(cpus)))

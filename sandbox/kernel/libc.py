@@ -17,6 +17,8 @@ from typing import Any, NoReturn
 from sandbox.kernel.constants import SYS_PIVOT_ROOT
 
 _libc: ctypes.CDLL | None = None
+_ULONG_MASK = (1 << 64) - 1  # rlim_t is an unsigned long on the 64-bit architectures sbx supports
+_CPU_SET_BYTES = 128  # glibc's cpu_set_t: 1024 cpus
 
 
 def _load() -> ctypes.CDLL:
@@ -90,6 +92,20 @@ class Kernel:
     def prctl(self, option: int, arg2: Any = 0, arg3: Any = 0, arg4: Any = 0, arg5: Any = 0) -> int:
         args = [_prctl_arg(arg) for arg in (arg2, arg3, arg4, arg5)]
         return _check(_load().prctl(ctypes.c_int(option), *args), "prctl")
+
+    def setrlimit(self, resource: int, soft: int, hard: int) -> None:
+        """``RLIM_INFINITY`` (-1 as unsigned) for no limit. Through libc, not :mod:`resource`: pid 1 calls it after
+        pivot_root, where the host's Python library (and so a first ``import resource``) is out of reach."""
+        limits = (ctypes.c_ulong * 2)(soft & _ULONG_MASK, hard & _ULONG_MASK)
+        _check(_load().setrlimit(ctypes.c_int(resource), limits), "setrlimit")
+
+    def sched_setaffinity(self, pid: int, cpus: frozenset[int]) -> None:
+        mask = (ctypes.c_ubyte * _CPU_SET_BYTES)()
+        for cpu in cpus:
+            if not 0 <= cpu < _CPU_SET_BYTES * 8:
+                raise OSError(22, f"sched_setaffinity: cpu {cpu} out of range")  # EINVAL
+            mask[cpu // 8] |= 1 << (cpu % 8)
+        _check(_load().sched_setaffinity(ctypes.c_int(pid), ctypes.c_size_t(_CPU_SET_BYTES), mask), "sched_setaffinity")
 
 
 def _prctl_arg(value: Any) -> Any:

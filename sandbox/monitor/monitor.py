@@ -14,7 +14,8 @@
     read ONE JSON line          ◄───────────────────────────────── {"ok": {"pid": CONTAINER_PID, "monitor": PID}}
     (or ContainerStartError     ◄───────────────────────────────── {"error": {"message", "exit_code", "hint"}}
      from an "error" line)                                          copy stdout/stderr into ctr.log until EOF
-                                                                    launcher.wait → record: EXITED, exit_code
+                                                                    launcher.wait → its cgroup released (OOM
+                                                                    noted) → record: EXITED, exit_code
                                                                     --rm: remove_dir(container dir); exit
 
 The double fork, the detaching, the report pipe and the attach loop are the generic supervisor of
@@ -161,6 +162,11 @@ class Monitor(Supervisor):
         """Record the end, run --rm, then EXIT to the clients and the error to sbx if it still waits."""
         from sandbox.store.containers import ContainerState
 
+        if container_dir is not None:  # its cgroup: OOM noted, cgroup.kill, rmdir (before anyone hears of the exit)
+            from sandbox.cgroups.tree import release
+
+            with contextlib.suppress(Exception):
+                release(container_dir)
         if error is not None:
             code = error.exit_code
         changes: dict = {"state": state or ContainerState.EXITED, "exit_code": code, "finished_at": time.time()}

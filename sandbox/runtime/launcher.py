@@ -8,7 +8,8 @@ The process tree and the sync protocol (one JSON object per line over a socketpa
                                 ◄───  {"type": "ready"}
     newuidmap/newgidmap PID ...
     (single map: stage 1 writes
-     its own)                   ───►  {"type": "go", "own_maps": ...}
+     its own); its cgroup, limits,
+     PID into cgroup.procs      ───►  {"type": "go", "own_maps": ...}
                                       become root of the namespace
                                       unshare(NS|PID|UTS|IPC|CGROUP[|NET])
                                       fork ───────────────────────────►    make / private, mount the rootfs,
@@ -103,6 +104,9 @@ def start(
             own_maps = {"uid": spec.idmap.uids[0].host_id, "gid": spec.idmap.gids[0].host_id}
         else:
             write_maps(pid, spec.idmap, helpers, None)
+        from sandbox.cgroups.tree import place
+
+        place(spec.limits, spec.id, container_dir, pid)  # its cgroup and limits: pid 1, forked after "go", inherits
         channel.send({"type": "go", "own_maps": own_maps})
         container_pid = None
         while container_pid is None or (spec.process.tty and master_fd is None):
@@ -276,6 +280,7 @@ def _stage2(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
     import struct  # noqa: F401 - used by _loopback_up after pivot_root
     import termios
 
+    from sandbox.cgroups.limits import apply_in_process
     from sandbox.kernel import constants as k
     from sandbox.runtime.console import open_pty
     from sandbox.runtime.identity import resolve_identity
@@ -333,6 +338,7 @@ def _stage2(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
     # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across exec: give them back
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+    apply_in_process(kernel, spec.limits)  # --ulimit, and the rlimits standing in for undelegated cgroup limits
     if spec.init:
         _become_init(channel)  # returns only in the forked child, which goes on to exec the command
     try:

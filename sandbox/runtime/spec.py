@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sandbox.cgroups.limits import Limits
 from sandbox.errors import StoreCorrupt
 from sandbox.runtime.idmap import IdMap, IdRange
 from sandbox.runtime.rootfs import RootfsPlan
@@ -49,6 +50,7 @@ class ContainerSpec:
     init: bool = False
     stop_signal: str | None = None
     etc_files: dict[str, str] = field(default_factory=dict)  # /etc/hostname, /etc/hosts, /etc/resolv.conf content
+    limits: Limits = Limits()  # resource limits: the request and what enforces it (sandbox.cgroups)
 
     def to_json(self) -> dict:
         """Plain JSON data; :meth:`from_json` gives back an equal spec."""
@@ -65,6 +67,7 @@ class ContainerSpec:
             "init": self.init,
             "stop_signal": self.stop_signal,
             "etc_files": dict(self.etc_files),
+            "limits": self.limits.to_json(),
         }
 
     @classmethod
@@ -72,7 +75,7 @@ class ContainerSpec:
         """The spec :meth:`to_json` described; StoreCorrupt names the first thing that is missing or wrong."""
         keys = ("version", "id", "rootfs", "process", "idmap", "hostname", "mounts", "read_only", "network", "init",
                 "stop_signal", "etc_files")
-        reader = _Reader(data, "spec", keys)
+        reader = _Reader(data, "spec", keys, optional=("limits",))
         version = reader.integer("version")
         if version != SPEC_VERSION:
             raise reader.damaged(f"has unsupported version {version}")
@@ -92,6 +95,7 @@ class ContainerSpec:
             init=reader.boolean("init"),
             stop_signal=reader.optional_string("stop_signal"),
             etc_files=reader.string_map("etc_files"),
+            limits=reader.limits("limits"),
         )
 
 
@@ -153,6 +157,14 @@ class _Reader:
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
             raise self.damaged(f"field {key!r} must be an object of strings")
         return dict(value)
+
+    def limits(self, key: str) -> Limits:
+        if key not in self.data:
+            return Limits()
+        try:
+            return Limits.from_json(self.data[key])
+        except ValueError as error:
+            raise self.damaged(f"field {key!r}: {error}") from None
 
     def objects(self, key: str) -> list:
         value = self.data[key]

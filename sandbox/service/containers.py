@@ -4,7 +4,9 @@ stopping them is the monitor's and :mod:`sandbox.service.lifecycle`'s work."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +35,9 @@ class RunOptions:
     tty: bool = False
     network: str = "none"
     console_size: tuple[int, int] | None = None  # with tty: (rows, columns) of the terminal sbx runs in
+    limit_flags: dict = field(default_factory=dict)  # --memory, --cpus, ... --ulimit as given (sandbox.cgroups.limits)
+    limits_mode: str | None = None  # --limits strict|best-effort (else the config's)
+    notice: Callable[[str], None] | None = None  # where the warning about unenforced limits goes
 
 
 class ContainerService:
@@ -77,6 +82,7 @@ class ContainerService:
         config = ImageConfig.parse(store.read_blob(record.id))
         user = options.user if options.user is not None else config.user
         parse_user(user)  # bad ids are refused before anything is written (TESTPLAN 32)
+        limits = self.limits(options)  # so are limits nothing here can enforce
         unpacker = self.images.unpacker()
         layers = [Descriptor(layer.media_type, layer.digest, layer.size) for layer in record.layers]
         with unpacker.unpacked(layers, [layer.diff_id for layer in record.layers]) as chains:
@@ -125,6 +131,7 @@ class ContainerService:
                 init=options.init,
                 stop_signal=config.stop_signal,
                 etc_files=etc_files(hostname, options.network),
+                limits=limits,
             )
             from sandbox.runtime.mounts import write_etc_files
 
@@ -134,11 +141,31 @@ class ContainerService:
             raise
         return spec, container_dir
 
+    def limits(self, options: RunOptions):
+        """The resource limits asked for, and what enforces each here (LimitUnavailable when nothing can); the
+        warning for what is not a cgroup limit goes to ``options.notice``."""
+        from sandbox.cgroups.limits import Limits, decide, parse_resources
+
+        resources = parse_resources(options.limit_flags, frozenset(os.sched_getaffinity(0)))
+        mode = options.limits_mode or self.settings.limits
+        if not resources.requested() and not resources.ulimits:
+            return Limits(resources=resources, mode=mode, cgroup_parent=self.settings.cgroup_parent)
+        from sandbox.cgroups.delegation import discover
+
+        limits = decide(resources, discover(override=self.settings.cgroup_parent), mode=mode,
+                        cgroup_parent=self.settings.cgroup_parent)
+        if limits.note and options.notice is not None:
+            options.notice(limits.note)
+        return limits
+
     def remove_dir(self, container_dir: Path) -> None:
         """Remove a container's directory: directly when everything in it is the user's own (the usual case, and
         ~100 ms cheaper), else from inside the user namespace, where files of subordinate owners are removable."""
+        from sandbox.cgroups.tree import release
         from sandbox.store.trees import remove_tree
 
+        with contextlib.suppress(SbxError, OSError):
+            release(container_dir)  # a monitor killed with SIGKILL left the container's cgroup behind
         try:
             remove_tree(container_dir)
         except (OSError, SbxError):
