@@ -73,8 +73,10 @@ class Resources:
     ulimits: tuple[Ulimit, ...] = ()
 
     def requested(self) -> list[str]:
-        """The fields of :data:`FLAGS` that ask for something (a -1 swap or pids limit asks for no limit)."""
-        return [name for name in FLAGS if _asks(name, getattr(self, name))]
+        """The fields of :data:`FLAGS` that ask for something (a -1 swap or pids limit asks for no limit, and a swap
+        of twice the memory is Docker's default, not a request)."""
+        implied = self.memory_swap == 2 * self.memory
+        return [name for name in FLAGS if _asks(name, getattr(self, name)) and not (name == "memory_swap" and implied)]
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -152,6 +154,23 @@ class Limits:
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"limits are damaged: {error}") from None
+
+
+def host_config(data: dict) -> dict:
+    """Docker's HostConfig fields for the Resources JSON ``data`` (`inspect`); PidsLimit and Ulimits are null unset."""
+    resources = Resources.from_json(data) if data else Resources()
+    return {
+        "Memory": resources.memory,
+        "MemorySwap": resources.memory_swap,
+        "MemoryReservation": resources.memory_reservation,
+        "NanoCpus": resources.nano_cpus,
+        "CpuShares": resources.cpu_shares,
+        "CpuWeight": resources.cpu_weight,
+        "CpusetCpus": resources.cpuset_cpus,
+        "PidsLimit": resources.pids_limit if resources.pids_limit > 0 else None,
+        "BlkioWeight": resources.blkio_weight,
+        "Ulimits": [{"Name": item.name, "Soft": item.soft, "Hard": item.hard} for item in resources.ulimits] or None,
+    }
 
 
 # -- parsing Docker's flags ------------------------------------------------------------------------------------------

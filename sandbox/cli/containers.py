@@ -370,3 +370,6 @@ def register(app, container_group) -> None:
     container_group.command("ls")(to_typer(ps))
     container_group.command("list")(to_typer(ps))
     container_group.command("inspect")(to_typer(container_inspect))
+    from sandbox.cli import resources
+
+    resources.register(app, container_group)

@@ -193,16 +193,24 @@ class Lifecycle:
         return self.store.observe(self.store.resolve(text))
 
     def inspect(self, text: str) -> dict:
+        from sandbox.cgroups.limits import host_config
+        from sandbox.cgroups.tree import OOM_MARKER, is_frozen, recorded
+
         record = self.get(text)
         spec = record.spec or {}
+        directory = self.store.dir(record.id)
+        cgroup = recorded(directory) if record.state.value == "running" else None
+        paused = cgroup is not None and is_frozen(cgroup)
         return {
             "Id": record.id,
             "Created": _rfc3339(record.created),
             "Path": record.command[0] if record.command else "",
             "Args": list(record.command[1:]),
             "State": {
-                "Status": record.state.value,
+                "Status": "paused" if paused else record.state.value,
                 "Running": record.state.value == "running",
+                "Paused": paused,
+                "OOMKilled": (directory / OOM_MARKER).exists(),
                 "Pid": record.pid or 0,
                 "ExitCode": record.exit_code if record.exit_code is not None else 0,
                 "Error": record.error or "",
@@ -211,7 +219,8 @@ class Lifecycle:
             },
             "Image": record.image_id,
             "Name": f"/{record.name}",
-            "HostConfig": {"AutoRemove": record.auto_remove, "NetworkMode": spec.get("network", "none")},
+            "HostConfig": {"AutoRemove": record.auto_remove, "NetworkMode": spec.get("network", "none"),
+                           **host_config(self.resources(record))},
             "Config": {
                 "Hostname": spec.get("hostname", ""),
                 "User": spec.get("user", ""),
@@ -293,6 +302,42 @@ class Lifecycle:
                 return True
             time.sleep(_POLL)
         return False
+
+    # -- resources (sandbox.cgroups) ----------------------------------------------------------------------------
+
+    def pause(self, text: str, frozen: bool = True) -> None:
+        """`sbx pause` / `unpause`: cgroup.freeze of the container's own cgroup (CgroupError where it has none)."""
+        from sandbox.cgroups.tree import freeze, is_frozen, recorded
+        from sandbox.errors import CgroupError
+
+        record = self.get(text)
+        if record.state.value != "running" or not self.store.alive(record):
+            raise ContainerNotRunning(f"container {text} is not running")
+        path = recorded(self.store.dir(record.id))
+        if path is None:
+            from sandbox.cgroups.delegation import discover
+
+            delegation = discover(override=self.settings.cgroup_parent)
+            raise CgroupError(
+                f"cannot {'' if frozen else 'un'}pause container {text}: it has no cgroup of its own, so there is no "
+                f"cgroup.freeze to write ({delegation.reason or 'it was started without a delegated cgroup'})",
+                hint=delegation.fix or "start it again from a shell inside the delegated cgroup",
+            )
+        if is_frozen(path) == frozen:
+            raise CgroupError(f"container {record.id} is {'already' if frozen else 'not'} paused")
+        freeze(path, frozen)
+
+    def stats(self, names: list[str], *, all_containers: bool = False):
+        """(record, cgroup) of each container asked for (the running ones when none is named)."""
+        from sandbox.cgroups.tree import recorded
+
+        records = [self.get(name) for name in names] if names else self.list(all_containers=all_containers)
+        return [(record, recorded(self.store.dir(record.id)) if record.state.value == "running" else None)
+                for record in records]
+
+    def resources(self, record) -> dict:
+        """The record's resource request as Resources JSON (empty when none)."""
+        return (((record.spec or {}).get("spec") or {}).get("limits") or {}).get("resources") or {}
 
 
 def parse_signal(text: str) -> int:
