@@ -14,7 +14,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandbox.cgroups.tree import events, read_words
+from sandbox.cgroups.delegation import read_words
+from sandbox.cgroups.tree import events
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import signal
 import time
 from pathlib import Path
 
+from sandbox.cgroups.delegation import read_words
 from sandbox.errors import CgroupError
 
 MARKER = "cgroup"
@@ -36,6 +37,14 @@ class CgroupFiles:
 
     def rmdir(self, path: Path) -> None:
         os.rmdir(path)
+
+    def write(self, target: Path, value: str) -> None:
+        """Write an existing control file: no O_CREAT, so a file the kernel did not make is an error."""
+        fd = os.open(target, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
 
 
 def create(delegation, container_id: str, limits, container_dir: Path, files: CgroupFiles | None = None) -> Path | None:
@@ -54,10 +63,10 @@ def create(delegation, container_id: str, limits, container_dir: Path, files: Cg
         )
     controllers = sorted(delegation.controllers)
     group = delegation.parent / GROUP
-    enable(delegation.parent, controllers)
+    enable(delegation.parent, controllers, files)
     with contextlib.suppress(FileExistsError):
         _mkdir(files, group)
-    enable(group, controllers)
+    enable(group, controllers, files)
     path = group / container_id
     if path.exists():  # left by a monitor that was killed before it could clean up
         end(path, files)
@@ -67,36 +76,32 @@ def create(delegation, container_id: str, limits, container_dir: Path, files: Cg
         os.unlink(container_dir / OOM_MARKER)
     for write in limits.cgroup_writes():
         try:
-            write_control(path, write.file, write.value)
+            write_control(path, write.file, write.value, files)
         except CgroupError as error:
             if write.alternative is None or getattr(error, "errno", None) != errno.ENOENT:
                 raise
-            write_control(path, *write.alternative)
+            write_control(path, *write.alternative, files)
     return path
 
 
-def enable(path: Path, controllers: list[str]) -> None:
+def enable(path: Path, controllers: list[str], files: CgroupFiles | None = None) -> None:
     """Enable ``controllers`` for the children of ``path`` (each on its own: one refused must name itself)."""
     present = set(read_words(path / "cgroup.subtree_control"))
     for controller in controllers:
         if controller not in present:
-            write_control(path, "cgroup.subtree_control", f"+{controller}")
+            write_control(path, "cgroup.subtree_control", f"+{controller}", files)
 
 
-def attach(path: Path, pid: int) -> None:
+def attach(path: Path, pid: int, files: CgroupFiles | None = None) -> None:
     """Move ``pid`` (stage 1, before its cgroup namespace exists) into the container's cgroup."""
-    write_control(path, "cgroup.procs", str(pid))
+    write_control(path, "cgroup.procs", str(pid), files)
 
 
-def write_control(path: Path, name: str, value: str) -> None:
-    """Write one control file; a missing file is an error, never created (O_CREAT is not given)."""
+def write_control(path: Path, name: str, value: str, files: CgroupFiles | None = None) -> None:
+    """Write one control file; a missing file is an error, never created."""
     target = path / name
     try:
-        fd = os.open(target, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        try:
-            os.write(fd, value.encode())
-        finally:
-            os.close(fd)
+        (files or CgroupFiles()).write(target, value)
     except OSError as error:
         raise CgroupError(f"cannot write {value!r} to {target}: {error.strerror}", errno=error.errno,
                           hint=_write_hint(error.errno)) from None
@@ -142,7 +147,7 @@ def release(container_dir: Path, files: CgroupFiles | None = None) -> None:
 def end(path: Path, files: CgroupFiles, timeout: float = 5.0) -> None:
     """cgroup.kill, wait until it is empty (bounded), rmdir."""
     try:
-        write_control(path, "cgroup.kill", "1")
+        write_control(path, "cgroup.kill", "1", files)
     except CgroupError as error:
         if getattr(error, "errno", None) != errno.ENOENT:
             raise
@@ -166,9 +171,9 @@ def oom_killed(path: Path) -> bool:
     return events(path / "memory.events").get("oom_kill", 0) > 0
 
 
-def freeze(path: Path, frozen: bool, timeout: float = 10.0) -> None:
+def freeze(path: Path, frozen: bool, timeout: float = 10.0, files: CgroupFiles | None = None) -> None:
     """Write cgroup.freeze and wait until cgroup.events says the cgroup is (un)frozen."""
-    write_control(path, "cgroup.freeze", "1" if frozen else "0")
+    write_control(path, "cgroup.freeze", "1" if frozen else "0", files)
     deadline = time.monotonic() + timeout
     while events(path / "cgroup.events").get("frozen", 0) != int(frozen):
         if time.monotonic() > deadline:
@@ -194,13 +199,6 @@ def events(path: Path) -> dict[str, int]:
     return found
 
 
-def read_words(path: Path) -> list[str]:
-    try:
-        return path.read_text().split()
-    except OSError:
-        return []
-
-
 def write_file(path: Path, text: str) -> None:
     """A small file of the container's own directory (0600), replaced atomically."""
     temporary = path.with_name(f".{path.name}.tmp")
@@ -222,14 +220,15 @@ def _mkdir(files: CgroupFiles, path: Path) -> None:
                           hint=_write_hint(error.errno)) from None
 
 
-def place(limits, container_id: str, container_dir: Path, pid: int, *, delegation=None) -> Path | None:
+def place(limits, container_id: str, container_dir: Path, pid: int, *, delegation=None,
+          files: CgroupFiles | None = None) -> Path | None:
     """The launcher's hook, between stage 1's "ready" and "go": make the container's cgroup (where delegated or
     needed) and move stage 1 into it, so pid 1, forked after "go", starts inside with its limits in force."""
     if delegation is None:
         from sandbox.cgroups.delegation import discover
 
         delegation = discover(override=limits.cgroup_parent)
-    path = create(delegation, container_id, limits, container_dir)
+    path = create(delegation, container_id, limits, container_dir, files)
     if path is not None:
-        attach(path, pid)
+        attach(path, pid, files)
     return path
