@@ -108,8 +108,22 @@ mkdir -p "$HOME_DIR"
 chown "$USER_ID:$GROUP_ID" "$HOME_DIR"
 ORIGINAL_CG=$(sed -n 's/^0:://p' /proc/self/cgroup)
 
-for controller in cpu cpuset io memory pids; do  # the root cgroup may hold processes: it can always enable
-  echo "+$controller" > "$CGROUP/cgroup.subtree_control" 2>/dev/null || echo "(no $controller controller here)"
+if [[ ! -w $CGROUP/cgroup.subtree_control ]]; then
+  fail "$CGROUP is not writable here (a container without its own cgroup mount?): nothing can be delegated"
+  exit 1
+fi
+# The real root cgroup may hold processes and enable controllers. The root of a cgroup namespace (this machine being
+# a container) may not: move its processes into a child first, as docker-in-docker does.
+MOVED_TO_INIT=0
+if ! echo "+pids" > "$CGROUP/cgroup.subtree_control" 2>/dev/null && [[ -n $(cat "$CGROUP/cgroup.procs") ]]; then
+  mkdir -p "$CGROUP/init"
+  while read -r pid; do echo "$pid" > "$CGROUP/init/cgroup.procs" 2>/dev/null; done < "$CGROUP/cgroup.procs"
+  MOVED_TO_INIT=1
+  echo "moved the processes of $CGROUP into $CGROUP/init (no-internal-process rule)"
+  ORIGINAL_CG=${ORIGINAL_CG%/}/init
+fi
+for controller in cpu cpuset io memory pids; do
+  echo "+$controller" > "$CGROUP/cgroup.subtree_control" 2>/dev/null || echo "(cannot enable $controller here)"
 done
 mkdir -p "$SHELL_CG"
 for dir in "$DELEGATED" "$SHELL_CG"; do
@@ -126,6 +140,9 @@ cleanup() {
   for dir in "$DELEGATED"/sbx/* "$DELEGATED/sbx" "$SHELL_CG" "$DELEGATED"; do
     [[ -d $dir ]] && { echo 1 > "$dir/cgroup.kill" 2>/dev/null; rmdir "$dir" 2>/dev/null || echo "left: $dir"; }
   done
+  if [[ $MOVED_TO_INIT == 1 ]]; then
+    echo "the processes moved to $CGROUP/init stay there"
+  fi
   for entry in "${RESTORE_SYSCTLS[@]}"; do echo "${entry##*:}" > "${entry%:*}"; done
   [[ $CREATED_USER == 1 ]] && { userdel "$USER_NAME"; sed -i "/^$USER_NAME:300000:65536\$/d" /etc/subuid /etc/subgid; }
   [[ -n ${INSTALLED_UIDMAP:-} ]] && rm -f /usr/local/bin/newuidmap /usr/local/bin/newgidmap

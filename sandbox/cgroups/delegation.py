@@ -62,7 +62,8 @@ def discover(*, cgroup_root: Path | None = None, proc_self: Path = Path("/proc/s
             return Delegation(root, None, reason="this process is in no cgroup v2 group", fix=UNIFIED_FIX)
         parent = root / own.strip("/") if own.strip("/") else root
         if not _writable(parent, access):
-            return Delegation(root, None, reason=_not_delegated(root, own), fix=_fix(root, user or _user_name(), parent))
+            fix = _fix(root, user or _user_name(), parent)
+            return Delegation(root, None, reason=_not_delegated(root, own), fix=fix)
         while parent != root and _writable(parent.parent, access):
             parent = parent.parent
     available = set(read_words(parent / "cgroup.controllers")) & set(CONTROLLERS)

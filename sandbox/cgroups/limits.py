@@ -242,10 +242,7 @@ def parse_cpus(text: object, online: int) -> int:
         value = float(str(text))
     except ValueError:
         raise InvalidRunOption(f"invalid value for --cpus: {str(text)[:40]!r}", hint="give a number like 1.5") from None
-    if not 0.01 <= value <= online:  # NaN and infinity too
-        nano = 0
-    else:
-        nano = round(value * 1e9)
+    nano = round(value * 1e9) if 0.01 <= value <= online else 0  # NaN and infinity too
     if not 10_000_000 <= nano <= online * 1_000_000_000:
         raise InvalidRunOption(
             f"range of CPUs is from 0.01 to {online}.00, as there are only {online} CPUs available",

@@ -93,7 +93,7 @@ def test_ulimit_syntax():
     assert resources.ulimits == (Ulimit("nofile", 50, 50), Ulimit("core", 0, 0), Ulimit("stack", -1, -1))
 
 
-# -- what enforces what -----------------------------------------------------------------------------------------------
+# -- what enforces what ------------------------------------------------------------------------------------------------
 
 
 def delegated(*controllers) -> Delegation:
@@ -166,7 +166,7 @@ def test_limits_round_trip_and_inspect_fields():
         Limits.from_json({"resources": {}})
 
 
-# -- discovery ----------------------------------------------------------------------------------------------------------
+# -- discovery ---------------------------------------------------------------------------------------------------------
 
 
 def proc_self(tmp_path: Path, own: str, mount: Path | None = None) -> Path:
@@ -255,7 +255,7 @@ def test_parsers(tmp_path):
     assert own_cgroup(tmp_path / "missing") is None and cgroup2_mount(tmp_path / "missing") is None
 
 
-# -- the container's cgroup -------------------------------------------------------------------------------------------
+# -- the container's cgroup --------------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -352,7 +352,7 @@ def test_unwritable_subtree_control_names_the_rule(tmp_path):
     assert "no-internal-process" in error.value.hint
 
 
-# -- stats ----------------------------------------------------------------------------------------------------------------
+# -- stats -------------------------------------------------------------------------------------------------------------
 
 
 def test_stats_from_cgroup_files(tmp_path):
