@@ -196,6 +196,9 @@ echo "$inside"
 cat "$STDERR"
 [[ $inside == $'67108864\n0::/' && ! -s $STDERR ]]; verdict $? "memory.max inside is the limit, its cgroup is / and read-only, no warning"
 
+hosted=$(sbx run --rm --network host --memory 64m "$IMAGE" cat /sys/fs/cgroup/memory.max)
+[[ $hosted == 67108864 ]]; verdict $? "with --network host too, /sys/fs/cgroup is the container's own"
+
 note "OOM kill under --memory"
 sbx run --name oom --memory 32m --memory-swap 32m "$IMAGE" sh -c 'dd if=/dev/zero of=/dev/null bs=128M count=1'
 code=$?

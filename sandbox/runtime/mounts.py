@@ -238,7 +238,8 @@ def plan_mounts(spec: ContainerSpec, root: str, container_dir: str) -> tuple[Mou
         ops.append(MountOp("/sys/fs/cgroup", "cgroup2", "cgroup2", _SAFE | MS_RDONLY, create="dir", kind="cgroup2"))
     else:
         ops.append(MountOp("/sys", "/sys", None, MS_BIND | MS_REC, create="dir", read_only_remount=True))
-        ops.append(MountOp("/sys/fs/cgroup", kind="readonly"))
+        # the cgroup namespace is sbx's whatever the network: its own subtree over the host's tree
+        ops.append(MountOp("/sys/fs/cgroup", "cgroup2", "cgroup2", _SAFE | MS_RDONLY, create="dir", kind="cgroup2"))
     etc_dir = os.path.join(container_dir, "etc")
     provided = {_etc_name(key) for key in spec.etc_files}
     ops += [
