@@ -190,7 +190,7 @@ echo "$found"
 
 note "the container's own /sys/fs/cgroup (cgroup namespace, read-only)"
 inside=$(sbx run --rm --memory 64m "$IMAGE" sh -c \
-  'cat /sys/fs/cgroup/memory.max; cat /proc/self/cgroup; echo 1 > /sys/fs/cgroup/memory.max 2>/dev/null && echo WRITABLE' \
+  'cat /sys/fs/cgroup/memory.max; grep ^0:: /proc/self/cgroup; echo 1 > /sys/fs/cgroup/memory.max 2>/dev/null && echo WRITABLE' \
   2>"$STDERR")
 echo "$inside"
 cat "$STDERR"
@@ -250,6 +250,8 @@ check "sbx unpause" sbx unpause spin
 before=$(usage_usec "$cg"); sleep 1; after=$(usage_usec "$cg")
 echo "cpu used after unpause: $((after - before)) us"
 (( after - before > 50000 )); verdict $? "running again after unpause"
+joined=$(sbx exec spin cat /proc/self/cgroup | grep "^0::")
+[[ $joined == "0::/" ]]; verdict $? "sbx exec runs in the container's own cgroup (0::/)"
 sbx rm -f spin >/dev/null
 
 note "the other limits' files"

@@ -112,6 +112,11 @@ def own_cgroup(path: Path) -> str | None:
         text = path.read_text(errors="replace")
     except OSError:
         return None
+    return parse_own_cgroup(text)
+
+
+def parse_own_cgroup(text: str) -> str | None:
+    """The ``0::`` path of a ``/proc/PID/cgroup`` text (None when absent, deleted or odd)."""
     for line in text.splitlines():
         if line.startswith("0::"):
             value = line[3:]

@@ -232,3 +232,27 @@ def place(limits, container_id: str, container_dir: Path, pid: int, *, delegatio
     if path is not None:
         attach(path, pid, files)
     return path
+
+
+def join(proc_cgroup: str, pid: int, *, mountinfo: Path = Path("/proc/self/mountinfo"),
+         files: CgroupFiles | None = None) -> Path | None:
+    """`sbx exec`: move ``pid`` (the joiner, before it forks the command) into the cgroup of the container's pid 1,
+    whose ``/proc/PID/cgroup`` reads ``proc_cgroup`` (as seen from sbx's cgroup namespace), when that is sbx's own
+    leaf: what runs in a container counts against its limits and goes with its cgroup.kill. None when the container
+    has no cgroup of its own; CgroupError when it has one that cannot be entered from here."""
+    from sandbox.cgroups.delegation import cgroup2_mount, parse_own_cgroup
+
+    own = parse_own_cgroup(proc_cgroup)
+    if own is None or Path(own).parent.name != GROUP:
+        return None
+    root = cgroup2_mount(mountinfo)
+    if root is None:
+        return None
+    path = root / own.strip("/")
+    try:
+        attach(path, pid, files)
+    except CgroupError as error:
+        raise CgroupError(f"cannot enter the container's cgroup {path}: {error.message}",
+                          hint="run sbx exec from a shell inside the delegated cgroup the container was started from",
+                          exit_code=126) from None
+    return path

@@ -203,12 +203,16 @@ def _join(request: ExecRequest, verify: Callable[[], bool], kernel, channel, tty
             bounding=_status_field(_read_at(proc, "status"), "CapBnd", 16),
             no_new_privs=_status_field(_read_at(proc, "status"), "NoNewPrivs", 10) == 1,
         )
+        cgroup = _read_at(proc, "cgroup")
     except OSError:
         raise ContainerNotRunning(f"container process {request.pid} is gone", exit_code=1) from None
     finally:
         os.close(proc)
     if not verify():
         raise ContainerNotRunning("the container is no longer running", exit_code=1)
+    from sandbox.cgroups.tree import join
+
+    join(cgroup, os.getpid())  # its own cgroup, where it has one: exec'd processes count against its limits
     for name, flag in NAMESPACES:
         if _same_namespace(fds[name], name):  # e.g. --network host shares ours; setns into one's own fails
             continue

@@ -390,3 +390,16 @@ def test_delegation_module_names_the_fix_for_the_user(monkeypatch):
     found = delegation_module.discover(cgroup_root=Path("/nonexistent"), proc_self=Path("/proc/self"),
                                        access=lambda path, mode: False)
     assert not found.usable and ("bob" in found.fix or "unified" in found.fix)
+
+
+def test_exec_joins_the_containers_own_cgroup_only(delegation_tree, tmp_path):
+    fs, found, container_dir = delegation_tree
+    path = tree.place(Limits(), ID, container_dir, 7, delegation=found, files=fs)
+    mountinfo = proc_self(tmp_path, "/", fs.root) / "mountinfo"
+    assert tree.join(f"0::/mine/sbx/{ID}\n", 99, mountinfo=mountinfo, files=fs) == path
+    assert (path / "cgroup.procs").read_text() == "99\n"
+    assert tree.join("0::/mine/shell\n", 98, mountinfo=mountinfo, files=fs) is None  # no cgroup of its own
+    assert (fs.root / "mine" / "shell" / "cgroup.procs").read_text() == "100\n"
+    with pytest.raises(CgroupError, match="cannot enter the container's cgroup") as refused:
+        tree.join(f"0::/mine/sbx/{'cd' * 32}\n", 97, mountinfo=mountinfo, files=fs)
+    assert refused.value.exit_code == 126
