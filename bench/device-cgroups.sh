@@ -252,6 +252,10 @@ echo "cpu used after unpause: $((after - before)) us"
 (( after - before > 50000 )); verdict $? "running again after unpause"
 joined=$(sbx exec spin cat /proc/self/cgroup | grep "^0::")
 [[ $joined == "0::/" ]]; verdict $? "sbx exec runs in the container's own cgroup (0::/)"
+sbx pause spin >/dev/null
+sbx stop -t 2 spin >/dev/null
+stopped=$(inspect_field spin 'i["State"]["Status"]')
+[[ $stopped == exited && ! -e $cg ]]; verdict $? "stop of a paused container: exited, its cgroup gone"
 sbx rm -f spin >/dev/null
 
 note "the other limits' files"

@@ -228,9 +228,15 @@ def place(limits, container_id: str, container_dir: Path, pid: int, *, delegatio
         from sandbox.cgroups.delegation import discover
 
         delegation = discover(override=limits.cgroup_parent)
-    path = create(delegation, container_id, limits, container_dir, files)
-    if path is not None:
-        attach(path, pid, files)
+    try:
+        path = create(delegation, container_id, limits, container_dir, files)
+        if path is not None:
+            attach(path, pid, files)
+    except CgroupError:
+        if limits.controllers:
+            raise
+        release(container_dir, files)  # no limit needs it: run without a cgroup of its own (no pause, /proc stats)
+        return None
     return path
 
 

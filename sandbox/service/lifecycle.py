@@ -262,6 +262,7 @@ class Lifecycle:
         number = parse_signal(signal_name or (record.spec or {}).get("stop_signal") or "TERM")
         if self.store.alive(record):
             _signal(record.pid, number)
+            self._thaw(record.id)  # a paused container gets the signal once thawed
         if not self._wait_exited(record.id, timeout):
             record = self.get(record.id)
             if record.state.value == "running" and self.store.alive(record):
@@ -326,6 +327,15 @@ class Lifecycle:
         if is_frozen(path) == frozen:
             raise CgroupError(f"container {record.id} is {'already' if frozen else 'not'} paused")
         freeze(path, frozen)
+
+    def _thaw(self, container_id: str) -> None:
+        from sandbox.cgroups.tree import freeze, is_frozen, recorded
+        from sandbox.errors import SbxError
+
+        path = recorded(self.store.dir(container_id))
+        if path is not None and is_frozen(path):
+            with contextlib.suppress(SbxError):
+                freeze(path, False)
 
     def stats(self, names: list[str], *, all_containers: bool = False):
         """(record, cgroup) of each container asked for (the running ones when none is named)."""

@@ -403,3 +403,27 @@ def test_exec_joins_the_containers_own_cgroup_only(delegation_tree, tmp_path):
     with pytest.raises(CgroupError, match="cannot enter the container's cgroup") as refused:
         tree.join(f"0::/mine/sbx/{'cd' * 32}\n", 97, mountinfo=mountinfo, files=fs)
     assert refused.value.exit_code == 126
+
+
+def test_config_sets_the_default_mode_and_the_delegated_cgroup(tmp_path):
+    from sandbox.config import load_settings
+    from sandbox.errors import ConfigError
+
+    config = tmp_path / "config.toml"
+    config.write_text('limits = "best-effort"\ncgroup_parent = "/sbx-delegated"\n')
+    settings = load_settings({"HOME": str(tmp_path), "SBX_CONFIG": str(config)})
+    assert (settings.limits, settings.cgroup_parent) == ("best-effort", "/sbx-delegated")
+    assert load_settings({"HOME": str(tmp_path)}).limits == "strict"
+    for bad in ('limits = "loose"\n', 'cgroup_parent = "/a/../../etc"\n'):
+        config.write_text(bad)
+        with pytest.raises(ConfigError):
+            load_settings({"HOME": str(tmp_path), "SBX_CONFIG": str(config)})
+
+
+def test_a_cgroup_no_limit_needs_is_given_up_when_it_cannot_be_made(delegation_tree):
+    fs, found, container_dir = delegation_tree
+    broken = Delegation(found.root, found.parent, found.controllers | {"rdma"})  # rdma: refused by the fake kernel
+    assert tree.place(Limits(), ID, container_dir, 7, delegation=broken, files=fs) is None
+    assert tree.recorded(container_dir) is None and not (fs.root / "mine" / "sbx" / ID).exists()
+    with pytest.raises(CgroupError):
+        tree.place(decide(parse(pids_limit=3), broken), ID, container_dir, 7, delegation=broken, files=fs)
