@@ -46,6 +46,8 @@ ACCEPTED = [
     ("logs", ["-t", "--since", "5m", "c"]),
     ("logs", ["-n", "3", "c"]),
     ("wait", ["a", "b"]),
+    ("run", ["-m", "64m", "--memory-swap=-1", "--cpus", "0.5", "-c", "512", "--pids-limit", "-1", "img"]),
+    ("run", ["--ulimit", "nofile=5:6", "--ulimit", "core=0", "--cpuset-cpus", "0-1", "--limits=best-effort", "img"]),
     ("exec", ["c", "true"]),
     ("exec", ["-it", "c", "sh"]),
     ("exec", ["-e", "X=1", "-w", "/", "-u", "nobody", "c", "id", "-u"]),
