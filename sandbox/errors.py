@@ -265,3 +265,10 @@ class ContainerRunning(SbxError):
 class ContainerNotRunning(SbxError):
     """The operation needs a running container."""
 
+
+
+# --- output formats ----------------------------------------------------------------------------------------------
+
+
+class TemplateError(SbxError):
+    """A --format Go template does not parse or fails while it runs (the message is Go's, as Docker prints it)."""
