@@ -66,6 +66,8 @@ def _go_type(value) -> str:
 
 def to_json(value) -> str:
     """Docker's ``json``: Go's encoder without HTML escaping, compact, no final newline."""
+    if isinstance(value, dict):  # methods (ps's .Label) are not data: Go's encoder leaves them out too
+        value = {key: item for key, item in value.items() if not callable(item)}
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=lambda _item: None)
     # Go also escapes U+2028/U+2029; C1 controls are escaped here so the terminal escaping leaves JSON valid
     return re.sub(r"[\x7f-\x9f\u2028\u2029]", lambda match: f"\\u{ord(match.group()):04x}", text)

@@ -432,10 +432,10 @@ class _Parser:
         otherwise = None
         if end.value == "else":
             follower = self.peek_non_space()
-            if keyword in ("if", "with") and follower.kind == "ident" and follower.value == keyword:
-                # {{else if x}} is {{else}}{{if x}}...{{end}}{{end}}, sharing the one {{end}}
+            if follower.kind == "ident" and follower.value in ("if", "with"):
+                # {{else if x}} is {{else}}{{if x}}...{{end}}{{end}}, sharing the one {{end}} (so is else with)
                 self.next_non_space()
-                otherwise = [self.branch(keyword, follower)]
+                otherwise = [self.branch(follower.value, follower)]
             else:
                 if self.next_non_space().kind != "close":
                     raise self.error(end, "unexpected token in {{else}}")
@@ -624,13 +624,18 @@ class Template:
     def __init__(self, source: str, functions: dict | None = None) -> None:
         self.source = source
         self.functions = functions or {}
-        self.tree = _Parser(source, self.functions).parse()
+        try:
+            self.tree = _Parser(source, self.functions).parse()
+        except RecursionError:  # hostile nesting: an error like any other, not a traceback
+            raise _template_error("template: :1: nested too deeply") from None
 
     def execute(self, data: object) -> str:
         out: list[str] = []
         variables: list[tuple[str, object]] = [("$", data)]
         try:
             self._walk(self.tree, data, variables, out)
+        except RecursionError:
+            raise _template_error('template: :1: executing "" nested too deeply') from None
         except _ExecError as error:
             node = error.node
             text = self.source[: node.pos]
