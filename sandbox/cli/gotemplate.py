@@ -56,7 +56,7 @@ class _Token:
     __slots__ = ("kind", "value", "pos", "text")
 
     def __init__(self, kind: str, value: object, pos: int, text: str = "") -> None:
-        self.kind = kind  # text open close space field var ident string number char bool nil ( ) | := = ,
+        self.kind = kind  # text open close eof space dot field var ident string number bool nil ( ) | := = ,
         self.value = value
         self.pos = pos
         self.text = text
@@ -321,10 +321,30 @@ def _parse_error(source: str, pos: int, message: str) -> TemplateError:
 
 
 class _Node:
-    __slots__ = ("kind", "pos", "a", "b", "c", "d")
+    """One node of the tree; ``pos`` is its offset in the source (for Go's ``:line:column`` in errors).
 
-    def __init__(self, kind: str, pos: int, a=None, b=None, c=None, d=None) -> None:
-        self.kind, self.pos, self.a, self.b, self.c, self.d = kind, pos, a, b, c, d
+    ======================  =====================  ====================  ================
+    kind                    a                      b                     c
+    ======================  =====================  ====================  ================
+    text                    the text
+    action                  its pipe
+    if, with, range         the pipe               the body (nodes)      else (nodes/None)
+    pipe                    declared variables     True: ``=``, not      the commands
+                                                   ``:=``
+    command                 the operands
+    field                   the names (tuple)
+    var                     ``$name``              the field names
+    chain                   the operand (a pipe)   the field names
+    ident                   the function's name
+    string, number, bool    the source text        the value
+    dot, nil                the source text
+    ======================  =====================  ====================  ================
+    """
+
+    __slots__ = ("kind", "pos", "a", "b", "c")
+
+    def __init__(self, kind: str, pos: int, a=None, b=None, c=None) -> None:
+        self.kind, self.pos, self.a, self.b, self.c = kind, pos, a, b, c
 
     def __str__(self) -> str:  # Go's node.String(), used in error messages
         kind = self.kind
@@ -528,8 +548,7 @@ class _Parser:
             elif node.kind == "var":
                 node = _Node("var", node.pos, node.a, node.b + tuple(names))
             elif node.kind in ("bool", "string", "number", "nil", "dot"):
-                raise self.error(self.tokens[self.index - 1], f"unexpected . after term {str(node)!r}"
-                                 .replace("'", '"'))
+                raise self.error(self.tokens[self.index - 1], f"unexpected . after term {go_quote(str(node))}")
             else:
                 node = _Node("chain", node.pos, node, tuple(names))
         return node
