@@ -70,6 +70,8 @@ def test_trim_markers_as_gos_documentation_shows() -> None:
     assert render("a  {{- /* a comment */ -}}\n  b", None) == "ab"
     assert render("{{/* only a comment */}}", None) == ""
     assert render("{{-3}}", None) == "-3"  # no space after the dash: a negative number, not a trim marker
+    assert render("{{if 1 -}} a {{- else -}} b {{- end}}|{{range .}} {{- . -}} {{end}}", ["x", "y"]) == "a|xy"
+    assert render("{{.A\n}}", {"A": 1}) == "1"  # a newline inside an action is a space (Go 1.16+)
 
 
 # --- Docker's documentation: docker inspect, docker ps, docker images, the formatting page --------------------
