@@ -267,6 +267,13 @@ class ContainerNotRunning(SbxError):
 
 
 
+# --- output formats ----------------------------------------------------------------------------------------------
+
+
+class TemplateError(SbxError):
+    """A --format Go template does not parse or fails while it runs (the message is Go's, as Docker prints it)."""
+
+
 # --- resource limits (cgroups, rlimits) -------------------------------------------------------------------------------
 
 

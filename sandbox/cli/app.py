@@ -8,7 +8,8 @@ import sys
 import typer
 
 from sandbox import __version__
-from sandbox.cli import archive, images, run, system
+from sandbox.cli import archive, images, run, system, version
+from sandbox.cli.params import to_typer
 
 app = typer.Typer(
     name="sbx",
@@ -42,12 +43,7 @@ def root(
         os.environ["SBX_STORAGE_DRIVER"] = storage_driver
 
 
-@app.command("version")
-def version_command() -> None:
-    """Show the sbx version."""
-    sys.stdout.write(f"sbx version {__version__}\n")
-
-
+app.command("version")(to_typer(version.version))
 images.register(app)
 system.register(app)
 archive.register(app)

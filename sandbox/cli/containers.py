@@ -44,13 +44,16 @@ def ps(
     latest: bool = Option(False, "--latest", "-l", help="Show the latest created container."),
     no_trunc: bool = Option(False, "--no-trunc", help="Don't truncate output."),
     filters: list[str] = Option([], "--filter", "-f", help="Filter output: name=, status=, ancestor=."),
-    output_format: str = Option("table", "--format", help="table or json."),
+    output_format: str = Option(
+        "table", "--format", help="table, json, or a Go template (e.g. 'table {{.ID}}\\t{{.Names}}')."
+    ),
 ) -> None:
     """List containers."""
-    from sandbox.errors import SbxError
+    template = output_format not in ("table", "json", "")
+    if template:  # parsed before anything is read: a bad template is the one error
+        from sandbox.cli.formatting import listing_template
 
-    if output_format not in ("table", "json"):
-        raise SbxError(f"unsupported format {output_format!r}", hint="use --format table or --format json")
+        listing_template(output_format)
     lifecycle = _lifecycle()
     records = lifecycle.list(all_containers=all_containers or last > 0 or latest)
     records = [record for record in records if _matches(record, filters)]
@@ -62,6 +65,11 @@ def ps(
     if quiet:
         for record in records:
             out(record.id if no_trunc else record.id[:12])
+        return
+    if template:
+        from sandbox.cli.formatting import write_listing
+
+        write_listing(output_format, [ps_fields(record, now, no_trunc) for record in records], PS_HEADERS)
         return
     if output_format == "json":
         for record in records:
@@ -78,6 +86,29 @@ def ps(
         for record in records
     ]
     out(table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], rows))
+
+
+# Docker's ps columns: the fields a --format template reaches and their table headers
+PS_HEADERS = {
+    "ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "CreatedAt": "CREATED AT", "RunningFor": "CREATED",
+    "Ports": "PORTS", "State": "STATE", "Status": "STATUS", "Size": "SIZE", "Names": "NAMES", "Labels": "LABELS",
+    "Mounts": "MOUNTS", "LocalVolumes": "LOCAL VOLUMES", "Networks": "NETWORKS",
+}
+
+
+def ps_fields(record, now: float, no_trunc: bool) -> dict:
+    """One container as Docker's ps template sees it (sbx keeps no labels or volumes; sizes are not measured)."""
+    spec = record.spec or {}
+    mounts = [mount.get("source") or mount.get("target", "") for mount in (spec.get("spec") or {}).get("mounts", [])
+              if mount.get("kind") == "bind"]
+    return {
+        "ID": record.id if no_trunc else record.id[:12], "Image": record.image,
+        "Command": command_text(record.command, not no_trunc), "CreatedAt": _created(record),
+        "RunningFor": since(record.created, now), "Ports": "", "State": record.state.value,
+        "Status": status_text(record, now), "Size": "0B", "Names": record.name, "Labels": "",
+        "Mounts": ",".join(mount if no_trunc or len(mount) <= 15 else mount[:14] + "…" for mount in mounts),
+        "LocalVolumes": "0", "Networks": spec.get("network", ""), "Label": lambda _name: "",
+    }
 
 
 def _created(record) -> str:
@@ -205,11 +236,15 @@ def port(
         raise SbxError(f"no public port '{shown}' published for {container}")
 
 
-def container_inspect(names: list[str] = Argument(..., metavar="CONTAINER [CONTAINER...]")) -> None:
+def container_inspect(
+    names: list[str] = Argument(..., metavar="CONTAINER [CONTAINER...]"),
+    output_format: str = Option(None, "--format", "-f", help="Format the output using a Go template, or json."),
+) -> None:
     """Display detailed information on one or more containers."""
     from sandbox.cli.main import report
     from sandbox.errors import SbxError
 
+    template = object_template(output_format)
     lifecycle = _lifecycle()
     found, failed = [], 0
     for name in names:
@@ -217,18 +252,22 @@ def container_inspect(names: list[str] = Argument(..., metavar="CONTAINER [CONTA
             found.append(lifecycle.inspect(name))
         except SbxError as error:
             failed = report(error)
-    out(json.dumps(found, indent=4))
+    show_inspected(found, template)
     if failed:
         raise SystemExit(failed)
 
 
-def inspect_any(names: list[str] = Argument(..., metavar="NAME|ID [NAME|ID...]")) -> None:
+def inspect_any(
+    names: list[str] = Argument(..., metavar="NAME|ID [NAME|ID...]"),
+    output_format: str = Option(None, "--format", "-f", help="Format the output using a Go template, or json."),
+) -> None:
     """Display detailed information on containers or images (a container is looked up first, as Docker does)."""
     from sandbox.cli.main import report
     from sandbox.config import load_settings
     from sandbox.errors import ContainerNotFound, ImageNotFound, SbxError
     from sandbox.service.images import ImageService
 
+    template = object_template(output_format)
     lifecycle = _lifecycle()
     images = ImageService(load_settings())
     found, failed = [], 0
@@ -242,9 +281,27 @@ def inspect_any(names: list[str] = Argument(..., metavar="NAME|ID [NAME|ID...]")
             failed = report(SbxError(f"no such object: {name}"))
         except SbxError as error:
             failed = report(error)
-    out(json.dumps(found, indent=4))
+    show_inspected(found, template)
     if failed:
         raise SystemExit(failed)
+
+
+def object_template(output_format: str | None):
+    """An inspect's Go template, parsed before any lookup; None for Docker's default JSON array."""
+    if output_format in (None, "", "json"):
+        return None
+    from sandbox.cli.formatting import object_template as parse
+
+    return parse(output_format)
+
+
+def show_inspected(found: list[dict], template) -> None:
+    if template is None:
+        out(json.dumps(found, indent=4))
+        return
+    from sandbox.cli.formatting import write_objects
+
+    write_objects(template, found)
 
 
 def _create_command():

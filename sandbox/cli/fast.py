@@ -34,10 +34,11 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "images": ("sandbox.cli.images", "images", True),
     "rmi": ("sandbox.cli.images", "rmi", True),
     "tag": ("sandbox.cli.images", "tag", True),
+    "version": ("sandbox.cli.version", "version", True),
 }
 # `sbx container NAME` and `sbx image NAME` spell some of the same commands
 GROUPS = {
-    "container": {**{name: name for name in COMMANDS if name not in ("images", "rmi", "tag")}, "ls": "ps",
+    "container": {**{name: name for name in COMMANDS if name not in ("images", "rmi", "tag", "version")}, "ls": "ps",
                   "list": "ps"},
     "image": {"ls": "images", "list": "images", "rm": "rmi", "tag": "tag"},
 }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 
@@ -194,14 +193,20 @@ def images(
     digests: bool = Option(False, "--digests", help="Show digests."),
     no_trunc: bool = Option(False, "--no-trunc", help="Don't truncate output."),
     filters: list[str] = Option([], "--filter", "-f", help="Filter output (reference=PATTERN)."),
-    output_format: str = Option("table", "--format", help="table or json."),
+    output_format: str = Option(
+        "table", "--format", help="table, json, or a Go template (e.g. 'table {{.Repository}}\\t{{.Tag}}')."
+    ),
 ) -> None:
     """List images."""
+    template = output_format not in ("table", "json", "")
+    if template:  # parsed before anything is read: a bad template is the one error
+        from sandbox.cli.formatting import listing_template
+
+        listing_template(output_format)
     filters = list(filters)
     if repository:
         filters.append(f"reference={repository}")
     rows = _service().rows(filters=filters)
-    _check_format(output_format)
 
     def image_id(record) -> str:
         return str(record.id) if no_trunc else record.id.short
@@ -214,26 +219,14 @@ def images(
         for item in seen:
             out(item)
         return
+    if template:
+        from sandbox.cli.formatting import write_listing
+
+        write_listing(output_format, [image_fields(row, image_id(row.record)) for row in rows], IMAGES_HEADERS)
+        return
     if output_format == "json":
         for row in rows:
-            created = parse_time(row.record.created)
-            out(
-                json_line(
-                    {
-                        "Containers": "N/A",
-                        "CreatedAt": docker_time(created),
-                        "CreatedSince": since(created),
-                        "Digest": row.digest,
-                        "ID": image_id(row.record),
-                        "Repository": row.repository,
-                        "SharedSize": "N/A",
-                        "Size": human_size(row.record.size),
-                        "Tag": row.tag,
-                        "UniqueSize": "N/A",
-                        "VirtualSize": human_size(row.record.size),
-                    }
-                )
-            )
+            out(json_line(image_fields(row, image_id(row.record))))
         return
     headers = ["REPOSITORY", "TAG"] + (["DIGEST"] if digests else []) + ["IMAGE ID", "CREATED", "SIZE"]
     lines = []
@@ -244,6 +237,32 @@ def images(
         line += [image_id(row.record), since(parse_time(row.record.created)), human_size(row.record.size)]
         lines.append(line)
     out(table(headers, lines))
+
+
+# Docker's images columns: the fields a --format template reaches and their table headers
+IMAGES_HEADERS = {
+    "ID": "IMAGE ID", "Repository": "REPOSITORY", "Tag": "TAG", "Digest": "DIGEST", "CreatedSince": "CREATED",
+    "CreatedAt": "CREATED AT", "Size": "SIZE", "Containers": "CONTAINERS", "VirtualSize": "VIRTUAL SIZE",
+    "SharedSize": "SHARED SIZE", "UniqueSize": "UNIQUE SIZE",
+}
+
+
+def image_fields(row, image_id: str) -> dict:
+    """One image as Docker's images template and JSON lines see it."""
+    created = parse_time(row.record.created)
+    return {
+        "Containers": "N/A",
+        "CreatedAt": docker_time(created),
+        "CreatedSince": since(created),
+        "Digest": row.digest,
+        "ID": image_id,
+        "Repository": row.repository,
+        "SharedSize": "N/A",
+        "Size": human_size(row.record.size),
+        "Tag": row.tag,
+        "UniqueSize": "N/A",
+        "VirtualSize": human_size(row.record.size),
+    }
 
 
 def _check_format(output_format: str) -> None:
@@ -376,14 +395,14 @@ def logout(server: str = Argument(None, metavar="[SERVER]")) -> None:
 
 def image_inspect(
     names: list[str] = Argument(..., metavar="IMAGE [IMAGE...]"),
-    output_format: str = Option(None, "--format", "-f", help="json (the default)."),
+    output_format: str = Option(None, "--format", "-f", help="Format the output using a Go template, or json."),
 ) -> None:
     """Display detailed information on one or more images."""
+    from sandbox.cli.containers import object_template, show_inspected
     from sandbox.cli.main import report
     from sandbox.errors import SbxError
 
-    if output_format not in (None, "json"):
-        _check_format(output_format)
+    template = object_template(output_format)
     service = _service()
     found, failed = [], 0
     for name in names:
@@ -391,7 +410,7 @@ def image_inspect(
             found.append(service.inspect(name))
         except SbxError as exc:
             failed = report(exc)
-    out(json.dumps(found, indent=4))
+    show_inspected(found, template)
     if failed:
         raise SystemExit(failed)
 

@@ -15,7 +15,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    if args in (["--version"], ["-v"], ["version"]):
+    if args in (["--version"], ["-v"]):
         from sandbox import __version__
 
         sys.stdout.write(f"sbx version {__version__}\n")

@@ -210,7 +210,9 @@ class Lifecycle:
                 "Status": "paused" if paused else record.state.value,
                 "Running": record.state.value == "running",
                 "Paused": paused,
+                "Restarting": False,
                 "OOMKilled": (directory / OOM_MARKER).exists(),
+                "Dead": False,
                 "Pid": record.pid or 0,
                 "ExitCode": record.exit_code if record.exit_code is not None else 0,
                 "Error": record.error or "",
@@ -219,8 +221,13 @@ class Lifecycle:
             },
             "Image": record.image_id,
             "Name": f"/{record.name}",
+            "LogPath": str(self.store.dir(record.id) / "ctr.log"),
+            "RestartCount": 0,
+            "Driver": spec.get("driver", ""),
+            "Platform": "linux",
             "HostConfig": {"AutoRemove": record.auto_remove, "NetworkMode": spec.get("network", "none"),
-                           **host_config(self.resources(record))},
+                           **_docker_host_config(spec.get("spec") or {}), **host_config(self.resources(record))},
+            "Mounts": _docker_mounts(spec.get("spec") or {}),
             "Config": {
                 "Hostname": spec.get("hostname", ""),
                 "User": spec.get("user", ""),
@@ -229,6 +236,9 @@ class Lifecycle:
                 "Image": record.image,
                 "WorkingDir": spec.get("cwd", ""),
                 "Tty": spec.get("tty", False),
+                "AttachStdin": spec.get("stdin", False),
+                "OpenStdin": spec.get("stdin", False),
+                "Labels": {},
                 "StopSignal": spec.get("stop_signal") or "SIGTERM",
             },
             "GraphDriver": {"Name": spec.get("driver", "")},
@@ -531,3 +541,24 @@ def since_timestamp(text: str, now: float | None = None) -> float:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except ValueError:
         raise InvalidRunOption(f"invalid --since value {text!r}", hint="use 10m, 1h or an RFC 3339 time") from None
+
+
+def _docker_mounts(spec: dict) -> list[dict]:
+    """The binds of a stored spec as Docker's inspect lists them under Mounts."""
+    return [{"Type": "bind", "Source": mount.get("source") or "", "Destination": mount.get("target", ""),
+             "Mode": "ro" if mount.get("read_only") else "", "RW": not mount.get("read_only"),
+             "Propagation": "rprivate"}
+            for mount in spec.get("mounts", []) if mount.get("kind") == "bind"]
+
+
+def _docker_host_config(spec: dict) -> dict:
+    """What a stored spec says of Docker's HostConfig: binds, tmpfs, read-only root, --init."""
+    mounts = spec.get("mounts", [])
+    return {
+        "Binds": [f"{m.get('source')}:{m.get('target')}" + (":ro" if m.get("read_only") else "")
+                  for m in mounts if m.get("kind") == "bind"],
+        "Tmpfs": {m.get("target"): ",".join(m.get("options") or []) for m in mounts if m.get("kind") == "tmpfs"},
+        "ReadonlyRootfs": bool(spec.get("read_only")),
+        "Init": bool(spec.get("init")),
+        "Privileged": False,
+    }

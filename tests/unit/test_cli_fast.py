@@ -55,6 +55,11 @@ ACCEPTED = [
     ("images", []),
     ("images", ["-q", "--no-trunc", "busybox"]),
     ("images", ["--digests", "-f", "reference=bb*", "--format=json", "-a"]),
+    ("images", ["--format", "table {{.Repository}}\\t{{.Tag}}"]),
+    ("ps", ["-a", "--format={{.Names}}"]),
+    ("version", []),
+    ("version", ["-f", "{{.Client.Version}}"]),
+    ("version", ["--format", "json"]),
     ("rmi", ["-f", "a", "b"]),
     ("tag", ["a", "b:1"]),
     ("attach", ["c"]),
@@ -79,6 +84,8 @@ DECLINED = [
     ("exec", ["c"]),
     ("tag", ["a"]),
     ("images", ["a", "b"]),
+    ("version", ["extra"]),
+    ("version", ["--format"]),
 ]
 
 
