@@ -10,6 +10,9 @@ from sandbox.cli.params import Argument, Option, to_typer
 from sandbox.cli.render import escape, human_size, json_line, out, table
 
 HEADERS = ["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "BLOCK I/O", "PIDS"]
+TEMPLATE_HEADERS = {"Container": "CONTAINER", "ID": "CONTAINER ID", "Name": "NAME", "CPUPerc": "CPU %",
+                    "MemUsage": "MEM USAGE / LIMIT", "MemPerc": "MEM %", "NetIO": "NET I/O", "BlockIO": "BLOCK I/O",
+                    "PIDs": "PIDS"}
 _BINARY = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 _INTERVAL = 1.0  # seconds between the two readings a CPU % needs, and between refreshes
 
@@ -19,14 +22,18 @@ def stats(
     all_containers: bool = Option(False, "--all", "-a", help="Show all containers (default shows just running)."),
     no_stream: bool = Option(False, "--no-stream", help="Disable streaming stats and only pull the first result."),
     no_trunc: bool = Option(False, "--no-trunc", help="Do not truncate output."),
-    output_format: str = Option("table", "--format", help="table or json."),
+    output_format: str = Option(
+        "table", "--format", help="table, json, or a Go template (e.g. 'table {{.Name}}\\t{{.CPUPerc}}')."
+    ),
 ) -> None:
     """Display a live stream of container(s) resource usage statistics."""
     from sandbox.cli.containers import _lifecycle
-    from sandbox.errors import SbxError
 
-    if output_format not in ("table", "json"):
-        raise SbxError(f"unsupported format {output_format!r}", hint="use --format table or --format json")
+    template = output_format not in ("table", "json", "")
+    if template:  # parsed before anything is read: a bad template is the one error
+        from sandbox.cli.formatting import listing_template
+
+        listing_template(output_format)
     lifecycle = _lifecycle()
     before = _readings(lifecycle, list(names or []), all_containers)
     try:
@@ -37,7 +44,11 @@ def stats(
                     for record, sample in after.values()]
             if not no_stream:
                 sys.stdout.write("\033[2J\033[H")  # Docker redraws the screen each time
-            if output_format == "json":
+            if template:
+                from sandbox.cli.formatting import write_listing
+
+                write_listing(output_format, rows, TEMPLATE_HEADERS)
+            elif output_format == "json":
                 for row in rows:
                     out(json_line(row))
             else:

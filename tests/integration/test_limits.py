@@ -75,6 +75,8 @@ def test_inspect_stats_and_pause_of_a_limited_container(busybox):
         assert re.split(r"\s{2,}", table[0]) == ["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %",
                                                 "NET I/O", "BLOCK I/O", "PIDS"]
         assert len(table) == 2 and table[1].startswith(name[:12])
+        templated = busybox("stats", "--no-stream", "--format", "table {{.Name}}\\t{{.PIDs}}", name).stdout
+        assert templated.split() == ["NAME", "PIDS", info["Name"].lstrip("/"), "1"]
         paused = busybox("pause", name, check=False)
         if discover().usable:
             assert paused.returncode == 0
