@@ -176,3 +176,22 @@ def test_prctl_no_new_privs_shows_in_proc_status() -> None:
         return ["NoNewPrivs:\t1" in status, kernel.prctl(k.PR_GET_NO_NEW_PRIVS), Path("/proc/self/comm").read_text()]
 
     assert in_child(body) == [True, 1, "sbx-probe\n"]
+
+
+def test_setrlimit_and_sched_setaffinity_through_libc() -> None:
+    def body():
+        import errno
+        import resource
+
+        kernel = Kernel()
+        kernel.setrlimit(k.RLIMITS["nofile"], 64, 128)
+        first = min(os.sched_getaffinity(0))
+        kernel.sched_setaffinity(0, frozenset({first}))
+        try:
+            kernel.setrlimit(k.RLIMITS["nofile"], 64, 1 << 40)  # above the hard limit (and nr_open): refused
+            refused = False
+        except PermissionError as error:
+            refused = error.errno == errno.EPERM
+        return [list(resource.getrlimit(resource.RLIMIT_NOFILE)), sorted(os.sched_getaffinity(0)) == [first], refused]
+
+    assert in_child(body) == [[64, 128], True, True]
