@@ -79,6 +79,7 @@ if [[ -z $PYTHON ]]; then
   done
 fi
 chmod -R a+rX "$ROOT"
+cd "$ROOT" || exit 1  # the user's commands run from here: the checkout may sit where the user cannot enter
 "$PYTHON" --version
 
 # Ubuntu 24.04 keeps unprivileged user namespaces from having capabilities (AppArmor): lift that for the test
@@ -113,9 +114,12 @@ if [[ ! -w $CGROUP/cgroup.subtree_control ]]; then
   exit 1
 fi
 # The real root cgroup may hold processes and enable controllers. The root of a cgroup namespace (this machine being
-# a container) may not: move its processes into a child first, as docker-in-docker does.
+# a container) may not: there an available controller is refused (EBUSY) while it holds processes, so they move
+# into a child first, as docker-in-docker does. Only for the default mount, and only on that refusal.
 MOVED_TO_INIT=0
-if ! echo "+pids" > "$CGROUP/cgroup.subtree_control" 2>/dev/null && [[ -n $(cat "$CGROUP/cgroup.procs") ]]; then
+if [[ -z ${SBX_DEVICE_CGROUP:-} ]] && grep -qw pids "$CGROUP/cgroup.controllers" \
+    && ! grep -qw pids "$CGROUP/cgroup.subtree_control" \
+    && ! echo "+pids" > "$CGROUP/cgroup.subtree_control" 2>/dev/null && [[ -n $(cat "$CGROUP/cgroup.procs") ]]; then
   mkdir -p "$CGROUP/init"
   while read -r pid; do echo "$pid" > "$CGROUP/init/cgroup.procs" 2>/dev/null; done < "$CGROUP/cgroup.procs"
   MOVED_TO_INIT=1
@@ -136,9 +140,12 @@ cleanup() {
   note "cleanup"
   [[ -n ${SBX_DEVICE_KEEP:-} ]] && return
   sbx rm -f $(sbx ps -aq 2>/dev/null) >/dev/null 2>&1
-  echo $$ > "$CGROUP${ORIGINAL_CG}/cgroup.procs" 2>/dev/null
+  echo $$ > "$CGROUP${ORIGINAL_CG%/}/cgroup.procs" 2>/dev/null || echo "could not leave $SHELL_CG"
+  for dir in "$DELEGATED"/sbx/*; do  # containers only: nothing else is killed
+    [[ -d $dir ]] && { echo 1 > "$dir/cgroup.kill" 2>/dev/null; sleep 0.2; }
+  done
   for dir in "$DELEGATED"/sbx/* "$DELEGATED/sbx" "$SHELL_CG" "$DELEGATED"; do
-    [[ -d $dir ]] && { echo 1 > "$dir/cgroup.kill" 2>/dev/null; rmdir "$dir" 2>/dev/null || echo "left: $dir"; }
+    [[ -d $dir ]] && { rmdir "$dir" 2>/dev/null || echo "left: $dir"; }
   done
   if [[ $MOVED_TO_INIT == 1 ]]; then
     echo "the processes moved to $CGROUP/init stay there"

@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 DEV=.device
 PIP=${PIP:-.venv/bin/pip}
+[[ -x $PIP ]] || PIP="python3 -m pip"
 rm -rf "$DEV"
 mkdir -p "$DEV/debs" "$DEV/wheels"
 (cd "$DEV/debs" && apt-get download uidmap busybox-static)
@@ -18,7 +19,7 @@ print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependenci
 PY
 )
 # shellcheck disable=SC2086
-"$PIP" download --quiet --dest "$DEV/wheels" --only-binary=:all: --python-version 3.12 --implementation cp \
+$PIP download --quiet --dest "$DEV/wheels" --only-binary=:all: --python-version 3.12 --implementation cp \
   --abi cp312 --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
   $deps
 du -sh "$DEV"
