@@ -82,10 +82,14 @@ class Resources:
 
     @classmethod
     def from_json(cls, data: dict) -> Resources:
+        """The resources :meth:`to_json` gave; ValueError (or TypeError) names a field of the wrong type."""
         values = {}
         for item in fields(cls):
             if item.name in data and item.name != "ulimits":
-                values[item.name] = data[item.name]
+                value, expected = data[item.name], str if item.name == "cpuset_cpus" else int
+                if not isinstance(value, expected) or isinstance(value, bool):
+                    raise ValueError(f"resources field {item.name!r} must be of type {expected.__name__}")
+                values[item.name] = value
         values["ulimits"] = tuple(Ulimit(str(n), int(s), int(h)) for n, s, h in data.get("ulimits", []))
         return cls(**values)
 
@@ -155,7 +159,10 @@ class Limits:
 
 def host_config(data: dict) -> dict:
     """Docker's HostConfig fields for the Resources JSON ``data`` (`inspect`); PidsLimit and Ulimits are null unset."""
-    resources = Resources.from_json(data) if data else Resources()
+    try:
+        resources = Resources.from_json(data) if data else Resources()
+    except (TypeError, ValueError):  # a damaged record: `start` says so; inspect shows what it can
+        resources = Resources()
     return {
         "Memory": resources.memory,
         "MemorySwap": resources.memory_swap,

@@ -164,6 +164,11 @@ def test_limits_round_trip_and_inspect_fields():
     assert host_config({})["PidsLimit"] is None and host_config({})["Ulimits"] is None
     with pytest.raises(ValueError):
         Limits.from_json({"resources": {}})
+    damaged = limits.to_json()
+    damaged["resources"]["memory"] = "64m"
+    with pytest.raises(ValueError, match="memory"):
+        Limits.from_json(damaged)
+    assert host_config(damaged["resources"])["Memory"] == 0
 
 
 # -- discovery ---------------------------------------------------------------------------------------------------------
@@ -427,3 +432,19 @@ def test_a_cgroup_no_limit_needs_is_given_up_when_it_cannot_be_made(delegation_t
     assert tree.recorded(container_dir) is None and not (fs.root / "mine" / "sbx" / ID).exists()
     with pytest.raises(CgroupError):
         tree.place(decide(parse(pids_limit=3), broken), ID, container_dir, 7, delegation=broken, files=fs)
+
+
+def test_the_spec_keeps_its_limits_and_older_specs_have_none():
+    from sandbox.errors import StoreCorrupt
+    from sandbox.runtime.spec import ContainerSpec
+    from tests.unit.test_spec_json import overlay_spec
+
+    limits = decide(parse(memory="64m", ulimit=["core=0"]), NONE)
+    spec = overlay_spec(limits=limits)
+    data = json.loads(json.dumps(spec.to_json()))
+    assert ContainerSpec.from_json(data) == spec
+    del data["limits"]
+    assert ContainerSpec.from_json(data).limits == Limits()
+    data["limits"] = {"resources": {"memory": True}}
+    with pytest.raises(StoreCorrupt, match="limits"):
+        ContainerSpec.from_json(data)
