@@ -60,6 +60,13 @@ def test_ulimit_is_set_in_the_container(busybox):
     assert refused.returncode == 125 and "cannot set ulimit nofile=10:99999999" in refused.stderr
 
 
+def test_cpuset_cpus_sets_the_affinity(busybox):
+    pinned = run(busybox, "--cpuset-cpus", "0", "busybox", "grep", "Cpus_allowed_list", "/proc/self/status")
+    assert pinned.stdout.split() == ["Cpus_allowed_list:", "0"]
+    if "cpuset" not in DELEGATED:
+        assert "--cpuset-cpus as the cpu affinity" in pinned.stderr
+
+
 def test_inspect_stats_and_pause_of_a_limited_container(busybox):
     name = busybox("run", "-d", "--pids-limit", "50", "--memory", "64m", "--ulimit", "nproc=100",
                    "busybox", "sleep", "60").stdout.strip()
