@@ -197,7 +197,7 @@ echo "$found"
 
 note "the container's own /sys/fs/cgroup (cgroup namespace, read-only)"
 inside=$(sbx run --rm --memory 64m "$IMAGE" sh -c \
-  'cat /sys/fs/cgroup/memory.max; grep ^0:: /proc/self/cgroup; echo 1 > /sys/fs/cgroup/memory.max 2>/dev/null && echo WRITABLE' \
+  'cat /sys/fs/cgroup/memory.max; grep ^0:: /proc/self/cgroup; (echo 1 > /sys/fs/cgroup/memory.max) 2>/dev/null && echo WRITABLE' \
   2>"$STDERR")
 echo "$inside"
 cat "$STDERR"

@@ -238,7 +238,10 @@ def plan_mounts(spec: ContainerSpec, root: str, container_dir: str) -> tuple[Mou
         ops.append(MountOp("/sys/fs/cgroup", "cgroup2", "cgroup2", _SAFE | MS_RDONLY, create="dir", kind="cgroup2"))
     else:
         ops.append(MountOp("/sys", "/sys", None, MS_BIND | MS_REC, create="dir", read_only_remount=True))
-        # the cgroup namespace is sbx's whatever the network: its own subtree over the host's tree
+        # The cgroup namespace is sbx's whatever the network: its own subtree over the host's tree. Where the host's
+        # /sys/fs/cgroup is itself a cgroup2 mount (pure v2), mounting cgroup2 right onto it is EBUSY (the same
+        # superblock on its own root): an empty tmpfs in between gives the new mount a different parent.
+        ops.append(MountOp("/sys/fs/cgroup", "tmpfs", "tmpfs", _SAFE | MS_RDONLY, "mode=755,size=4k", kind="tmpfs"))
         ops.append(MountOp("/sys/fs/cgroup", "cgroup2", "cgroup2", _SAFE | MS_RDONLY, create="dir", kind="cgroup2"))
     etc_dir = os.path.join(container_dir, "etc")
     provided = {_etc_name(key) for key in spec.etc_files}
