@@ -44,6 +44,7 @@ class Settings:
     default_platform: str | None = None
     storage_driver: str | None = None
     layer_size_limit: int = 64 * 1024**3
+    seccomp_profile: str | None = None  # --security-opt seccomp= when none is given: a shipped name, a path, unconfined
     detach_keys: str | None = None
     docker_config: Path | None = None
 
@@ -127,6 +128,7 @@ def _apply_file(settings: Settings, path: Path) -> Settings:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     known = {
         "registries", "insecure_registries", "default_platform", "storage_driver", "layer_size_limit", "detach_keys",
+        "seccomp_profile",
     }
     unknown = sorted(set(data) - known)
     if unknown:
@@ -163,8 +165,12 @@ def _apply_file(settings: Settings, path: Path) -> Settings:
     detach_keys = data.get("detach_keys")
     if detach_keys is not None and not isinstance(detach_keys, str):
         raise ConfigError(f"config file {path}: detach_keys must be a string like \"ctrl-p,ctrl-q\"")
+    seccomp_profile = data.get("seccomp_profile")
+    if seccomp_profile is not None and (not isinstance(seccomp_profile, str) or not seccomp_profile):
+        raise ConfigError(f"config file {path}: seccomp_profile must be a profile name, a path or \"unconfined\"")
     return replace(
         settings,
+        seccomp_profile=seccomp_profile,
         detach_keys=detach_keys,
         config_file=path,
         registries=registries,

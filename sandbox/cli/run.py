@@ -35,6 +35,14 @@ def run(
     network: str = Option("none", "--network", "--net", help="none or host."),
     detach: bool = Option(False, "--detach", "-d", help="Run in the background and print the container ID."),
     detach_keys: str = Option(None, "--detach-keys", help="Override the key sequence for detaching."),
+    security_opt: list[str] = Option(
+        [], "--security-opt", help="seccomp=NAME|PATH|unconfined, no-new-privileges, unmask=PATH|ALL."
+    ),
+    cap_add: list[str] = Option([], "--cap-add", help="Add Linux capabilities."),
+    cap_drop: list[str] = Option([], "--cap-drop", help="Drop Linux capabilities (ALL for every one)."),
+    privileged: bool = Option(
+        False, "--privileged", help="Every capability of the user namespace, no seccomp, nothing masked."
+    ),
 ) -> None:
     """Create and run a new container from an image."""
     from sandbox.errors import SbxError
@@ -44,6 +52,7 @@ def run(
         env=list(env), env_files=list(env_file), workdir=workdir, user=user, entrypoint=entrypoint,
         volumes=list(volume), mounts=list(mount), tmpfs=list(tmpfs), read_only=read_only, hostname=hostname,
         name=name, init=init, interactive=interactive, tty=tty, network=network,
+        security_opts=list(security_opt), cap_add=list(cap_add), cap_drop=list(cap_drop), privileged=privileged,
     )
     if tty and not detach:
         from sandbox.cli.attach import terminal_size

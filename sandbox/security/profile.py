@@ -150,17 +150,20 @@ def parse(raw: bytes, name: str) -> Profile:
 
 
 def load(path: str, name: str | None = None) -> Profile:
-    """Read and parse the profile file at ``path`` (opened without following a final symlink is not needed: the
-    user names the file; its size is bounded)."""
+    """Read and parse the profile file at ``path``."""
+    return parse(read_limited(path), name or path)
+
+
+def read_limited(path: str) -> bytes:
+    """The bytes of the profile file at ``path``, at most one more than the size limit (so parse refuses it)."""
     try:
         with open(path, "rb") as handle:
-            raw = handle.read(_PROFILE_LIMIT + 1)
+            return handle.read(_PROFILE_LIMIT + 1)
     except OSError as error:
         raise InvalidSecurityProfile(
             f"cannot read seccomp profile {path}: {error.strerror or error}",
             hint="give a path to a JSON profile, a name from sbx policy ls, or unconfined",
         ) from None
-    return parse(raw, name or path)
 
 
 def policies_dir() -> str:

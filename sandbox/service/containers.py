@@ -33,6 +33,10 @@ class RunOptions:
     tty: bool = False
     network: str = "none"
     console_size: tuple[int, int] | None = None  # with tty: (rows, columns) of the terminal sbx runs in
+    security_opts: list[str] = field(default_factory=list)
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    privileged: bool = False
 
 
 class ContainerService:
@@ -72,6 +76,7 @@ class ContainerService:
             raise InvalidRunOption(
                 f"network {options.network!r} is not supported yet", hint="use --network none or --network host"
             )
+        security = self.security(options)
         record = record or self.images.resolve(image)
         store = self.images.store
         config = ImageConfig.parse(store.read_blob(record.id))
@@ -125,6 +130,7 @@ class ContainerService:
                 init=options.init,
                 stop_signal=config.stop_signal,
                 etc_files=etc_files(hostname, options.network),
+                security=security,
             )
             from sandbox.runtime.mounts import write_etc_files
 
@@ -133,6 +139,17 @@ class ContainerService:
             self.remove_dir(container_dir)
             raise
         return spec, container_dir
+
+    def security(self, options: RunOptions):
+        """The container's SecurityOptions, its seccomp profile compiled once (so a bad profile fails the create,
+        never a later start, and the start finds the filter in the cache)."""
+        from sandbox.runtime import privileges
+        from sandbox.security import options as security_options
+
+        security = security_options.parse(options.security_opts, options.cap_add, options.cap_drop,
+                                          options.privileged, self.settings.seccomp_profile)
+        privileges.prepare(security, privileges.cache_dir(self.settings.data_root))
+        return security
 
     def remove_dir(self, container_dir: Path) -> None:
         """Remove a container's directory: directly when everything in it is the user's own (the usual case, and
