@@ -120,8 +120,8 @@ def machine_names(machine: str) -> tuple[str, str]:
 
 def _add_rule(pyseccomp, arch_filter, rule: Rule, profile: Profile, arch: str, skipped: list[str]) -> None:
     action = _action_code(pyseccomp, rule.action, rule.errno)
-    if action == _action_code(pyseccomp, profile.default_action, profile.default_errno):
-        return  # what the default does anyway (libseccomp refuses such a rule with EACCES)
+    # a rule that does what the default does changes nothing (libseccomp refuses it with EACCES)
+    same_as_default = action == _action_code(pyseccomp, profile.default_action, profile.default_errno)
     refusing = rule.action in _REFUSING
     default_refuses = profile.default_action in _REFUSING
     args = [pyseccomp.Arg(arg.index, getattr(pyseccomp, arg.op[len("SCMP_CMP_"):]), arg.value, arg.value_two)
@@ -133,6 +133,8 @@ def _add_rule(pyseccomp, arch_filter, rule: Rule, profile: Profile, arch: str, s
                 raise _invalid(profile, f"unknown syscall {name!r} (libseccomp does not know it, so this rule "
                                         "could not be enforced)")
             skipped.append(f"{name} (unknown to libseccomp: stays refused)")
+            continue
+        if same_as_default:
             continue
         try:
             arch_filter.add_rule(action, number, *args)
@@ -162,3 +164,49 @@ def _action_code(pyseccomp, action: str, errno_ret: int | None) -> int:
 
 def _invalid(profile: Profile, reason: str) -> InvalidSecurityProfile:
     return InvalidSecurityProfile(f"invalid seccomp profile {profile.name}: {reason}")
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a profile does for one capability set on this machine (`sbx policy check`)."""
+
+    default: str  # "SCMP_ACT_ERRNO (ENOSYS)"
+    arches: tuple[str, ...]
+    allowed: tuple[str, ...]  # unconditionally
+    conditional: tuple[str, ...]  # "ioctl (allowed when ...)" : syscalls whose outcome depends on arguments
+    refused: tuple[str, ...]  # "mount (EPERM)"
+    skipped: tuple[str, ...]
+    instructions: int
+
+
+def summarize(profile: Profile, caps: int) -> Summary:
+    """The profile resolved for capability mask ``caps`` on this machine, compiled (so an invalid one raises)."""
+    native, goarch = native_machine()
+    compiled = build(profile, caps)
+    allowed, conditional, refused = {}, {}, {}
+    for rule in profile.resolve(caps, goarch, kernel_version()):
+        outcome = _describe_action(rule.action, rule.errno)
+        for name in rule.names:
+            if rule.args:
+                conditional.setdefault(name, set()).add(outcome)
+            elif rule.action == "SCMP_ACT_ALLOW":
+                allowed[name] = outcome
+            else:
+                refused[name] = outcome
+    return Summary(
+        default=_describe_action(profile.default_action, profile.default_errno),
+        arches=(native, *profile.arches_for(native)),
+        allowed=tuple(sorted(allowed)),
+        conditional=tuple(f"{name} ({' or '.join(sorted(outcomes))}, by argument)"
+                          for name, outcomes in sorted(conditional.items()) if name not in allowed),
+        refused=tuple(f"{name} ({outcome})" for name, outcome in sorted(refused.items()) if name not in allowed),
+        skipped=compiled.skipped,
+        instructions=len(compiled.bpf) // 8,
+    )
+
+
+def _describe_action(action: str, errno_ret: int | None) -> str:
+    if action in ("SCMP_ACT_ERRNO", "SCMP_ACT_TRACE"):
+        code = errno.EPERM if errno_ret is None else errno_ret
+        return f"{action[len('SCMP_ACT_'):]} {errno.errorcode.get(code, code)}"
+    return action[len("SCMP_ACT_"):]

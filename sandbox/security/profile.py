@@ -124,11 +124,12 @@ def parse(raw: bytes, name: str) -> Profile:
     if not isinstance(data, dict):
         raise _invalid(name, "must be a JSON object")
     # "noNewPrivileges" is sbx's one extension (Docker and Podman ignore unknown fields): ci.json asks for it
-    known = ("defaultAction", "defaultErrnoRet", "archMap", "architectures", "syscalls", "noNewPrivileges",
-             *_IGNORED_TOP)
+    # Podman's profiles (containers/common) also name the errno: "defaultErrno": "ENOSYS", a rule's "errno": "EPERM"
+    known = ("defaultAction", "defaultErrnoRet", "defaultErrno", "archMap", "architectures", "syscalls",
+             "noNewPrivileges", *_IGNORED_TOP)
     _only(data, known, name, "the profile")
     default_action = _action(data.get("defaultAction"), name, "defaultAction")
-    default_errno = _errno(data.get("defaultErrnoRet"), name, "defaultErrnoRet")
+    default_errno = _errno_of(data, "defaultErrnoRet", "defaultErrno", name, "the profile")
     arch_map: dict[str, tuple[str, ...]] = {}
     for index, entry in enumerate(_list(data.get("archMap"), name, "archMap")):
         where = f"archMap[{index}]"
@@ -249,6 +250,22 @@ def _errno(value: object, name: str, where: str) -> int | None:
     return value
 
 
+def _errno_of(data: dict, number_key: str, name_key: str, name: str, where: str) -> int | None:
+    """The errno of ``number_key`` (Docker), else of ``name_key`` (Podman: "EPERM"); both must agree."""
+    import errno as errno_codes
+
+    number = _errno(data.get(number_key), name, f"{where}.{number_key}")
+    spelled = data.get(name_key)
+    if spelled is None:
+        return number
+    code = getattr(errno_codes, spelled, None) if isinstance(spelled, str) and spelled.startswith("E") else None
+    if not isinstance(code, int):
+        raise _invalid(name, f"{where}.{name_key} is not an errno name: {str(spelled)[:40]!r}")
+    if number is not None and number != code:
+        raise _invalid(name, f"{where}: {number_key} {number} and {name_key} {spelled} disagree")
+    return code
+
+
 def _number(value: object, name: str, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _U64:
         raise _invalid(name, f"{where} must be an unsigned 64-bit number")
@@ -285,7 +302,8 @@ def _conditions(value: object, name: str, where: str) -> Conditions:
 def _rule(entry: object, name: str, where: str) -> Rule:
     if not isinstance(entry, dict):
         raise _invalid(name, f"{where} must be an object")
-    _only(entry, ("names", "name", "action", "errnoRet", "args", "includes", "excludes", "comment"), name, where)
+    _only(entry, ("names", "name", "action", "errnoRet", "errno", "args", "includes", "excludes", "comment"), name,
+          where)
     names = _list(entry.get("names"), name, f"{where}.names")
     if entry.get("name") is not None:  # the schema before Docker 17.04: one name per rule
         names = [*names, entry["name"]]
@@ -295,7 +313,7 @@ def _rule(entry: object, name: str, where: str) -> Rule:
         if not isinstance(syscall, str) or not _SYSCALL_NAME.match(syscall):
             raise _invalid(name, f"{where} has an invalid syscall name {str(syscall)[:60]!r}")
     action = _action(entry.get("action"), name, f"{where}.action")
-    errno = _errno(entry.get("errnoRet"), name, f"{where}.errnoRet")
+    errno = _errno_of(entry, "errnoRet", "errno", name, where)
     args = []
     for index, item in enumerate(_list(entry.get("args"), name, f"{where}.args")):
         here = f"{where}.args[{index}]"
