@@ -17,6 +17,8 @@ The process tree and the sync protocol (one JSON object per line over a socketpa
                                       status (128+N for a signal)          [-t: a pty from /dev/pts/ptmx,
                                 ◄─────────────────────────────────────     {"type": "pty"} + the master (SCM_RIGHTS)]
                                                                            user from the image's /etc/passwd;
+                                                                           privileges.apply (bounding set, user,
+                                                                           capset, ambient, no_new_privs, seccomp);
                                                                            chdir; close fds; execvpe
                                 ◄─────────────────────────────────────    on failure: {"type": "error", ...}
     forward signals (or proxy a pty) to HOSTPID, waitpid(stage 1)

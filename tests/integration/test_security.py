@@ -102,6 +102,14 @@ def test_proc_status_of_pid1_and_exec(probe):
     added = status(run(probe, "--cap-add", "SYS_ADMIN", "--cap-drop", "NET_RAW", "seccomp-probe", "cat",
                        "/proc/1/status").stdout)
     assert int(added["CapEff"], 16) == (DOCKER_DEFAULT_CAPS | CAP_SYS_ADMIN) & ~(1 << 13)
+    # start rebuilds the container from its stored spec: the same options apply
+    probe("create", "--name", "made", "--security-opt", "no-new-privileges", "--cap-drop", "ALL", "seccomp-probe",
+          "cat", "/proc/1/status")
+    probe("start", "made")
+    probe("wait", "made")
+    started = status(probe("logs", "made").stdout)
+    assert started["Seccomp"] == "2" and started["NoNewPrivs"] == "1" and int(started["CapBnd"], 16) == 0
+    probe("rm", "made")
     # exec gets the container's own caps, profile and no_new_privs
     probe("run", "-d", "--name", "box", "--security-opt", "no-new-privileges", "seccomp-probe", "sleep", "60")
     execed = status(probe("exec", "box", "cat", "/proc/self/status").stdout)
