@@ -19,7 +19,8 @@ pytestmark = pytest.mark.skipif(os.uname().machine != "x86_64", reason="syscall 
 NR = {"read": 0, "ioctl": 16, "socket": 41, "clone": 56, "ptrace": 101, "personality": 135, "mount": 165,
       "keyctl": 250, "unshare": 272, "setns": 308, "bpf": 321, "io_uring_setup": 425, "open_tree": 428,
       "clone3": 435, "statmount": 457, "kexec_load": 246, "open_by_handle_at": 304, "userfaultfd": 323, "chroot": 161}
-I386 = {"read": 3, "mount": 21, "ptrace": 26, "ioctl": 54, "keyctl": 288, "unshare": 310, "socket": 359}
+I386 = {"read": 3, "mount": 21, "ptrace": 26, "ioctl": 54, "socketcall": 102, "keyctl": 288, "unshare": 310,
+        "socket": 359}
 DEFAULT_CAPS = capabilities.container_set()
 
 
@@ -71,6 +72,9 @@ def test_sub_architectures_are_filtered_too(default_program):
         assert decide(default_program, name, arch=i386, table=I386) == "EPERM", name
     assert decide(default_program, "ioctl", 0, 0x5412, arch=i386, table=I386) == "EPERM"
     assert decide(default_program, "read", arch=i386, table=I386) == "ALLOW"
+    # i386's socket() is multiplexed with socketcall() in libseccomp: the refusal must win the conflict there
+    assert decide(default_program, "socket", 38, arch=i386, table=I386) != "ALLOW"
+    assert bpf.outcome(bpf.run(default_program, I386["socketcall"], (1, 0), i386)) != "ALLOW"
     assert bpf.run(default_program, 0, (), 0x40000028) & 0xFFFF0000 != bpf.ALLOW  # an arch not in the filter
 
 
@@ -193,3 +197,20 @@ def test_capability_sets_follow_docker_s_rules():
     assert capabilities.container_set(privileged=True) == capabilities.ALL
     with pytest.raises(Exception, match="unknown capability"):
         capabilities.container_set(add=("WIZARD",))
+
+
+def test_a_refusal_wins_a_sub_architecture_conflict_whatever_the_rule_order():
+    allow_first = {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38,
+                   "archMap": [{"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["SCMP_ARCH_X86"]}],
+                   "syscalls": [
+                       {"names": ["socket"], "action": "SCMP_ACT_ALLOW",
+                        "args": [{"index": 0, "value": 0xFFFFFFFFFFFFFFE0, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]},
+                       {"names": ["socket"], "action": "SCMP_ACT_ALLOW",
+                        "args": [{"index": 0, "value": 38, "op": "SCMP_CMP_GT"}]},
+                       {"names": ["socket"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+                        "args": [{"index": 0, "value": 0xFFFFFFFF, "valueTwo": 38, "op": "SCMP_CMP_MASKED_EQ"}]}]}
+    compiled = compiler.build(profile.parse(json.dumps(allow_first).encode(), "p"), DEFAULT_CAPS)
+    assert decide(compiled.bpf, "socket", 38) == "EPERM" and decide(compiled.bpf, "socket", 2) == "ALLOW"
+    # socketcall(SYS_SOCKET, args in memory) cannot be filtered by family: it must stay refused, not allowed
+    assert bpf.outcome(bpf.run(compiled.bpf, I386["socketcall"], (1, 0), bpf.AUDIT_ARCH_I386)) != "ALLOW"
+    assert any("SCMP_ARCH_X86" in item for item in compiled.skipped)
