@@ -8,6 +8,7 @@ with seccomp=unconfined and CAP_SYS_ADMIN, so the refusal is the policy's doing.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -112,6 +113,8 @@ def test_proc_status_of_pid1_and_exec(probe):
     probe("rm", "made")
     # exec gets the container's own caps, profile and no_new_privs
     probe("run", "-d", "--name", "box", "--security-opt", "no-new-privileges", "seccomp-probe", "sleep", "60")
+    host_config = json.loads(probe("inspect", "box").stdout)[0]["HostConfig"]
+    assert host_config["SecurityOpt"] == ["no-new-privileges"] and host_config["Privileged"] is False
     execed = status(probe("exec", "box", "cat", "/proc/self/status").stdout)
     assert execed["Seccomp"] == "2" and execed["NoNewPrivs"] == "1"
     assert int(execed["CapEff"], 16) == DOCKER_DEFAULT_CAPS == int(execed["CapBnd"], 16)
