@@ -62,15 +62,13 @@ def prepare(security, cache: Path | None = None) -> PrivilegePlan:
 
     security = security or SecurityOptions()
     caps = security.capabilities
-    profile = security.profile()
-    program = None
-    no_new_privs = security.no_new_privileges
-    if profile is not None:
-        from sandbox.security.compiler import compile_cached
+    source = security.profile_source()
+    if source is None:
+        return PrivilegePlan(caps, security.no_new_privileges, None)
+    from sandbox.security.compiler import compile_cached
 
-        program = compile_cached(profile, caps, cache)
-        no_new_privs = no_new_privs or profile.no_new_privs
-    return PrivilegePlan(caps, no_new_privs, program)
+    program, profile_asks = compile_cached(*source, caps, cache)
+    return PrivilegePlan(caps, security.no_new_privileges or profile_asks, program)
 
 
 def apply(kernel, plan: PrivilegePlan, uid: int, switch_user: Callable[[], None], exit_code: int = 125) -> None:

@@ -45,15 +45,15 @@ class SecurityOptions:
     def unmasked(self) -> tuple[str, ...]:
         return ("ALL",) if self.privileged else self.unmask
 
-    def profile(self):
-        """The :class:`~sandbox.security.profile.Profile` to compile, or None when unconfined."""
+    def profile_source(self) -> tuple[bytes, str] | None:
+        """(the profile's bytes, its name for errors), or None when unconfined."""
         from sandbox.security import profile
 
         if not self.confined:
             return None
         if self.seccomp == _PROFILE_FILE:
-            return profile.parse((self.seccomp_profile or "").encode(), "given with --security-opt seccomp=PATH")
-        return profile.load(profile.locate(self.seccomp), self.seccomp)
+            return (self.seccomp_profile or "").encode(), "given with --security-opt seccomp=PATH"
+        return profile.read_limited(profile.locate(self.seccomp)), self.seccomp
 
     def to_json(self) -> dict:
         return {"seccomp": self.seccomp, "seccomp_profile": self.seccomp_profile, "cap_add": list(self.cap_add),

@@ -175,18 +175,23 @@ def test_an_unknown_syscall_in_a_refusing_rule_fails_the_compile():
         compiler.build(allow_default, DEFAULT_CAPS)
 
 
-def test_compiled_filters_are_cached_per_profile_and_caps(tmp_path, monkeypatch):
-    loaded = profile.parse(json.dumps(DOCKER_SHAPED).encode(), "docker")
-    first = compiler.compile_cached(loaded, DEFAULT_CAPS, tmp_path)
-    assert len(list(tmp_path.iterdir())) == 1 and len(first) % 8 == 0
+def test_compiled_filters_are_cached_per_profile_bytes_and_caps(tmp_path, monkeypatch):
+    raw = json.dumps({**DOCKER_SHAPED, "noNewPrivileges": True}).encode()
+    first, no_new_privs = compiler.compile_cached(raw, "docker", DEFAULT_CAPS, tmp_path)
+    assert len(list(tmp_path.iterdir())) == 1 and len(first) % 8 == 0 and no_new_privs
 
     def no_build(*_args, **_kwargs):
         raise AssertionError("built again")
 
     monkeypatch.setattr(compiler, "build", no_build)
-    assert compiler.compile_cached(loaded, DEFAULT_CAPS, tmp_path) == first
+    assert compiler.compile_cached(raw, "docker", DEFAULT_CAPS, tmp_path) == (first, True)
     with pytest.raises(AssertionError):  # other caps, other filter
-        compiler.compile_cached(loaded, capabilities.container_set(add=("SYS_ADMIN",)), tmp_path)
+        compiler.compile_cached(raw, "docker", capabilities.container_set(add=("SYS_ADMIN",)), tmp_path)
+    with pytest.raises(AssertionError):  # other bytes, other filter
+        compiler.compile_cached(raw + b" ", "docker", DEFAULT_CAPS, tmp_path)
+    (next(tmp_path.iterdir())).write_bytes(b"1" + first[:5])  # a torn entry is never used
+    with pytest.raises(AssertionError):
+        compiler.compile_cached(raw, "docker", DEFAULT_CAPS, tmp_path)
 
 
 def test_capability_sets_follow_docker_s_rules():
