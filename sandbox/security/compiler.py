@@ -30,7 +30,7 @@ from pathlib import Path
 from sandbox.errors import InvalidSecurityProfile
 from sandbox.security.profile import Profile, Rule, kernel_version, native_machine
 
-COMPILER_VERSION = "1"  # part of the cache key: bump when the way rules become BPF changes
+COMPILER_VERSION = "2"  # part of the cache key: bump when the way rules become BPF changes
 _REFUSING = ("SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_TRAP", "SCMP_ACT_ERRNO",
              "SCMP_ACT_TRACE")
 
@@ -95,6 +95,9 @@ def build(profile: Profile, caps: int, machine: str | None = None, kernel: tuple
     merged = None
     for arch in (native, *profile.arches_for(native)):
         arch_filter = pyseccomp.SyscallFilter(default)
+        # a binary tree of syscall numbers rather than libseccomp's linear chain: 10-20 BPF instructions run per
+        # ordinary syscall instead of up to ~250 (ioctl: 100 instead of 760), at ~20% more instructions in all
+        arch_filter.set_attr(pyseccomp.Attr.CTL_OPTIMIZE, 2)
         if arch != native:
             try:
                 arch_filter.add_arch(getattr(pyseccomp.Arch, arch[len("SCMP_ARCH_"):]))
