@@ -76,8 +76,7 @@ SYS_PIVOT_ROOT = {
 }
 
 # --- capabilities (<linux/capability.h>) and seccomp (<linux/seccomp.h>) ---------------------------------------
-_LINUX_CAPABILITY_VERSION_3 = 0x20080522  # two 32-bit words per set: capabilities 0-63
-PR_CAP_AMBIENT_RAISE = 2
+LINUX_CAPABILITY_VERSION_3 = 0x20080522  # two 32-bit words per set: capabilities 0-63
 SECCOMP_SET_MODE_FILTER = 1
 SYS_SECCOMP = {
     "x86_64": 317,

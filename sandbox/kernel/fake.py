@@ -29,7 +29,6 @@ class FakeKernel:
         self._counts: Counter[str] = Counter()
         self._failures: dict[tuple[str, int], int] = {}
         self.prctl_results: dict[int, int] = {}
-        self.capabilities: tuple[int, int, int] = (0, 0, 0)  # what capget answers: effective, permitted, inheritable
 
     def fail(self, op: str, errno: int, nth: int = 1) -> FakeKernel:
         """Make the ``nth`` call (counting from 1, over the fake's whole life) of ``op`` raise ``errno``."""
@@ -87,13 +86,8 @@ class FakeKernel:
         self._record("prctl", (option, arg2, arg3, arg4, arg5))
         return self.prctl_results.get(option, 0)
 
-    def capget(self) -> tuple[int, int, int]:
-        self._record("capget", ())
-        return self.capabilities
-
     def capset(self, effective: int, permitted: int, inheritable: int) -> None:
         self._record("capset", (effective, permitted, inheritable))
-        self.capabilities = (effective, permitted, inheritable)
 
     def seccomp_filter(self, program: bytes) -> None:
         self._record("seccomp_filter", (program,))

@@ -14,7 +14,7 @@ import ctypes
 import os
 from typing import Any, NoReturn
 
-from sandbox.kernel.constants import _LINUX_CAPABILITY_VERSION_3, SECCOMP_SET_MODE_FILTER, SYS_PIVOT_ROOT, SYS_SECCOMP
+from sandbox.kernel.constants import LINUX_CAPABILITY_VERSION_3, SECCOMP_SET_MODE_FILTER, SYS_PIVOT_ROOT, SYS_SECCOMP
 
 _libc: ctypes.CDLL | None = None
 
@@ -92,12 +92,6 @@ class Kernel:
         return _check(_load().prctl(ctypes.c_int(option), *args), "prctl")
 
 
-    def capget(self) -> tuple[int, int, int]:
-        """The calling thread's (effective, permitted, inheritable) capability masks."""
-        header, data = _cap_structs()
-        _check(_load().capget(ctypes.byref(header), ctypes.byref(data)), "capget")
-        return tuple(data[0][index] | data[1][index] << 32 for index in range(3))  # type: ignore[return-value]
-
     def capset(self, effective: int, permitted: int, inheritable: int) -> None:
         """Set the calling thread's capability sets (capset(2), version 3: capabilities 0-63). The kernel refuses
         (EPERM) to raise a permitted capability, or an inheritable one outside the bounding set."""
@@ -133,7 +127,7 @@ def _cap_structs():
     class Header(ctypes.Structure):
         _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
 
-    return Header(_LINUX_CAPABILITY_VERSION_3, 0), ((ctypes.c_uint32 * 3) * 2)()
+    return Header(LINUX_CAPABILITY_VERSION_3, 0), ((ctypes.c_uint32 * 3) * 2)()
 
 
 def _prctl_arg(value: Any) -> Any:

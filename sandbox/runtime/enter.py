@@ -107,14 +107,14 @@ class ExecRequest:
     pid: int
     args: tuple[str, ...]
     env: tuple[str, ...]
+    # the container's capabilities, no_new_privs and compiled seccomp filter (privileges.prepare of its spec)
+    privileges: PrivilegePlan
     user: str = ""
     cwd: str = "/"
     tty: bool = False
     interactive: bool = False
     detach: bool = False
     console_size: tuple[int, int] | None = None  # with tty: (rows, columns) of the terminal sbx runs in
-    # the container's capabilities, no_new_privs and compiled seccomp filter (privileges.prepare of its spec)
-    privileges: PrivilegePlan | None = None
 
 
 @dataclass(frozen=True)
@@ -122,8 +122,6 @@ class _Joined:
     """What the joiner learned about the container's pid 1 before joining it."""
 
     setgroups_allowed: bool
-    bounding: int | None  # CapBnd of pid 1, None when unreadable
-    no_new_privs: bool
 
 
 def start(request: ExecRequest, verify: Callable[[], bool], kernel=None) -> Started:
@@ -207,8 +205,6 @@ def _join(request: ExecRequest, verify: Callable[[], bool], kernel, channel, tty
         root = os.open("root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=proc)
         joined = _Joined(
             setgroups_allowed=_read_at(proc, "setgroups").strip() != "deny",
-            bounding=_status_field(_read_at(proc, "status"), "CapBnd", 16),
-            no_new_privs=_status_field(_read_at(proc, "status"), "NoNewPrivs", 10) == 1,
         )
     except OSError:
         raise ContainerNotRunning(f"container process {request.pid} is gone", exit_code=1) from None
@@ -279,8 +275,7 @@ def _command(request: ExecRequest, kernel, channel, tty: bool, null: int, joined
     elif not request.interactive and not request.detach:  # without -i the command gets no stdin, as with Docker
         os.dup2(null, 0)
     os.close(null)
-    plan = request.privileges or _plan_of_pid1(joined)
-    apply_privileges(kernel, plan, identity.uid, lambda: switch_user(identity, joined.setgroups_allowed),
+    apply_privileges(kernel, request.privileges, identity.uid, lambda: switch_user(identity, joined.setgroups_allowed),
                      EXIT_NOT_EXECUTABLE)
     try:
         os.chdir(cwd)
@@ -297,12 +292,6 @@ def _command(request: ExecRequest, kernel, channel, tty: bool, null: int, joined
         os.execvpe(request.args[0], list(request.args), dict(split_env(env)))
     except OSError as error:
         raise exec_error(request.args[0], error) from None
-
-
-def _plan_of_pid1(joined: _Joined) -> PrivilegePlan:
-    """Without the container's own plan (a caller that has no spec): pid 1's bounding set and no_new_privs, and
-    no filter of sbx's own (pid 1's, if it has one, is not inherited by a setns'ed process)."""
-    return PrivilegePlan(joined.bounding if joined.bounding is not None else 0, joined.no_new_privs, None)
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------------
@@ -323,17 +312,6 @@ def _read_at(directory: int, name: str) -> str:
         return os.read(fd, 65536).decode("utf-8", "replace")
     finally:
         os.close(fd)
-
-
-def _status_field(status: str, name: str, base: int) -> int | None:
-    for line in status.splitlines():
-        key, _, value = line.partition(":")
-        if key == name:
-            try:
-                return int(value.strip(), base)
-            except ValueError:
-                return None
-    return None
 
 
 def _report(channel, error: BaseException) -> int:

@@ -34,8 +34,6 @@ def steps(kernel: FakeKernel) -> list[str]:
             name = "bounding"
         elif call.op == "prctl":
             name = {k.PR_CAP_AMBIENT: "ambient", k.PR_SET_NO_NEW_PRIVS: "no_new_privs"}[call.args[0]]
-        elif call.op == "capget":
-            continue
         else:
             name = call.op
         if not names or names[-1] != name:
