@@ -9,6 +9,7 @@ with seccomp=unconfined and CAP_SYS_ADMIN, so the refusal is the policy's doing.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -37,7 +38,7 @@ ENOSYS_BY_POLICY = ("clone3", "statmount", "personality_READ_IMPLIES_EXEC")
 @pytest.fixture(scope="module")
 def probe_image(registry, tmp_path_factory) -> str:
     gcc = shutil.which("gcc")
-    if gcc is None or not Path("/usr/lib/x86_64-linux-gnu/libc.a").exists():
+    if os.uname().machine != "x86_64" or gcc is None or not Path("/usr/lib/x86_64-linux-gnu/libc.a").exists():
         pytest.skip("needs gcc and a static libc (Debian: gcc libc6-dev) on x86_64")
     binary = tmp_path_factory.mktemp("probe") / "probe"
     subprocess.run([gcc, "-static", "-O1", "-o", str(binary), str(PROBE_SOURCE)], check=True, capture_output=True)
