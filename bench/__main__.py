@@ -1,4 +1,5 @@
-"""python -m bench [start|pull|unpack|rootfs|lifecycle|all|list] [-n ITERATIONS] [--warmup N] [--tools sbx,podman,...]
+"""python -m bench [start|pull|unpack|rootfs|lifecycle|seccomp|all|list] [-n ITERATIONS] [--warmup N]
+[--tools sbx,podman,...]
 
 Runs the benchmarks present in this package, writes bench/results/<name>.json and prints a short table for each.
 Exits 0 when a tool (sbx included) is missing or fails: it is reported as unavailable/failed in the table and JSON.
@@ -20,6 +21,7 @@ BENCHMARKS = {
     "unpack": "B5: unpack the image's layers (and 20,000 small files) from local blobs: sbx vs tar -xzf",
     "rootfs": "B6: image present -> root filesystem ready, per driver: overlay, fuse-overlayfs, copy vs cp -a, podman",
     "lifecycle": "B2 exec, B3 ps -a/--version, B10 helper memory, B11 rm + leaks, B12 50 parallel run -d vs podman",
+    "seccomp": "B9: filter build + load; sbx run with and without the default policy vs podman with and without",
 }
 
 
@@ -63,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
 
                 only = [t.strip() for t in args.tools.split(",") if t.strip()] or None
                 rootfs.main(iterations=args.iterations, warmup=args.warmup, only=only)
+            elif name == "seccomp":
+                from bench import seccomp
+
+                seccomp.main(iterations=args.iterations, warmup=args.warmup)
             elif name == "lifecycle":
                 from bench import lifecycle
 

@@ -46,6 +46,7 @@ class Settings:
     default_platform: str | None = None
     storage_driver: str | None = None
     layer_size_limit: int = 64 * 1024**3
+    seccomp_profile: str | None = None  # --security-opt seccomp= when none is given: a shipped name, a path, unconfined
     detach_keys: str | None = None
     docker_config: Path | None = None
     limits: str = "strict"  # resource limits nothing can enforce: refused (strict) or warned about (best-effort)
@@ -132,6 +133,7 @@ def _apply_file(settings: Settings, path: Path) -> Settings:
     known = {
         "registries", "insecure_registries", "default_platform", "storage_driver", "layer_size_limit", "detach_keys",
         "limits", "cgroup_parent",
+        "seccomp_profile",
     }
     unknown = sorted(set(data) - known)
     if unknown:
@@ -174,10 +176,14 @@ def _apply_file(settings: Settings, path: Path) -> Settings:
     cgroup_parent = data.get("cgroup_parent")
     if cgroup_parent is not None and (not isinstance(cgroup_parent, str) or ".." in cgroup_parent.split("/")):
         raise ConfigError(f"config file {path}: cgroup_parent must be a path inside the cgroup v2 mount")
+    seccomp_profile = data.get("seccomp_profile")
+    if seccomp_profile is not None and (not isinstance(seccomp_profile, str) or not seccomp_profile):
+        raise ConfigError(f"config file {path}: seccomp_profile must be a profile name, a path or \"unconfined\"")
     return replace(
         settings,
         limits=limits,
         cgroup_parent=cgroup_parent,
+        seccomp_profile=seccomp_profile,
         detach_keys=detach_keys,
         config_file=path,
         registries=registries,

@@ -284,3 +284,12 @@ class LimitUnavailable(SbxError):
 
 class CgroupError(SbxError):
     """A container's cgroup could not be made, written, frozen or removed."""
+# --- security --------------------------------------------------------------------------------------------------
+
+
+class InvalidSecurityProfile(SbxError):
+    """A seccomp profile is not valid JSON, or not Docker's schema, or names an unknown syscall, arch or action.
+
+    Never falls back to running unconfined: the container is not created (or not started)."""
+
+    hint = "check the profile with sbx policy check FILE, or choose another with --security-opt seccomp=NAME|PATH"

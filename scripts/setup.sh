@@ -23,7 +23,8 @@ case "${1:-}" in
 esac
 
 PACKAGES=(uidmap slirp4netns fuse-overlayfs libseccomp2 docker-registry busybox-static skopeo umoci
-          apache2-utils python3-venv)
+          apache2-utils python3-venv
+          gcc libc6-dev)  # gcc, libc6-dev: the seccomp probe of the integration tests is built static at test time
 TEST_USER=${SBX_TEST_USER:-sbxtest}
 SUBID_COUNT=65536
 VENV=.venv

@@ -8,7 +8,7 @@ import sys
 import typer
 
 from sandbox import __version__
-from sandbox.cli import archive, images, run, system, version
+from sandbox.cli import archive, images, policy, run, system, version
 from sandbox.cli.params import to_typer
 
 app = typer.Typer(
@@ -48,3 +48,4 @@ images.register(app)
 system.register(app)
 archive.register(app)
 run.register(app)
+policy.register(app)

@@ -321,6 +321,8 @@ def _create_command():
             entrypoint=flags["entrypoint"], volumes=list(flags["volume"]), mounts=list(flags["mount"]),
             tmpfs=list(flags["tmpfs"]), read_only=flags["read_only"], hostname=flags["hostname"], name=flags["name"],
             init=flags["init"], interactive=flags["interactive"], tty=flags["tty"], network=flags["network"],
+            security_opts=list(flags["security_opt"]), cap_add=list(flags["cap_add"]),
+            cap_drop=list(flags["cap_drop"]), privileged=flags["privileged"],
         )
         run_module.limit_options(options, flags)
         image, args = flags["image"], list(flags["args"] or [])

@@ -46,6 +46,14 @@ def run(
     blkio_weight: int = Option(0, "--blkio-weight", help="Block IO weight (relative weight), 10 to 1000."),
     ulimit: list[str] = Option([], "--ulimit", help="Ulimit options (name=soft[:hard])."),
     limits: str = Option(None, "--limits", help="strict (refuse a limit nothing can enforce) or best-effort."),
+    security_opt: list[str] = Option(
+        [], "--security-opt", help="seccomp=NAME|PATH|unconfined, no-new-privileges, unmask=PATH|ALL."
+    ),
+    cap_add: list[str] = Option([], "--cap-add", help="Add Linux capabilities."),
+    cap_drop: list[str] = Option([], "--cap-drop", help="Drop Linux capabilities (ALL for every one)."),
+    privileged: bool = Option(
+        False, "--privileged", help="Every capability of the user namespace, no seccomp, nothing masked."
+    ),
 ) -> None:
     """Create and run a new container from an image."""
     from sandbox.errors import SbxError
@@ -55,6 +63,7 @@ def run(
         env=list(env), env_files=list(env_file), workdir=workdir, user=user, entrypoint=entrypoint,
         volumes=list(volume), mounts=list(mount), tmpfs=list(tmpfs), read_only=read_only, hostname=hostname,
         name=name, init=init, interactive=interactive, tty=tty, network=network,
+        security_opts=list(security_opt), cap_add=list(cap_add), cap_drop=list(cap_drop), privileged=privileged,
     )
     limit_options(options, locals())
     if tty and not detach:

@@ -81,3 +81,11 @@ RLIMITS = {
     "as": 9, "locks": 10, "sigpending": 11, "msgqueue": 12, "nice": 13, "rtprio": 14, "rttime": 15,
 }
 RLIM_INFINITY = -1
+# --- capabilities (<linux/capability.h>) and seccomp (<linux/seccomp.h>) ---------------------------------------
+LINUX_CAPABILITY_VERSION_3 = 0x20080522  # two 32-bit words per set: capabilities 0-63
+SECCOMP_SET_MODE_FILTER = 1
+SYS_SECCOMP = {
+    "x86_64": 317,
+    "aarch64": 277,
+    "arm64": 277,
+}

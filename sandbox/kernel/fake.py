@@ -91,3 +91,8 @@ class FakeKernel:
 
     def sched_setaffinity(self, pid: int, cpus: frozenset[int]) -> None:
         self._record("sched_setaffinity", (pid, frozenset(cpus)))
+    def capset(self, effective: int, permitted: int, inheritable: int) -> None:
+        self._record("capset", (effective, permitted, inheritable))
+
+    def seccomp_filter(self, program: bytes) -> None:
+        self._record("seccomp_filter", (program,))

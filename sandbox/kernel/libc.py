@@ -14,7 +14,7 @@ import ctypes
 import os
 from typing import Any, NoReturn
 
-from sandbox.kernel.constants import SYS_PIVOT_ROOT
+from sandbox.kernel.constants import LINUX_CAPABILITY_VERSION_3, SECCOMP_SET_MODE_FILTER, SYS_PIVOT_ROOT, SYS_SECCOMP
 
 _libc: ctypes.CDLL | None = None
 _ULONG_MASK = (1 << 64) - 1  # rlim_t is an unsigned long on the 64-bit architectures sbx supports
@@ -106,6 +106,44 @@ class Kernel:
                 raise OSError(22, f"sched_setaffinity: cpu {cpu} out of range")  # EINVAL
             mask[cpu // 8] |= 1 << (cpu % 8)
         _check(_load().sched_setaffinity(ctypes.c_int(pid), ctypes.c_size_t(_CPU_SET_BYTES), mask), "sched_setaffinity")
+
+
+    def capset(self, effective: int, permitted: int, inheritable: int) -> None:
+        """Set the calling thread's capability sets (capset(2), version 3: capabilities 0-63). The kernel refuses
+        (EPERM) to raise a permitted capability, or an inheritable one outside the bounding set."""
+        header, data = _cap_structs()
+        for word in (0, 1):
+            data[word][0] = effective >> (32 * word) & 0xFFFFFFFF
+            data[word][1] = permitted >> (32 * word) & 0xFFFFFFFF
+            data[word][2] = inheritable >> (32 * word) & 0xFFFFFFFF
+        _check(_load().capset(ctypes.byref(header), ctypes.byref(data)), "capset")
+
+    def seccomp_filter(self, program: bytes) -> None:
+        """Install the classic BPF ``program`` (struct sock_filter[], 8 bytes each) as a seccomp filter with
+        seccomp(SECCOMP_SET_MODE_FILTER). The kernel requires no_new_privs or CAP_SYS_ADMIN in the caller's user
+        namespace (else EACCES); the filter is inherited across fork and execve and can never be removed."""
+        machine = os.uname().machine
+        number = SYS_SECCOMP.get(machine)
+        if number is None:
+            raise OSError(38, f"seccomp: no syscall number known for {machine}")  # ENOSYS
+        if not program or len(program) % 8:
+            raise OSError(22, "seccomp: a BPF program is a non-empty array of 8-byte instructions")  # EINVAL
+        buffer = ctypes.create_string_buffer(program, len(program))
+
+        class SockFprog(ctypes.Structure):
+            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+        fprog = SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+        result = _load().syscall(ctypes.c_long(number), ctypes.c_ulong(SECCOMP_SET_MODE_FILTER), ctypes.c_ulong(0),
+                                 ctypes.byref(fprog))
+        _check(result, "seccomp")
+
+
+def _cap_structs():
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    return Header(LINUX_CAPABILITY_VERSION_3, 0), ((ctypes.c_uint32 * 3) * 2)()
 
 
 def _prctl_arg(value: Any) -> Any:

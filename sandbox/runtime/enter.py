@@ -39,9 +39,11 @@ exec holder) with SCM_RIGHTS. The holder's ``Started.master_fd`` is that master.
 away gets a ContainerStartError (126), not a nameless terminal.
 
 Everything the command's process needs is imported with this module, before ``chroot``: afterwards the host's
-Python library is out of reach, as it should be (TESTPLAN 26). After ``setns(CLONE_NEWUSER)`` the kernel has already
-emptied the inheritable and ambient sets (TESTPLAN 30); the ambient set is cleared once more anyway, and the bounding
-set and no_new_privs of the container's pid 1 are copied. Exit codes follow Docker's exec: 127 not found, 126 not
+Python library is out of reach, as it should be (TESTPLAN 26). After ``setns(CLONE_NEWUSER)`` the process holds every
+capability of the container's user namespace; the container's own privileges (its capability set, no_new_privs and
+seccomp filter, from its spec, compiled by the caller before any of this: ``ExecRequest.privileges``) are then
+applied by :func:`sandbox.runtime.privileges.apply`, as for pid 1, so an exec'ed command gets exactly what the
+container's command got (TESTPLAN 30). Exit codes follow Docker's exec: 127 not found, 126 not
 executable or any other failure to start the command, 1 when the container is no longer running.
 """
 
@@ -73,8 +75,11 @@ from sandbox.runtime.launcher import (
     send_pty,
     split_env,
     start_failure,
+    switch_user,
     with_home,
 )
+from sandbox.runtime.privileges import PrivilegePlan
+from sandbox.runtime.privileges import apply as apply_privileges
 from sandbox.runtime.userns import Channel
 
 # the order setns is applied in: the user namespace first (it gives the capabilities the others need), the mount
@@ -102,6 +107,8 @@ class ExecRequest:
     pid: int
     args: tuple[str, ...]
     env: tuple[str, ...]
+    # the container's capabilities, no_new_privs and compiled seccomp filter (privileges.prepare of its spec)
+    privileges: PrivilegePlan
     user: str = ""
     cwd: str = "/"
     tty: bool = False
@@ -115,8 +122,6 @@ class _Joined:
     """What the joiner learned about the container's pid 1 before joining it."""
 
     setgroups_allowed: bool
-    bounding: int | None  # CapBnd of pid 1, None when unreadable
-    no_new_privs: bool
 
 
 def start(request: ExecRequest, verify: Callable[[], bool], kernel=None) -> Started:
@@ -200,8 +205,6 @@ def _join(request: ExecRequest, verify: Callable[[], bool], kernel, channel, tty
         root = os.open("root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=proc)
         joined = _Joined(
             setgroups_allowed=_read_at(proc, "setgroups").strip() != "deny",
-            bounding=_status_field(_read_at(proc, "status"), "CapBnd", 16),
-            no_new_privs=_status_field(_read_at(proc, "status"), "NoNewPrivs", 10) == 1,
         )
         cgroup = _read_at(proc, "cgroup")
     except OSError:
@@ -276,16 +279,8 @@ def _command(request: ExecRequest, kernel, channel, tty: bool, null: int, joined
     elif not request.interactive and not request.detach:  # without -i the command gets no stdin, as with Docker
         os.dup2(null, 0)
     os.close(null)
-    if joined.bounding is not None:
-        _limit_bounding_set(kernel, joined.bounding)
-    if joined.setgroups_allowed:  # a single-id map denies setgroups, and no other group exists there anyway
-        os.setgroups(list(identity.groups))
-    os.setresgid(identity.gid, identity.gid, identity.gid)
-    os.setresuid(identity.uid, identity.uid, identity.uid)
-    with contextlib.suppress(OSError):  # kernels before 4.3 have no ambient set
-        kernel.prctl(k.PR_CAP_AMBIENT, k.PR_CAP_AMBIENT_CLEAR_ALL)
-    if joined.no_new_privs:
-        kernel.prctl(k.PR_SET_NO_NEW_PRIVS, 1)
+    apply_privileges(kernel, request.privileges, identity.uid, lambda: switch_user(identity, joined.setgroups_allowed),
+                     EXIT_NOT_EXECUTABLE)
     try:
         os.chdir(cwd)
     except OSError as error:
@@ -301,18 +296,6 @@ def _command(request: ExecRequest, kernel, channel, tty: bool, null: int, joined
         os.execvpe(request.args[0], list(request.args), dict(split_env(env)))
     except OSError as error:
         raise exec_error(request.args[0], error) from None
-
-
-def _limit_bounding_set(kernel, allowed: int) -> None:
-    """Drop from the bounding set every capability pid 1 does not have in its own (before setresuid: needs SETPCAP)."""
-    for cap in range(64):
-        if allowed >> cap & 1:
-            continue
-        try:
-            if kernel.prctl(k.PR_CAPBSET_READ, cap) == 1:
-                kernel.prctl(k.PR_CAPBSET_DROP, cap)
-        except OSError:  # EINVAL: past the kernel's last capability
-            break
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------------
@@ -333,17 +316,6 @@ def _read_at(directory: int, name: str) -> str:
         return os.read(fd, 65536).decode("utf-8", "replace")
     finally:
         os.close(fd)
-
-
-def _status_field(status: str, name: str, base: int) -> int | None:
-    for line in status.splitlines():
-        key, _, value = line.partition(":")
-        if key == name:
-            try:
-                return int(value.strip(), base)
-            except ValueError:
-                return None
-    return None
 
 
 def _report(channel, error: BaseException) -> int:

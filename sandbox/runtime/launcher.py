@@ -18,6 +18,8 @@ The process tree and the sync protocol (one JSON object per line over a socketpa
                                       status (128+N for a signal)          [-t: a pty from /dev/pts/ptmx,
                                 ◄─────────────────────────────────────     {"type": "pty"} + the master (SCM_RIGHTS)]
                                                                            user from the image's /etc/passwd;
+                                                                           privileges.apply (bounding set, user,
+                                                                           capset, ambient, no_new_privs, seccomp);
                                                                            chdir; close fds; execvpe
                                 ◄─────────────────────────────────────    on failure: {"type": "error", ...}
     forward signals (or proxy a pty) to HOSTPID, waitpid(stage 1)
@@ -77,6 +79,10 @@ def start(
 
         kernel = Kernel()
     helpers = {} if spec.idmap.single else {name: find_helper(name) for name in ("newuidmap", "newgidmap")}
+    from sandbox.runtime import privileges
+
+    # compiled here, while libseccomp and the policy files are in reach (pid 1 loads it after pivot_root)
+    plan = privileges.prepare(spec.security, privileges.cache_dir(container_dir.parent.parent))
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     master_fd = None
     if spec.process.tty:
@@ -88,7 +94,7 @@ def start(
         parent_sock.close()
         code = EXIT_SBX
         try:
-            code = _stage1(spec, container_dir, kernel, Channel(child_sock), stdio)
+            code = _stage1(spec, container_dir, kernel, Channel(child_sock), stdio, plan)
         except BaseException as error:  # report and leave: never return into the parent's code
             report_error(Channel(child_sock), error)
         finally:
@@ -220,7 +226,8 @@ def _reap(pid: int) -> None:
 # -- stage 1: the user namespace, then the others, then pid 1 --------------------------------------------------------
 
 
-def _stage1(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tuple[int, int, int] | None) -> int:
+def _stage1(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tuple[int, int, int] | None,
+            plan) -> int:
     from sandbox.kernel import constants as k
     from sandbox.runtime.nsjob import become_root, write_own_maps
 
@@ -246,7 +253,7 @@ def _stage1(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
     if pid == 0:  # stage 2: pid 1
         code = EXIT_SBX
         try:
-            _stage2(spec, container_dir, kernel, channel, stdio)  # execs, or raises
+            _stage2(spec, container_dir, kernel, channel, stdio, plan)  # execs, or raises
         except BaseException as error:
             code = getattr(error, "exit_code", None) or EXIT_SBX
             report_error(channel, error)
@@ -273,7 +280,8 @@ def _stage1(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
 # -- stage 2: the container's pid 1 -------------------------------------------------------------------------------
 
 
-def _stage2(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tuple[int, int, int] | None) -> None:
+def _stage2(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tuple[int, int, int] | None,
+            plan) -> None:
     # Everything stage 2 imports must be imported before pivot_root: afterwards the host's Python library is
     # out of reach, as it should be (TESTPLAN 26).
     import fcntl
@@ -285,6 +293,7 @@ def _stage2(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
     from sandbox.runtime.console import open_pty
     from sandbox.runtime.identity import resolve_identity
     from sandbox.runtime.mounts import apply_mounts, plan_mounts
+    from sandbox.runtime.privileges import apply as apply_privileges
     from sandbox.runtime.rootfs import mount_rootfs
 
     kernel.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -323,10 +332,7 @@ def _stage2(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
             null = os.open("/dev/null", os.O_RDONLY)
             os.dup2(null, 0)
             os.close(null)
-    if not spec.idmap.single:  # with a single map setgroups is denied, and no other group exists anyway
-        os.setgroups(list(identity.groups))
-    os.setresgid(identity.gid, identity.gid, identity.gid)
-    os.setresuid(identity.uid, identity.uid, identity.uid)
+    apply_privileges(kernel, plan, identity.uid, lambda: switch_user(identity, not spec.idmap.single))
     try:
         os.chdir(cwd)
     except OSError as error:
@@ -345,6 +351,14 @@ def _stage2(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
         os.execvpe(spec.process.args[0], list(spec.process.args), dict(split_env(env)))
     except OSError as error:
         raise exec_error(spec.process.args[0], error) from None
+
+
+def switch_user(identity, set_groups: bool) -> None:
+    """Become the command's user (with a single-id map setgroups is denied, and no other group exists anyway)."""
+    if set_groups:
+        os.setgroups(list(identity.groups))
+    os.setresgid(identity.gid, identity.gid, identity.gid)
+    os.setresuid(identity.uid, identity.uid, identity.uid)
 
 
 def give_terminal(slave_fd: int, uid: int) -> None:

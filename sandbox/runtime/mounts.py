@@ -45,6 +45,7 @@ from sandbox.kernel.constants import (
     MS_STRICTATIME,
 )
 from sandbox.runtime.spec import ContainerSpec
+from sandbox.security.paths import MASKED_PATHS, READONLY_PATHS, masked, read_only  # noqa: F401 - tests read them
 
 # --- policy, as data ---------------------------------------------------------------------------------------------
 
@@ -57,17 +58,7 @@ DEV_LINKS = (
     ("/dev/stderr", "/proc/self/fd/2"),
 )
 ETC_FILES = ("hostname", "hosts", "resolv.conf")
-# Files get /dev/null bound over them, directories an empty read-only tmpfs; paths that do not exist are skipped.
-MASKED_PATHS = (
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/timer_list",
-    "/proc/sched_debug",
-    "/proc/acpi",
-    "/proc/scsi",
-    "/sys/firmware",
-)
-READONLY_PATHS = ("/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus")
+# Masked and read-only paths are data of sandbox.security.paths; paths that do not exist are skipped.
 # An image may not replace these with symlinks: they are refused rather than followed.
 NO_SYMLINK_PATHS = ("/proc", "/sys", "/dev")
 
@@ -253,8 +244,8 @@ def plan_mounts(spec: ContainerSpec, root: str, container_dir: str) -> tuple[Mou
     # parents before children (as Docker sorts volumes), otherwise in the order given
     user = [_user_mount(mount) for mount in spec.mounts]
     ops += sorted(user, key=lambda op: len(_parts(op.target)))
-    ops += [MountOp(path, kind="mask") for path in MASKED_PATHS]
-    ops += [MountOp(path, kind="readonly") for path in READONLY_PATHS]
+    ops += [MountOp(path, kind="mask") for path in masked(spec.security.unmasked)]
+    ops += [MountOp(path, kind="readonly") for path in read_only(spec.security.unmasked)]
     if spec.read_only:  # last, so /dev, /dev/shm, volumes and the /etc files stay writable
         ops.append(MountOp("/", None, None, _READ_ONLY_REMOUNT, kind="remount"))
     return tuple(ops)

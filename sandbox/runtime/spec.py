@@ -9,6 +9,7 @@ from sandbox.cgroups.limits import Limits
 from sandbox.errors import StoreCorrupt
 from sandbox.runtime.idmap import IdMap, IdRange
 from sandbox.runtime.rootfs import RootfsPlan
+from sandbox.security.options import SecurityOptions
 
 NETWORKS = ("none", "host")
 
@@ -51,6 +52,7 @@ class ContainerSpec:
     stop_signal: str | None = None
     etc_files: dict[str, str] = field(default_factory=dict)  # /etc/hostname, /etc/hosts, /etc/resolv.conf content
     limits: Limits = Limits()  # resource limits: the request and what enforces it (sandbox.cgroups)
+    security: SecurityOptions = field(default_factory=SecurityOptions)  # caps, seccomp, no_new_privs, unmask
 
     def to_json(self) -> dict:
         """Plain JSON data; :meth:`from_json` gives back an equal spec."""
@@ -68,6 +70,7 @@ class ContainerSpec:
             "stop_signal": self.stop_signal,
             "etc_files": dict(self.etc_files),
             "limits": self.limits.to_json(),
+            "security": self.security.to_json(),
         }
 
     @classmethod
@@ -75,7 +78,7 @@ class ContainerSpec:
         """The spec :meth:`to_json` described; StoreCorrupt names the first thing that is missing or wrong."""
         keys = ("version", "id", "rootfs", "process", "idmap", "hostname", "mounts", "read_only", "network", "init",
                 "stop_signal", "etc_files")
-        reader = _Reader(data, "spec", keys, optional=("limits",))
+        reader = _Reader(data, "spec", keys, optional=("limits", "security"))
         version = reader.integer("version")
         if version != SPEC_VERSION:
             raise reader.damaged(f"has unsupported version {version}")
@@ -96,6 +99,7 @@ class ContainerSpec:
             stop_signal=reader.optional_string("stop_signal"),
             etc_files=reader.string_map("etc_files"),
             limits=reader.limits("limits"),
+            security=_security_from_json(reader),
         )
 
 
@@ -171,6 +175,16 @@ class _Reader:
         if not isinstance(value, list):
             raise self.damaged(f"field {key!r} must be a list")
         return value
+
+
+def _security_from_json(reader: _Reader) -> SecurityOptions:
+    """A spec written before sbx kept security options gets the defaults: confined, never less."""
+    if "security" not in reader.data:
+        return SecurityOptions()
+    try:
+        return SecurityOptions.from_json(reader.data["security"])
+    except ValueError as error:
+        raise reader.damaged(f"field 'security' {error}") from None
 
 
 def mount_to_json(mount: Mount) -> dict:

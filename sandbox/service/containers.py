@@ -38,6 +38,10 @@ class RunOptions:
     limit_flags: dict = field(default_factory=dict)  # --memory, --cpus, ... --ulimit as given (sandbox.cgroups.limits)
     limits_mode: str | None = None  # --limits strict|best-effort (else the config's)
     notice: Callable[[str], None] | None = None  # where the warning about unenforced limits goes
+    security_opts: list[str] = field(default_factory=list)
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    privileged: bool = False
 
 
 class ContainerService:
@@ -77,6 +81,7 @@ class ContainerService:
             raise InvalidRunOption(
                 f"network {options.network!r} is not supported yet", hint="use --network none or --network host"
             )
+        security = self.security(options)
         record = record or self.images.resolve(image)
         store = self.images.store
         config = ImageConfig.parse(store.read_blob(record.id))
@@ -132,6 +137,7 @@ class ContainerService:
                 stop_signal=config.stop_signal,
                 etc_files=etc_files(hostname, options.network),
                 limits=limits,
+                security=security,
             )
             from sandbox.runtime.mounts import write_etc_files
 
@@ -157,6 +163,16 @@ class ContainerService:
         if limits.note and options.notice is not None:
             options.notice(limits.note)
         return limits
+    def security(self, options: RunOptions):
+        """The container's SecurityOptions, its seccomp profile compiled once (so a bad profile fails the create,
+        never a later start, and the start finds the filter in the cache)."""
+        from sandbox.runtime import privileges
+        from sandbox.security import options as security_options
+
+        security = security_options.parse(options.security_opts, options.cap_add, options.cap_drop,
+                                          options.privileged, self.settings.seccomp_profile)
+        privileges.prepare(security, privileges.cache_dir(self.settings.data_root))
+        return security
 
     def remove_dir(self, container_dir: Path) -> None:
         """Remove a container's directory: directly when everything in it is the user's own (the usual case, and

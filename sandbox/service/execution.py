@@ -69,8 +69,13 @@ class Execution:
         )
         if not spec.get("hostname"):  # an old record without a host name: keep the container's own HOSTNAME
             env = tuple(entry for entry in env if entry != "HOSTNAME=")
+        from sandbox.runtime import privileges
+        from sandbox.service.lifecycle import stored_spec
+
+        # the container's own caps and profile (as Docker's exec), compiled here, before the joiner's chroot
+        plan = privileges.prepare(stored_spec(record).security, privileges.cache_dir(store.root.parent))
         request = enter.ExecRequest(
-            pid=int(record.pid), args=command, env=env, user=user, cwd=workdir,
+            pid=int(record.pid), args=command, env=env, privileges=plan, user=user, cwd=workdir,
             tty=options.tty, interactive=options.interactive, detach=options.detach,
             console_size=options.console_size if options.tty and not options.detach else None,
         )

@@ -226,7 +226,8 @@ class Lifecycle:
             "Driver": spec.get("driver", ""),
             "Platform": "linux",
             "HostConfig": {"AutoRemove": record.auto_remove, "NetworkMode": spec.get("network", "none"),
-                           **_docker_host_config(spec.get("spec") or {}), **host_config(self.resources(record))},
+                           **_docker_host_config(spec.get("spec") or {}), **_security_host_config(spec),
+                           **host_config(self.resources(record))},
             "Mounts": _docker_mounts(spec.get("spec") or {}),
             "Config": {
                 "Hostname": spec.get("hostname", ""),
@@ -383,6 +384,18 @@ def _random_name(attempt: int) -> str:
     first, second = os.urandom(2)  # a name, not a secret: the slight modulo bias does not matter
     name = f"{_ADJECTIVES[first % len(_ADJECTIVES)]}_{_NAMES[second % len(_NAMES)]}"
     return name if attempt < 10 else f"{name}{attempt}"
+
+
+def _security_host_config(spec: dict) -> dict:
+    """Docker's HostConfig fields for the security options kept in the record's full spec."""
+    security = (spec.get("spec") or {}).get("security") if isinstance(spec.get("spec"), dict) else None
+    if not isinstance(security, dict):
+        return {}
+    options = [f"seccomp={security.get('seccomp')}"] if security.get("seccomp") != "default" else []
+    options += ["no-new-privileges"] if security.get("no_new_privileges") else []
+    options += [f"unmask={path}" for path in security.get("unmask") or []]
+    return {"Privileged": bool(security.get("privileged")), "CapAdd": security.get("cap_add") or None,
+            "CapDrop": security.get("cap_drop") or None, "SecurityOpt": options or None}
 
 
 def _describe(spec) -> dict:

@@ -263,3 +263,15 @@ def test_detach_keys_setting(tmp_path):
     with pytest.raises(ConfigError, match="detach_keys"):
         load_settings(env)
 
+
+
+def test_seccomp_profile_default_comes_from_the_config(tmp_path):
+    from sandbox.config import load_settings
+    from sandbox.errors import ConfigError
+
+    config = tmp_path / "config.toml"
+    config.write_text('seccomp_profile = "ci"\n')
+    assert load_settings({"HOME": str(tmp_path), "SBX_CONFIG": str(config)}).seccomp_profile == "ci"
+    config.write_text("seccomp_profile = 3\n")
+    with pytest.raises(ConfigError, match="seccomp_profile"):
+        load_settings({"HOME": str(tmp_path), "SBX_CONFIG": str(config)})
