@@ -58,7 +58,7 @@ http:
 YAML
   chmod 0644 "$DEMO_ROOT/registry.yml"
   # the demo user's own process, in its own session, so it outlives this script
-  runuser -u "$DEMO_USER" -- setsid docker-registry serve "$DEMO_ROOT/registry.yml" \
+  setsid runuser -u "$DEMO_USER" -- docker-registry serve "$DEMO_ROOT/registry.yml" \
     </dev/null >>"$DEMO_ROOT/registry/registry.log" 2>&1 &
   for _ in $(seq 100); do registry_up && break; sleep 0.1; done
   registry_up || { echo "make demo: docker-registry did not start:"; tail -5 "$DEMO_ROOT/registry/registry.log"; exit 1; } >&2
