@@ -24,6 +24,7 @@ esac
 
 PACKAGES=(uidmap slirp4netns fuse-overlayfs libseccomp2 docker-registry busybox-static skopeo umoci
           apache2-utils python3-venv)
+PACKAGES+=(debootstrap)  # the nginx image of make demo and the integration tests (tests/fixtures/debian_image.py)
 TEST_USER=${SBX_TEST_USER:-sbxtest}
 SUBID_COUNT=65536
 VENV=.venv
