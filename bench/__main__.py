@@ -1,8 +1,9 @@
-"""python -m bench [NAME|all|list] [-n ITERATIONS] [--warmup N] [--tools sbx,podman,...]
+"""python -m bench [NAME|all|list|summary] [-n ITERATIONS] [--warmup N] [--tools sbx,podman,...]
 
 Runs the benchmarks of this package, each writing bench/results/<name>.json and printing its own table; then
 (for `all`, what `make bench` runs) writes bench/results/latest.json with every result, the table of medians and
-ratios sbx / baseline (also printed), and bench/results/latest.png, a chart of those ratios.
+ratios sbx / baseline (also printed), and bench/results/latest.png, a chart of those ratios. `summary` writes those
+three again from the results/<name>.json already there, measuring nothing.
 
 A benchmark is any module of this package that defines TITLE, ORDER, measure(iterations, warmup, only) -> dict,
 render(result) -> str and figures(result) -> list[Figure] (see bench/README.md); it is found without registration.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import pkgutil
 import sys
@@ -72,7 +74,7 @@ def summarize(results: dict, figures: list[Figure]) -> None:
 def main(argv: list[str] | None = None) -> int:
     benchmarks = discover()
     p = argparse.ArgumentParser(prog="python -m bench", description="sbx benchmarks (see bench/README.md)")
-    p.add_argument("which", nargs="?", default="all", choices=[*benchmarks, "all", "list"])
+    p.add_argument("which", nargs="?", default="all", choices=[*benchmarks, "all", "list", "summary"])
     p.add_argument("-n", "--iterations", type=int, default=5, help="measured iterations per tool (default 5; "
                    "start-up figures take at least 30)")
     p.add_argument("--warmup", type=int, default=1, help="warm-up iterations per tool (default 1)")
@@ -86,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.which == "list":
         for name, module in benchmarks.items():
             print(f"{name:10} {module.TITLE}")
+        return 0
+    if args.which == "summary":  # again from the results/<name>.json of earlier runs, measuring nothing
+        results = {name: json.loads((RESULTS_DIR / f"{name}.json").read_text()) for name in benchmarks
+                   if (RESULTS_DIR / f"{name}.json").exists()}
+        summarize(results, [f for name, result in results.items() for f in benchmarks[name].figures(result)])
         return 0
     names = list(benchmarks) if args.which == "all" else [args.which]
     only = [t.strip() for t in args.tools.split(",") if t.strip()] or None
