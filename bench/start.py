@@ -52,7 +52,6 @@ from bench.common import (
 TITLE = "B1: sbx run --rm --network none IMG /bin/true vs rootless podman run vs bwrap, and the floor"
 ORDER = 1  # place in `python -m bench` and its summary
 
-
 WORK = BENCH_DIR / "work" / "start"
 MIN_ITERATIONS = 30
 MIN_WARMUP = 3

@@ -62,8 +62,8 @@ class Check:
 
     @property
     def fails(self) -> bool:
-        """True when this check stops sbx from running containers."""
-        return self.blocking and self.status != OK
+        """True when this check stops sbx from running containers (a warning never does)."""
+        return self.blocking and self.status == MISSING
 
 
 @dataclass(frozen=True)

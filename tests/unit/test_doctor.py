@@ -137,6 +137,15 @@ def test_sysctls_that_refuse_user_namespaces(host: Host, knob: str, value: str, 
     assert not report.can_run
 
 
+def test_refusing_sysctl_with_a_working_probe_only_warns(host: Host) -> None:
+    """The probe is the truth (root, or a kernel that ignores the knob): the sysctl is then a warning."""
+    write(host.proc_sys / "kernel/apparmor_restrict_unprivileged_userns", "1\n")
+    report = run(host)
+    check = report.find("user namespaces")
+    assert check.status == WARNING and not check.fails
+    assert report.can_run
+
+
 def test_allowing_sysctls_pass(host: Host) -> None:
     write(host.proc_sys / "kernel/unprivileged_userns_clone", "1\n")
     write(host.proc_sys / "kernel/apparmor_restrict_unprivileged_userns", "0\n")
