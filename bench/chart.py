@@ -12,10 +12,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # no display: write a file
+import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
-from bench.common import Figure  # noqa: E402
+from bench.common import Figure, ratio_text  # noqa: E402
 
 COLORS = {"podman": "#4c72b0", "bwrap": "#dd8452"}
 OTHER = "#8c8c8c"
@@ -38,10 +39,14 @@ def draw(figures: list[Figure], path: Path, machine: dict[str, Any]) -> Path:
     ax.axvline(1.0, color="black", linewidth=1)
     for y, ratio in enumerate(ratios):
         faster = ratio < 1
-        ax.text(ratio / 1.06 if faster else ratio * 1.06, y, f"{ratio:.2f}x", va="center",
+        ax.text(ratio / 1.06 if faster else ratio * 1.06, y, f"{ratio_text(ratio)}x", va="center",
                 ha="right" if faster else "left", fontsize=8)
-    if ratios:
-        ax.set_xlim(min(0.5, min(ratios) / 1.8), max(2.0, max(ratios) * 1.8))
+    if ratios:  # room for the labels at both ends
+        ax.set_xlim(min(0.3, min(ratios) / 4), max(3.0, max(ratios) * 4))
+    used = {_color(f.baseline): f.baseline.split()[0] for f in rows}
+    names = {COLORS["podman"]: "rootless podman", COLORS["bwrap"]: "bubblewrap", OTHER: "floor / other tool"}
+    ax.legend(handles=[matplotlib.patches.Patch(color=color, label=names[color]) for color in names if color in used],
+              loc="lower right", fontsize=8)
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}x"))
     ax.set_xlabel("sbx median / baseline median (log scale; left of 1x: sbx is faster)")
     ax.set_title(f"sbx vs rootless podman (runc) and bubblewrap - {machine.get('cpus')} CPUs, "

@@ -380,10 +380,15 @@ def _duration(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
+def ratio_text(ratio: float) -> str:
+    """Two decimals, or two significant digits below 0.1 (a mount against a whole `podman create`)."""
+    return f"{ratio:.2f}" if ratio >= 0.1 else f"{ratio:.2g}"
+
+
 def figures_table(figures: list[Figure]) -> str:
     table = Table(["figure", "sbx", "median", "baseline", "median", "sbx/baseline"])
     for f in figures:
-        table.add(f.figure, f.sbx, _duration(f.sbx_s), f.baseline, _duration(f.baseline_s), f"{f.ratio:.2f}")
+        table.add(f.figure, f.sbx, _duration(f.sbx_s), f.baseline, _duration(f.baseline_s), ratio_text(f.ratio))
     return table.render()
 
 

@@ -326,5 +326,5 @@ measure = bench_rootfs
 def figures(result: dict[str, Any]) -> list[Figure]:
     """sbx beside its baselines, for the summary of `make bench`."""
     drivers = result["drivers"]
-    return (compare("B6 rootfs ready", drivers, "overlay", ["podman"])
+    return (compare("B6 rootfs ready (overlay mount)", drivers, "overlay", ["podman"])
             + compare("B6 rootfs copy", drivers, "copy", ["cp -a"]))
