@@ -58,12 +58,15 @@ test-integration: setup
 lint: venv
 	$(PY) -m ruff check .
 
+# bench: the baselines (podman, bwrap, matplotlib), sbx installed world-readable in $(TEST_ROOT), every benchmark
 bench: setup
 	@bash scripts/bench-setup.sh
+	@SBX_INSTALL_ONLY=1 bash scripts/test-integration.sh
 	@$(PY) -m bench
 
-demo:
-	@echo "make demo: not yet available"
+# demo: nginx from Debian packages, served by a local registry, run rootless as $(TEST_USER) on port 8080
+demo: setup
+	@bash scripts/demo.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis

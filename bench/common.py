@@ -25,7 +25,8 @@ from typing import Any
 BENCH_DIR = Path(os.environ.get("SBX_BENCH_DIR", "/var/tmp/sbx-bench"))
 BENCH_USER = os.environ.get("SBX_BENCH_USER", "sbxtest")
 RESULTS_DIR = Path(os.environ.get("SBX_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
-DEFAULT_SBX_VENV_PY = "/var/tmp/sbx-test/venv/bin/python"
+# the world-readable install scripts/test-integration.sh makes (`make bench` runs it with SBX_INSTALL_ONLY=1)
+DEFAULT_SBX_VENV_PY = f"{os.environ.get('SBX_TEST_ROOT') or '/var/tmp/sbx-test'}/venv/bin/python"
 
 
 class BenchError(Exception):
@@ -44,8 +45,8 @@ def sbx_cmd() -> list[str]:
         return shlex.split(env_cmd)
     if not Path(DEFAULT_SBX_VENV_PY).exists():
         raise BenchError(
-            f"sbx venv not found ({DEFAULT_SBX_VENV_PY}); run `make test-integration PYTEST_ARGS='-k version'` once "
-            "(it builds /var/tmp/sbx-test/venv from this checkout) or set SBX_BENCH_CMD"
+            f"sbx venv not found ({DEFAULT_SBX_VENV_PY}); run `SBX_INSTALL_ONLY=1 scripts/test-integration.sh` as "
+            "root once (it installs this checkout there; `make bench` does) or set SBX_BENCH_CMD"
         )
     return [DEFAULT_SBX_VENV_PY, "-P", "-m", "sandbox"]
 
@@ -330,3 +331,72 @@ def write_json(name: str, data: dict[str, Any]) -> Path:
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
     tmp.replace(path)
     return path
+
+
+def report(name: str, result: dict[str, Any], render: Any) -> Path:
+    """Write bench/results/<name>.json and print the benchmark's own table (every module ends this way)."""
+    path = write_json(name, result)
+    print(render(result))
+    print(f"wrote {path}")
+    return path
+
+
+# -- the summary: sbx beside each baseline --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One side-by-side comparison of medians from one run: ``ratio`` = sbx / baseline (below 1: sbx is faster)."""
+
+    figure: str  # e.g. "B1 run --rm true"
+    sbx: str  # the sbx column's name in its benchmark
+    baseline: str  # the baseline column's name
+    sbx_s: float
+    baseline_s: float
+
+    @property
+    def ratio(self) -> float:
+        return self.sbx_s / self.baseline_s
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"figure": self.figure, "sbx": self.sbx, "baseline": self.baseline, "sbx_median_s": self.sbx_s,
+                "baseline_median_s": self.baseline_s, "ratio": round(self.ratio, 3)}
+
+
+def compare(figure: str, columns: dict[str, Any], sbx: str, baselines: list[str]) -> list[Figure]:
+    """A Figure for each baseline column with a median beside the sbx column's (failed or absent ones are left out)."""
+    mine = columns.get(sbx) or {}
+    if not mine.get("median_s"):
+        return []
+    found = []
+    for name in baselines:
+        other = columns.get(name) or {}
+        if other.get("median_s"):
+            found.append(Figure(figure, sbx, name, mine["median_s"], other["median_s"]))
+    return found
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def ratio_text(ratio: float) -> str:
+    """Two decimals, or two significant digits below 0.1 (a mount against a whole `podman create`)."""
+    return f"{ratio:.2f}" if ratio >= 0.1 else f"{ratio:.2g}"
+
+
+def figures_table(figures: list[Figure]) -> str:
+    table = Table(["figure", "sbx", "median", "baseline", "median", "sbx/baseline"])
+    for f in figures:
+        table.add(f.figure, f.sbx, _duration(f.sbx_s), f.baseline, _duration(f.baseline_s), ratio_text(f.ratio))
+    return table.render()
+
+
+def tool_versions() -> dict[str, str | None]:
+    return {
+        "podman": version_of(["podman", "--version"]),
+        "runc": version_of(["runc", "--version"]),
+        "bwrap": version_of(["bwrap", "--version"]),
+        "slirp4netns": version_of(["slirp4netns", "--version"]),
+        "fuse-overlayfs": version_of(["fuse-overlayfs", "--version"]),
+    }

@@ -35,8 +35,10 @@ from typing import Any
 from bench.common import (
     BENCH_DIR,
     BenchError,
+    Figure,
     Table,
     User,
+    compare,
     drop_tree,
     exclusive,
     log,
@@ -46,9 +48,11 @@ from bench.common import (
     summary,
     tail,
     version_of,
-    write_json,
 )
 from bench.start import BUSYBOX, IMAGE_REF, PODMAN_REF, Podman, Sbx, base_env
+
+TITLE = "B2 exec, B3 ps -a/--version, B10 helper memory, B11 rm + leaks, B12 50 parallel run -d vs podman"
+ORDER = 20  # place in `python -m bench` and its summary
 
 WORK = BENCH_DIR / "work" / "lifecycle"
 CMD_TIMEOUT = 60
@@ -745,10 +749,16 @@ def render(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(iterations: int = 30, warmup: int = 3, only: list[str] | None = None) -> dict[str, Any]:
+def measure(iterations: int, warmup: int, only: list[str] | None = None) -> dict[str, Any]:
     del only  # every phase needs both tools' stores; narrowing is not supported
-    result = bench_lifecycle(iterations=iterations, warmup=warmup)
-    path = write_json("lifecycle", result)
-    print(render(result))
-    print(f"wrote {path}")
-    return result
+    return bench_lifecycle(iterations=iterations, warmup=warmup)
+
+
+def figures(result: dict[str, Any]) -> list[Figure]:
+    """sbx beside its baselines, for the summary of `make bench`."""
+    b3 = result.get("b3", {}).get("tools", {})
+    return (compare("B2 exec true", result.get("b2", {}).get("tools", {}), "sbx", ["podman", "nsenter"])
+            + compare("B3 ps -a (100 running)", b3, "sbx ps", ["podman ps"])
+            + compare("B3 --version", b3, "sbx --version", ["podman --version", "python"])
+            + compare("B3 images (50)", b3, "sbx images", ["podman images"])
+            + compare("B11 rm (stopped)", result.get("b11", {}).get("tools", {}), "sbx", ["podman"]))

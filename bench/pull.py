@@ -26,8 +26,10 @@ from typing import Any
 from bench.common import (
     BENCH_DIR,
     BenchError,
+    Figure,
     Table,
     User,
+    compare,
     drop_tree,
     exclusive,
     is_root,
@@ -42,9 +44,11 @@ from bench.common import (
     timed,
     tree_bytes,
     version_of,
-    write_json,
 )
 from bench.images import REPO, ImageInfo, Registry, disk_write_rate, ensure_image, inflate_rate
+
+TITLE = "B4: sbx pull vs rootless podman pull vs skopeo copy + umoci unpack --rootless"
+ORDER = 4  # place in `python -m bench` and its summary
 
 WORK = BENCH_DIR / "work"
 PULL_TIMEOUT = 300
@@ -609,9 +613,9 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(iterations: int = 5, warmup: int = 1, only: list[str] | None = None) -> dict[str, Any]:
-    result = bench_pull(iterations=iterations, warmup=warmup, only=only)
-    path = write_json("pull", result)
-    print(render(result))
-    print(f"wrote {path}")
-    return result
+measure = bench_pull
+
+
+def figures(result: dict[str, Any]) -> list[Figure]:
+    """sbx beside its baselines, for the summary of `make bench`."""
+    return compare("B4 pull", result.get("tools", {}), "sbx", ["podman", "skopeo+umoci"])

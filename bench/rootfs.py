@@ -30,8 +30,10 @@ from typing import Any
 from bench.common import (
     BENCH_DIR,
     BenchError,
+    Figure,
     Table,
     User,
+    compare,
     drop_tree,
     exclusive,
     log,
@@ -43,10 +45,12 @@ from bench.common import (
     tail,
     timed,
     version_of,
-    write_json,
 )
 from bench.images import OCI_DIR, TAG
 from bench.unpack import fresh, local_blobs, sbx_python, worker, write_worker
+
+TITLE = "B6: image present -> root filesystem ready, per driver: overlay, fuse-overlayfs, copy vs cp -a, podman"
+ORDER = 6  # place in `python -m bench` and its summary
 
 WORK = BENCH_DIR / "work" / "rootfs"
 MOUNT_MIN_ITERATIONS = 30
@@ -316,10 +320,11 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(iterations: int = 5, warmup: int = 1, only: list[str] | None = None) -> dict[str, Any]:
-    result = bench_rootfs(iterations=iterations, warmup=warmup, only=only)
-    path = write_json("rootfs", result)
-    print(render(result))
-    print(f"wrote {path}")
-    return result
+measure = bench_rootfs
 
+
+def figures(result: dict[str, Any]) -> list[Figure]:
+    """sbx beside its baselines, for the summary of `make bench`."""
+    drivers = result["drivers"]
+    return (compare("B6 rootfs ready (overlay mount)", drivers, "overlay", ["podman"])
+            + compare("B6 rootfs copy", drivers, "copy", ["cp -a"]))

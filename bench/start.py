@@ -34,8 +34,10 @@ from bench.common import (
     BENCH_DIR,
     RESULTS_DIR,
     BenchError,
+    Figure,
     Table,
     User,
+    compare,
     drop_tree,
     exclusive,
     log,
@@ -45,8 +47,10 @@ from bench.common import (
     summary,
     tail,
     version_of,
-    write_json,
 )
+
+TITLE = "B1: sbx run --rm --network none IMG /bin/true vs rootless podman run vs bwrap, and the floor"
+ORDER = 1  # place in `python -m bench` and its summary
 
 WORK = BENCH_DIR / "work" / "start"
 MIN_ITERATIONS = 30
@@ -490,9 +494,9 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(iterations: int = 30, warmup: int = 3, only: list[str] | None = None) -> dict[str, Any]:
-    result = bench_start(iterations=iterations, warmup=warmup, only=only)
-    path = write_json("start", result)
-    print(render(result))
-    print(f"wrote {path}")
-    return result
+measure = bench_start
+
+
+def figures(result: dict[str, Any]) -> list[Figure]:
+    """sbx beside its baselines, for the summary of `make bench`."""
+    return compare("B1 run --rm true", result["tools"], "sbx", ["podman", "bwrap"])

@@ -31,8 +31,10 @@ from bench.common import (
     BENCH_DIR,
     DEFAULT_SBX_VENV_PY,
     BenchError,
+    Figure,
     Table,
     User,
+    compare,
     drop_tree,
     exclusive,
     log,
@@ -44,9 +46,11 @@ from bench.common import (
     tail,
     tree_bytes,
     version_of,
-    write_json,
 )
 from bench.images import OCI_DIR, TAG
+
+TITLE = "B5: unpack the image's layers (and 20,000 small files) from local blobs: sbx vs tar -xzf"
+ORDER = 5  # place in `python -m bench` and its summary
 
 WORK = BENCH_DIR / "work" / "unpack"
 WORKER = BENCH_DIR / "work" / "worker.py"
@@ -387,10 +391,12 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(iterations: int = 5, warmup: int = 1, only: list[str] | None = None) -> dict[str, Any]:
-    result = bench_unpack(iterations=iterations, warmup=warmup, only=only)
-    path = write_json("unpack", result)
-    print(render(result))
-    print(f"wrote {path}")
-    return result
+measure = bench_unpack
 
+
+def figures(result: dict[str, Any]) -> list[Figure]:
+    """sbx beside its baselines, for the summary of `make bench`."""
+    found = []
+    for case, entry in result["cases"].items():
+        found += compare(f"B5 unpack {case}", entry["tools"], "sbx", ["tar"])
+    return found

@@ -68,4 +68,11 @@ install -d -m 0755 /run/user
 [ -d "/run/user/$uid" ] || install -d -m 0700 -o "$BENCH_USER" -g "$BENCH_USER" "/run/user/$uid"
 install -d -m 0755 "$BENCH_DIR"
 
+# the chart of `make bench` (bench/chart.py): matplotlib (pyproject's bench extra) in the venv that runs the harness
+venv_py="${SBX_BENCH_VENV:-$(dirname "$0")/../.venv}/bin/python"
+if [ -x "$venv_py" ] && ! "$venv_py" -c 'import matplotlib' 2>/dev/null; then
+  echo "bench-setup: installing matplotlib into $(dirname "$(dirname "$venv_py")")"
+  "$venv_py" -m pip install --quiet --disable-pip-version-check 'matplotlib>=3.6'
+fi
+
 echo "bench-setup: ok (user $BENCH_USER uid $uid, work dir $BENCH_DIR)"

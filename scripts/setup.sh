@@ -25,6 +25,7 @@ esac
 PACKAGES=(uidmap slirp4netns fuse-overlayfs libseccomp2 docker-registry busybox-static skopeo umoci
           apache2-utils python3-venv
           gcc libc6-dev)  # gcc, libc6-dev: the seccomp probe of the integration tests is built static at test time
+PACKAGES+=(debootstrap)  # the nginx image of make demo and the integration tests (tests/fixtures/debian_image.py)
 TEST_USER=${SBX_TEST_USER:-sbxtest}
 SUBID_COUNT=65536
 VENV=.venv

@@ -74,6 +74,16 @@ fi
 rm -rf "$TEST_ROOT"/src/*.egg-info
 chmod -R go+rX,go-w "$VENV"
 
+# the Debian nginx image some tests run (debootstrap needs root; cached in /var/cache/sbx-demo, so only the first
+# run on a machine builds it)
+if [[ -z ${SBX_INSTALL_ONLY:-} ]] && command -v debootstrap >/dev/null; then
+  (cd "$TEST_ROOT/src" && "$PYTHON" -m tests.fixtures.debian_image build) ||
+    echo "test-integration: the nginx image could not be built; the tests that need it skip (fail in CI)" >&2
+fi
+
+# SBX_INSTALL_ONLY=1: stop here, with a world-readable install in $TEST_ROOT (what `make demo` runs sbx from)
+[[ ${SBX_INSTALL_ONLY:-} == 1 ]] && exit 0
+
 # 3. a fresh work dir owned by the test user (pytest's tmp dirs, hypothesis' database)
 WORK=$TEST_ROOT/work
 rm -rf "$WORK"

@@ -146,15 +146,20 @@ def _free_start(taken: list[tuple[int, int]], size: int) -> int:
     return start
 
 
+def suggested_start(subuid_path: Path, subgid_path: Path) -> int:
+    """Where a new 65536-id range fits in both files without overlapping anyone's (what the notices suggest)."""
+    return _free_start(_all_ranges(subuid_path) + _all_ranges(subgid_path), MAX_CONTAINER_IDS)
+
+
 def _notice(user: str, missing: list[Path], subuid_path: Path, subgid_path: Path) -> str:
     size = MAX_CONTAINER_IDS
-    start = _free_start(_all_ranges(subuid_path) + _all_ranges(subgid_path), size)
+    start = suggested_start(subuid_path, subgid_path)
     where = " and ".join(str(path) for path in missing)
     kinds = "uid and gid" if len(missing) == 2 else ("uid" if missing[0] == subuid_path else "gid")
     return (
         f'no subordinate {kinds} range for user "{user}" in {where}: files keep a single owner; '
         f"ask an administrator to run usermod --add-subuids {start}-{start + size - 1} "
-        f"--add-subgids {start}-{start + size - 1} {user}"
+        f"--add-subgids {start}-{start + size - 1} {user} (sbx doctor checks the rest)"
     )
 
 

@@ -55,7 +55,7 @@ _STDERR_TAIL = 2000
 _HELPER_TIMEOUT = 30.0
 USERNS_HINT = (
     "unprivileged user namespaces may be disabled: check sysctl kernel.unprivileged_userns_clone, "
-    "user.max_user_namespaces and kernel.apparmor_restrict_unprivileged_userns"
+    "user.max_user_namespaces and kernel.apparmor_restrict_unprivileged_userns (sbx doctor checks them all)"
 )
 
 
@@ -148,7 +148,7 @@ def find_helper(program: str) -> str:
     if found is None:
         raise NamespaceError(
             f"{program} not found: it is needed to map subordinate ids into a user namespace",
-            hint="install the uidmap package (sudo apt-get install uidmap)",
+            hint="install the uidmap package (sudo apt-get install uidmap); sbx doctor checks the rest",
             program=program,
         )
     return found
@@ -177,7 +177,8 @@ def write_maps(pid: int, idmap: IdMap, helpers: dict[str, str], deadline: float 
                 kind = "subuid" if program == "newuidmap" else "subgid"
                 raise NamespaceError(
                     f"{program} failed (exit {process.returncode}): {_tail(stderr) or 'no message'}",
-                    hint=f"check your range in /etc/{kind} (usermod --add-{kind}s) and that {program} is setuid root",
+                    hint=f"check your range in /etc/{kind} (usermod --add-{kind}s) and that {program} is setuid root; "
+                    "run sbx doctor",
                     program=program,
                     returncode=process.returncode,
                 )

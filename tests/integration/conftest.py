@@ -6,6 +6,8 @@ Session fixtures (started once, on first use):
 - `registry`: anonymous RegistryServer; every image pushed as `NAME:latest` and `library/NAME:latest`,
   plus `umoci-v2s2` and `umoci-oci` (built by umoci, pushed by skopeo)
 - `htpasswd_registry`: basic auth, user alice / secret, the Python-built images pushed
+- `nginx_image`: the Debian nginx image (tests/fixtures/debian_image.py, built as root by
+  scripts/test-integration.sh) pushed to `registry` as `library/nginx:latest`; its manifest digest
 - `token_registry`: bearer-token auth through a TokenIssuer (`token_registry.issuer`); alice / secret may
   pull and push everything, anonymous users may pull `library/*` only
 
@@ -137,6 +139,21 @@ def registry(tmp_path_factory: pytest.TempPathFactory, fixture_images: dict) -> 
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def nginx_image(registry: RegistryServer) -> str:
+    """The cached Debian nginx image in `registry` as `library/nginx:latest` (`sbx pull nginx`); its digest."""
+    from tests.fixtures import debian_image
+
+    image = debian_image.cached_image()
+    if image is None:
+        message = (f"no nginx image in {debian_image.CACHE}: build it as root with "
+                   "`python3 -m tests.fixtures.debian_image build` (scripts/test-integration.sh does)")
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    return debian_image.push(image, registry.url)
 
 
 @pytest.fixture(scope="session")
