@@ -322,3 +322,47 @@ def test_damaged_store_is_named_and_recoverable(sbx, registry):
     sbx("system", "prune", "-a", "-f")
     assert sbx("system", "check").stdout.strip() == "no problems found"
     assert blob_files(sbx) == []
+
+
+def _flip_byte(path: Path, offset: int = 100) -> None:
+    os.chmod(path, 0o600)
+    data = bytearray(path.read_bytes())
+    data[min(offset, len(data) - 1)] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_images_itself_names_a_deleted_blob_and_a_flipped_byte(sbx, registry):
+    """TESTPLAN 55: `sbx images` (not only `system check`) names the damaged image and blob; rmi -f and a new
+    pull recover. A flipped config byte is seen at once; one in a layer once a check (or a use) has hashed it."""
+    sbx("pull", "-q", "busybox")
+    sbx("pull", "-q", "multilayer")
+    busybox = registry.images["library/busybox:latest"]
+    multilayer = registry.images["library/multilayer:latest"]
+    blobs = store_root(sbx) / "blobs" / "sha256"
+    assert sbx("images").returncode == 0
+
+    (blobs / multilayer.layer_digests[-1].split(":")[1]).unlink()
+    listing = sbx("images", check=False)
+    line = single_error_line(listing)
+    assert multilayer.layer_digests[-1] in line and "missing" in line and multilayer.config_digest[7:19] in line
+    assert "busybox" in listing.stdout and "multilayer" in listing.stdout  # the listing itself is still shown
+    sbx("rmi", "-f", "multilayer")
+    assert sbx("images").returncode == 0
+
+    _flip_byte(blobs / busybox.config_digest.split(":")[1])
+    line = single_error_line(sbx("images", check=False))
+    assert busybox.config_digest in line and "damaged" in line
+    sbx("rmi", "-f", "busybox")
+    sbx("pull", "-q", "busybox")
+    assert sbx("images").returncode == 0
+
+    layer = busybox.layer_digests[0]
+    _flip_byte(blobs / layer.split(":")[1])
+    assert sbx("system", "check", check=False).returncode == 1
+    line = single_error_line(sbx("images", check=False))
+    assert layer in line and "damaged" in line
+    sbx("rmi", "-f", "busybox")
+    sbx("system", "prune", "-a", "-f")
+    sbx("pull", "-q", "busybox")
+    assert sbx("images").returncode == 0
+    assert sbx("system", "check").stdout.strip() == "no problems found"
