@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -397,3 +399,40 @@ def test_images_itself_names_a_deleted_blob_and_a_flipped_byte(sbx, registry):
     sbx("pull", "-q", "busybox")
     assert sbx("images").returncode == 0
     assert sbx("system", "check").stdout.strip() == "no problems found"
+
+
+def test_a_full_disk_is_one_clean_line_and_the_pull_works_once_space_is_freed(sbx, registry):
+    """TESTPLAN 53: the store on a real, small tmpfs (the root harness mounts one and names it in
+    SBX_TEST_SMALL_FS), filled with ballast but for a few pages: the pull fails with one line naming ENOSPC, exit 1,
+    leaving no blob, temp file or record; once the ballast is gone the same pull works."""
+    from tests.fixtures.environment import unavailable
+
+    small = os.environ.get("SBX_TEST_SMALL_FS")
+    if not small or not os.path.ismount(small) or not os.access(small, os.W_OK):
+        unavailable("no small tmpfs for the test user: run through scripts/test-integration.sh as root")
+    data = Path(tempfile.mkdtemp(prefix="store-", dir=small))
+    env = {"XDG_DATA_HOME": str(data)}
+    ballast = Path(small) / f"ballast-{data.name}"
+    try:
+        free = os.statvfs(small).f_bavail * os.statvfs(small).f_frsize
+        with open(ballast, "wb") as handle:
+            chunk = bytes(1 << 20)
+            left = free - 64 * 1024  # a few pages stay free: the store's dirs and records fit, no layer does
+            while left > 0:
+                left -= handle.write(chunk[: min(len(chunk), left)])
+        failed = sbx("pull", "-q", "busybox", env=env, check=False)
+        line = single_error_line(failed)
+        assert "ENOSPC" in line, line
+        assert sbx("images", "-q", env=env).stdout == ""
+        store = data / "sbx"
+        assert not (store / "ingest").exists() or list((store / "ingest").iterdir()) == []
+        assert not (store / "blobs" / "sha256").exists() or list((store / "blobs" / "sha256").iterdir()) == []
+        ballast.unlink()
+        sbx("pull", "-q", "busybox", env=env)
+        assert sbx("images", "-q", env=env).stdout.strip() != ""
+        assert sbx("system", "check", env=env).stdout.strip() == "no problems found"
+        sbx("rmi", "busybox", env=env)
+        sbx("system", "prune", "-a", "-f", env=env)
+    finally:
+        ballast.unlink(missing_ok=True)
+        shutil.rmtree(data, ignore_errors=True)

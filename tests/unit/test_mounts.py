@@ -320,3 +320,23 @@ def test_something_in_the_way_of_a_mountpoint_is_a_clean_error(tmp_path, root):
     with pytest.raises(RootfsError, match="cannot prepare /dev/fd in the container") as caught:
         apply_mounts(FakeKernel(), ops, str(root))
     assert caught.value.errno == errno.EEXIST
+
+
+def test_submounts_of_a_read_only_bind_are_found_from_mountinfo(tmp_path):
+    """A read-only remount changes one mount: the recursive bind's submounts must each be remounted too."""
+    from sandbox.runtime.mounts import _mounts_below
+
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "82 81 0:28 / /r/sys/fs/cgroup rw,relatime - tmpfs tmpfs rw\n"
+        "83 82 0:29 / /r/sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n"
+        "84 82 0:38 / /r/sys/fs/cgroup/with\\040space rw - cgroup2 cgroup2 rw\n"
+        "85 82 0:28 / /r/sys/fs/cgroup rw,relatime - tmpfs tmpfs rw\n"
+        "86 81 0:40 / /r/sys/fs/cgroupx rw - tmpfs tmpfs rw\n"
+        "87 1 0:41 / /r/sys/kernel rw - sysfs sysfs rw\n"
+    )
+    assert _mounts_below("/r/sys/fs/cgroup", str(mountinfo)) == [
+        "/r/sys/fs/cgroup/cpu", "/r/sys/fs/cgroup/with space"]
+    assert _mounts_below("/r/sys", str(mountinfo)) == [
+        "/r/sys/fs/cgroup", "/r/sys/fs/cgroup/cpu", "/r/sys/fs/cgroup/with space", "/r/sys/fs/cgroupx", "/r/sys/kernel"]
+    assert _mounts_below("/elsewhere", str(mountinfo)) == []
