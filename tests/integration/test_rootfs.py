@@ -177,7 +177,7 @@ def test_three_drivers_agree_on_a_hostile_image_and_nothing_lands_outside(sbx, r
     assert trees["overlay"] == trees["fuse-overlayfs"] == trees["copy"]
     tree = trees["copy"]
     for path in ("f-par", "victim/f-link", "victim2/f-chain", "etc/f-abs", "run/f-run"):
-        assert tree[path][0] == stat.S_IFREG, path  # resolved inside the root
+        assert tree.get(path, [None])[0] == stat.S_IFREG, path  # resolved inside the root
     assert tree["becomes-file"][0] == stat.S_IFREG and "old" not in tree and tree["etc/passwd"][0] == stat.S_IFREG
     assert tree["hard"][4] == tree["etc/f-abs"][4]
     assert "data/upper" in tree and "data/lower" not in tree
