@@ -639,3 +639,35 @@ def test_remove_tree_of_missing_parent_is_fine(tmp_path):
 def test_other_aufs_metadata_is_ignored(dest):
     stats = unpack(dest, f(".wh..wh.plnk/1234.5678", b""), f(".wh..wh.aufs", b""), whiteout_format="copy")
     assert stats.files == 0 and os.listdir(dest) == []
+
+
+def _remove_when_told(path, go, results):
+    go.wait(10)
+    try:
+        remove_tree(path)
+        results.put("ok")
+    except SbxError as error:
+        results.put(str(error))
+
+
+def test_remove_tree_run_by_several_processes_at_once_succeeds_in_each(tmp_path):
+    """Parallel rmi and prune may collect the same retired layer: each remover must finish without an error when
+    another one took entries away under it (TESTPLAN 54)."""
+    import multiprocessing
+
+    fork = multiprocessing.get_context("fork")
+    top = tmp_path / "retired"
+    for i in range(40):
+        directory = top / f"d{i}" / "inner"
+        directory.mkdir(parents=True)
+        for j in range(40):
+            (directory / f"f{j}").write_bytes(b"")
+    go, results = fork.Event(), fork.Queue()
+    workers = [fork.Process(target=_remove_when_told, args=(top, go, results)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    go.set()
+    for worker in workers:
+        worker.join(30)
+    assert sorted(results.get(timeout=5) for _ in workers) == ["ok"] * 4
+    assert not top.exists()
