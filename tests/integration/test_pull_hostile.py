@@ -176,7 +176,8 @@ def test_a_pull_killed_while_a_blob_is_half_written_leaves_no_temp_file(sbx, fak
     image.serve(fake)
     layer = image.layers[1]
     path = f"/v2/evil/app/blobs/{sha256(layer)}"
-    fake.route("GET", path, Reply(body=layer, stall=60, stall_after=500_000), Reply(body=layer, honour_range=True))
+    # past two of the 1 MiB pieces sbx writes at a time, short of the end (the layer is ~3 MB of noise)
+    fake.route("GET", path, Reply(body=layer, stall=60, stall_after=2_500_000), Reply(body=layer, honour_range=True))
     ingest = sbx.data_home / "sbx" / "ingest"
 
     def half_written() -> bool:
