@@ -91,6 +91,16 @@ mkdir -p "$WORK/tmp"
 chown -R "$TEST_USER:" "$WORK"
 chmod 0700 "$WORK"
 
+# 4. a small tmpfs the test user owns, for the disk-full case (TESTPLAN 53): a user cannot mount one on the host,
+#    and the pull must meet ENOSPC from a real file system. Unmounted when the run ends.
+SMALL_FS=$TEST_ROOT/small-fs
+mkdir -p "$SMALL_FS"
+if ! mountpoint -q "$SMALL_FS"; then
+  mount -t tmpfs -o "size=24m,mode=0700,uid=$(id -u "$TEST_USER"),gid=$(id -g "$TEST_USER")" sbx-test-small \
+    "$SMALL_FS" || echo "test-integration: cannot mount a tmpfs at $SMALL_FS: the disk-full test cannot run" >&2
+fi
+trap 'umount "$SMALL_FS" 2>/dev/null || true' EXIT
+
 # from the copy, so paths given as arguments read as they do in the checkout
 cd "$TEST_ROOT/src"
 echo "test-integration: running as $TEST_USER from $TEST_ROOT/src"
@@ -100,7 +110,7 @@ runuser -u "$TEST_USER" -- env -i \
   HOME="$TEST_HOME" USER="$TEST_USER" LOGNAME="$TEST_USER" SHELL=/bin/bash \
   LANG=C.UTF-8 TERM="${TERM:-dumb}" CI="${CI:-}" \
   XDG_RUNTIME_DIR= TMPDIR="$WORK/tmp" PYTHONDONTWRITEBYTECODE=1 \
-  HYPOTHESIS_STORAGE_DIRECTORY="$WORK/hypothesis" \
+  HYPOTHESIS_STORAGE_DIRECTORY="$WORK/hypothesis" SBX_TEST_SMALL_FS="$SMALL_FS" \
   "$VENV/bin/python" -m pytest -p no:cacheprovider --basetemp="$WORK/pytest" \
   --rootdir="$TEST_ROOT/src" "${targets[@]}" "$@"
 status=$?

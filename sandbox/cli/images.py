@@ -206,8 +206,16 @@ def images(
     filters = list(filters)
     if repository:
         filters.append(f"reference={repository}")
-    rows = _service().rows(filters=filters)
+    service = _service()
+    rows = service.rows(filters=filters)
+    damage = service.damage(rows)
+    _list_images(rows, quiet=quiet, digests=digests, no_trunc=no_trunc, output_format=output_format,
+                 template=template)
+    if damage is not None:
+        raise damage  # after the listing: the sound images are still shown, and the exit code says the rest
 
+
+def _list_images(rows, *, quiet: bool, digests: bool, no_trunc: bool, output_format: str, template: bool) -> None:
     def image_id(record) -> str:
         return str(record.id) if no_trunc else record.id.short
 

@@ -267,6 +267,7 @@ def _command(request: ExecRequest, kernel, channel, tty: bool, null: int, joined
     identity = resolve_identity(request.user, read_small("/etc/passwd"), read_small("/etc/group"))
     env = with_home(request.env, identity.home)
     cwd = os.path.normpath(request.cwd or "/")
+    cwd = "/" + cwd.lstrip("/") if cwd.startswith("//") else cwd  # normpath keeps "//": //proc is /proc too
     if not os.path.isabs(cwd) or cwd == "/proc" or cwd.startswith("/proc/"):
         raise ContainerStartError(f"refusing working directory {cwd!r}: it must be an absolute path outside /proc")
     if slave_fd is not None:

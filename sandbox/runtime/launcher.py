@@ -315,6 +315,7 @@ def _stage2(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
     identity = resolve_identity(spec.process.user, read_small("/etc/passwd"), read_small("/etc/group"))
     env = with_home(spec.process.env, identity.home)
     cwd = os.path.normpath(spec.process.cwd or "/")
+    cwd = "/" + cwd.lstrip("/") if cwd.startswith("//") else cwd  # normpath keeps "//": //proc is /proc too
     if not os.path.isabs(cwd) or cwd == "/proc" or cwd.startswith("/proc/"):
         # a WORKDIR like /proc/self/fd/N would start the process in a directory outside the root (CVE-2024-21626)
         raise ContainerStartError(f"refusing working directory {cwd!r}: it must be an absolute path outside /proc")

@@ -305,7 +305,37 @@ def _mount(kernel, op: MountOp, source: str | None, target: str, fstype: str | N
 
 
 def _remount_read_only(kernel, op: MountOp, target: str) -> None:
+    """Make ``target`` and every mount below it read-only: a read-only remount changes one mount only, so the
+    submounts a recursive bind brought along (the host's /sys/fs/cgroup/*, /sys/kernel/*) would stay writable."""
     _mount(kernel, op, None, target, None, _READ_ONLY_REMOUNT | locked_flags(target))
+    for path in _mounts_below(target):
+        try:
+            flags = locked_flags(path)
+        except OSError as error:  # below a dir the namespace's root may not search: out of the container's reach too
+            if error.errno in (errno_codes.EACCES, errno_codes.EPERM, errno_codes.ENOENT):
+                continue
+            raise
+        _mount(kernel, op, None, path, None, _READ_ONLY_REMOUNT | flags)
+
+
+def _mounts_below(target: str, mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+    """Mount points strictly below ``target``, parents first, as /proc/self/mountinfo lists them."""
+    prefix = target.rstrip("/") + "/"
+    try:
+        with open(mountinfo, encoding="utf-8", errors="surrogateescape") as handle:
+            points = [_unescape_mount_point(line.split()[4]) for line in handle if len(line.split()) > 4]
+    except FileNotFoundError:
+        return []
+    return [point for point in dict.fromkeys(points) if point.startswith(prefix)]
+
+
+def _unescape_mount_point(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash in a mount point as \\ooo octal escapes."""
+    if "\\" not in field:
+        return field
+    import re
+
+    return re.sub(r"\\([0-7]{3})", lambda match: chr(int(match.group(1), 8)), field)
 
 
 def _create(host_path: str, create: str | None) -> None:

@@ -388,6 +388,25 @@ class ImageService:
                 rows.append(ImageRow(record, familiar, tag, digest))
         return rows
 
+    def damage(self, rows: Iterable[ImageRow]) -> StoreCorrupt | None:
+        """One error naming every damaged image among ``rows`` (missing, resized or known-bad blobs), or None."""
+        found: list[str] = []
+        seen: set[Digest] = set()
+        for row in rows:
+            record = row.record
+            if record.id in seen:
+                continue
+            seen.add(record.id)
+            problems = self.store.damage(record)
+            if problems:
+                names = ", ".join(_familiar_ref(tag) for tag in record.repo_tags) or "<none>"
+                found.append(f"image {record.id.short} ({names}) is damaged: {'; '.join(problems)}")
+        if not found:
+            return None
+        return StoreCorrupt(
+            "; ".join(found), hint="remove it with sbx rmi -f IMAGE and pull it again, or run sbx system prune"
+        )
+
     def tag(self, source: str, target: str) -> None:
         record = self.resolve(source)
         ref = Reference.parse(target)

@@ -24,11 +24,19 @@ Damage (TESTPLAN 55): ``images()`` and ``get_image()`` raise :class:`StoreCorrup
 (with ``path`` and, when the file name gives it, ``image_id`` fields); ``resolve()`` by id still finds it so that
 ``remove_image`` can drop it; ``prune()`` removes damaged records. While a damaged record exists the collector
 deletes nothing (what the record needs is unknown), so damage never spreads to blob deletion.
+
+Damaged blobs are named by :meth:`Store.damage`, which ``sbx images`` calls for every image, so it must stay cheap
+and hash nothing (hashlib alone costs the listing milliseconds): it stats each blob (missing, or a layer whose size
+is not the manifest's) and reports blobs found damaged when they were last verified. Those come from
+``damaged/<algorithm>-<hex>`` notes that :meth:`check` and :meth:`read_blob` (every use of a config or manifest:
+run, create, inspect, save) leave when a blob hashes wrong; a note holds the blob file's inode, size and mtime, so
+it speaks only of the file it was written for (a blob pulled again after ``rmi -f`` is a new file and clears it).
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import stat
@@ -311,6 +319,7 @@ class Store:
             raise store_error(exc, "read", path) from exc
         actual = Digest.of(data, digest.algorithm)
         if actual != digest:
+            self._note_damage(digest, f"content is damaged: it hashes to {actual}")
             raise StoreCorrupt(
                 f"blob {digest} is damaged: its content hashes to {actual}", path=str(path), digest=digest
             )
@@ -780,6 +789,7 @@ class Store:
                 continue  # collected while we looked
             present.add(blob.digest)
             if actual != blob.digest:
+                self._note_damage(blob.digest, f"content is damaged: it hashes to {actual}")
                 used_by = users.get(blob.digest)
                 suffix = f"; used by image {', '.join(used_by)}" if used_by else ""
                 problems.append(Problem(f"blob {blob.digest}", f"content is damaged: it hashes to {actual}{suffix}"))
@@ -793,6 +803,53 @@ class Store:
                     names = ", ".join(record.repo_tags) or "<none>"
                     problems.append(Problem(f"image {record.id.short} ({names})", f"{role} blob {digest} is missing"))
         return problems
+
+    def damage(self, record: ImageRecord) -> list[str]:
+        """What is wrong with the blobs ``record`` needs, found without hashing (see the module docstring)."""
+        problems: list[str] = []
+        notes = self._damage_notes()
+        roles = [("config", record.id, None), ("manifest", record.manifest_digest, None)]
+        if record.index_digest is not None:
+            roles.append(("index", record.index_digest, None))
+        roles.extend((f"layer {n}", layer.digest, layer.size) for n, layer in enumerate(record.layers, 1))
+        for role, digest, size in roles:
+            path = self.blob_path(digest)
+            try:
+                info = os.stat(path)
+            except FileNotFoundError:
+                problems.append(f"{role} blob {digest} is missing")
+                continue
+            except OSError as exc:
+                raise store_error(exc, "stat", path) from exc
+            note = notes.get(digest)
+            if size is not None and info.st_size != size:
+                problems.append(f"{role} blob {digest} is {info.st_size} bytes, not {size}")
+            elif note is not None and note.get("file") == _file_identity(info):
+                problems.append(f"{role} blob {digest}: {note.get('reason', 'content is damaged')}")
+        return problems
+
+    def _damage_notes(self) -> dict[Digest, dict]:
+        notes: dict[Digest, dict] = {}
+        directory = self.root / "damaged"
+        for name in _listdir(directory):
+            algorithm, _, hex_digest = name.partition("-")
+            try:
+                digest = Digest.parse(f"{algorithm}:{hex_digest}")
+                note = json.loads((directory / name).read_bytes())
+            except (InvalidDigest, OSError, ValueError):
+                continue
+            if isinstance(note, dict):
+                notes[digest] = note
+        return notes
+
+    def _note_damage(self, digest: Digest, reason: str) -> None:
+        """Remember that the blob file now at ``digest``'s path hashes wrong (best effort: a note, not a record)."""
+        with suppress(OSError):
+            info = os.stat(self.blob_path(digest))
+            directory = self.root / "damaged"
+            directory.mkdir(mode=0o700, exist_ok=True)
+            note = {"file": _file_identity(info), "reason": reason}
+            write_atomic(directory / f"{digest.algorithm}-{digest.hex}", json.dumps(note).encode())
 
     def disk_usage(self, *, in_use: Iterable[Digest] = ()) -> Usage:
         """Counts and bytes; ``in_use`` (image ids that containers use) only feeds ``active_images``."""
@@ -882,6 +939,11 @@ def _digests_in(raw: bytes) -> set[Digest]:
     for match in _DIGEST_TEXT.finditer(raw):
         found.add(Digest.parse(match.group(0).decode()))
     return found
+
+
+def _file_identity(info: os.stat_result) -> list[int]:
+    """Which file this is, as far as a damage note cares: replaced or rewritten files differ."""
+    return [info.st_ino, info.st_size, info.st_mtime_ns]
 
 
 def _hash_file(path: Path, algorithm: str) -> Digest:

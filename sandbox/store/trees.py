@@ -88,16 +88,28 @@ def _next_subdir_after_unlinking_files(fd: int) -> str | None:
             return None
 
 
+_CONCURRENT_REMOVAL_RETRIES = 100
+
+
 def remove_tree(path: Path) -> None:
     """Remove ``path`` and everything below it without recursion and without following symlinks (rmi, failed
-    unpacks; TESTPLAN 13). A missing path is not an error."""
+    unpacks; TESTPLAN 13). A missing path is not an error, nor is another process removing the same tree."""
     path = Path(path)
     try:
         parent_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
         return
     try:
-        remove_at(parent_fd, path.name)
+        for _ in range(_CONCURRENT_REMOVAL_RETRIES):
+            try:
+                remove_at(parent_fd, path.name)
+                break
+            except FileNotFoundError:
+                # another remover (a parallel rmi or prune collecting the same retired layer) took an entry away
+                # under us: walk again from the top, which is gone once it has finished
+                continue
+        else:
+            remove_at(parent_fd, path.name)
     except OSError as error:
         raise StoreError(
             f"cannot remove {path}: {(error.strerror or str(error)).lower()}", path=str(path), errno=error.errno

@@ -96,11 +96,15 @@ def test_detach_keys_option_and_ctrl_p_passes_through(start):
 
 
 def test_resize_reaches_the_container(start):
-    name, _, _, _ = start(["sh", "-c", "while true; do stty size; sleep 0.2; done"], tty=True)
+    # TESTPLAN 42: the container prints its size when SIGWINCH arrives; a resize must reach it within a second
+    # (the bound of the wait is the requirement itself)
+    script = "trap 'stty size' WINCH; stty size; while true; do sleep 0.05; done"
+    name, _, _, _ = start(["sh", "-c", script], tty=True)
     child = attach_cli(start.sbx, name, dimensions=(30, 100))
     child.expect("30 100")
-    child.setwinsize(40, 120)
-    child.expect("40 120", timeout=5)
+    for rows, columns in ((40, 120), (25, 80), (50, 200)):
+        child.setwinsize(rows, columns)
+        child.expect(f"{rows} {columns}", timeout=1)
     child.send(b"\x10\x11")
     child.expect(pexpect.EOF)
 

@@ -101,8 +101,10 @@ def test_auto_remove_removes_the_directory_and_record(setup):
 
 
 def test_sigterm_to_the_monitor_reaches_the_container(setup):
-    store, container_id, _, monitor = start(setup, ["sh", "-c", "trap 'exit 7' TERM; while :; do sleep 0.1; done"])
-    time.sleep(0.3)  # let the shell set its trap
+    script = "trap 'exit 7' TERM; echo trap-set; while :; do sleep 0.1; done"
+    store, container_id, container_dir, monitor = start(setup, ["sh", "-c", script])
+    log = container_dir / LOG_NAME
+    wait_for(lambda: log.exists() and "trap-set" in log.read_text())  # the trap is set before the signal comes
     os.kill(monitor, signal.SIGTERM)
     record = wait_for(lambda: (r := store.get(container_id)).state is ContainerState.EXITED and r)
     assert record.exit_code == 7

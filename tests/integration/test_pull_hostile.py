@@ -165,6 +165,39 @@ def test_stalled_server_times_out(sbx, fake):
     clean_failure(sbx, result, "timed out|stalled|timeout")
 
 
+def test_a_pull_killed_while_a_blob_is_half_written_leaves_no_temp_file(sbx, fake):
+    """TESTPLAN 52 at the one point random kills rarely hit: the blob's temp file exists (the download has begun,
+    held half-way by a stalling server) when SIGKILL comes. The next command collects it; the pull then works."""
+    import signal
+
+    from tests.integration.helpers import wait_for
+
+    image = Image()
+    image.serve(fake)
+    layer = image.layers[1]
+    path = f"/v2/evil/app/blobs/{sha256(layer)}"
+    # past two of the 1 MiB pieces sbx writes at a time, short of the end (the layer is ~3 MB of noise)
+    fake.route("GET", path, Reply(body=layer, stall=60, stall_after=2_500_000), Reply(body=layer, honour_range=True))
+    ingest = sbx.data_home / "sbx" / "ingest"
+
+    def half_written() -> bool:
+        try:
+            return any(entry.stat().st_size > 0 for entry in ingest.iterdir())
+        except FileNotFoundError:
+            return False
+
+    process = sbx.popen("pull", "-q", f"{fake.host}/evil/app")
+    try:
+        assert wait_for(half_written, timeout=60), "the download never began"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    assert sbx("images", "-q").stdout == ""  # the next command
+    assert list(ingest.iterdir()) == []
+    sbx("pull", "-q", f"{fake.host}/evil/app")
+    assert sbx("system", "check").stdout.strip() == "no problems found"
+
+
 def test_escape_sequences_in_search_results_are_escaped(sbx, fake):
     fake.route(
         "GET",

@@ -54,8 +54,8 @@ def test_pull_unpacks_each_layer_once_with_mapped_owners(sbx, registry):
     assert [p for p in layers.root.iterdir()] == []
 
 
-def test_three_drivers_give_the_same_tree(sbx, registry, tmp_path):
-    store, record = pulled(sbx, "multilayer")
+def driver_trees(store, record, tmp_path) -> dict[str, dict]:
+    """The inventory of ``record``'s root filesystem under each driver, read inside a user and mount namespace."""
     idmap = default_idmap()
     layer_root = store.root / "layers"
     chains = [chain.hex for chain in chain_ids([layer.diff_id for layer in record.layers])]
@@ -84,7 +84,13 @@ def test_three_drivers_give_the_same_tree(sbx, registry, tmp_path):
             trees[driver] = run_job(job, idmap, mount_namespace=True)["tree"]
     finally:
         run_job({"op": "remove", "paths": containers}, idmap)
+    return trees
 
+
+def test_three_drivers_give_the_same_tree(sbx, registry, tmp_path):
+    store, record = pulled(sbx, "multilayer")
+    idmap = default_idmap()
+    trees = driver_trees(store, record, tmp_path)
     assert trees["overlay"] == trees["fuse-overlayfs"]
     assert trees["overlay"] == trees["copy"]
 
@@ -128,3 +134,59 @@ def test_loaded_images_are_unpacked_too(sbx, registry, tmp_path):
     assert not any(layers.has(chain) for chain in chains)
     sbx("load", "-i", archive)
     assert all(layers.has(chain) for chain in chains)
+
+
+# Hostile, but each layer writes only through symlinks of its own (a later layer writing under an earlier layer's
+# symlink is TESTPLAN 65, whose semantics are settled elsewhere): every path resolves inside the root, so the three
+# drivers must agree, and nothing may land outside the layer dirs.
+_ESCAPES = ("victim", "victim2", "f-par", "f-link", "f-chain", "f-abs")
+
+
+def _hostile_layers():
+    from tests.fixtures.imagebuild import Dir, File, Hardlink, Symlink, build_layer, busybox_entries, whiteout
+
+    first = busybox_entries() + [
+        ("cur", Symlink(".")), ("par", Symlink("cur/..")), ("par/f-par", File("through cur/..\n")),
+        ("link", Symlink("../victim")), ("link/f-link", File("through ../victim\n")),
+        ("a", Dir()), ("a/up", Symlink("..")), ("a/up/esc", Symlink("../victim2")),
+        ("a/up/esc/f-chain", File("through two hops\n")),
+        ("localetc", Symlink("/etc")), ("localetc/f-abs", File("through /etc\n")),
+        ("hard", Hardlink("localetc/f-abs")),  # a hardlink whose target is named through a symlink
+        ("run", Dir()), ("var/run", Symlink("/run")), ("var/run/f-run", File("through /run\n")),
+        ("old", Symlink("/etc/passwd")), ("becomes-file", Symlink("/etc")), ("loop1", Symlink("loop2")),
+        ("loop2", Symlink("loop1")), ("data", Dir()), ("data/lower", File("lower\n")),
+    ]
+    second = [
+        ("becomes-file", File("a file now, not a link to /etc\n")),  # replaces the link, never follows it
+        (whiteout("old"), File("")),  # removes the link, not /etc/passwd
+        ("data", Dir()), ("data/.wh..wh..opq", File("")), ("data/upper", File("upper\n")),
+    ]
+    return [build_layer(first), build_layer(second)]
+
+
+def test_three_drivers_agree_on_a_hostile_image_and_nothing_lands_outside(sbx, registry, tmp_path):
+    """TESTPLAN 14 with writes through relative, chained, looping and absolute symlinks and escape attempts."""
+    from tests.fixtures import imagebuild
+
+    image = imagebuild.build_image("hostile", _hostile_layers(), cmd=["/bin/sh"])
+    imagebuild.push_built(registry.session(None), "hostile/links", "latest", image)
+    sbx("pull", "-q", f"{registry.host}/hostile/links")
+    store = Store.open(sbx.data_home / "sbx")
+    [record] = store.images()
+    trees = driver_trees(store, record, tmp_path)
+    assert trees["overlay"] == trees["fuse-overlayfs"] == trees["copy"]
+    tree = trees["copy"]
+    for path in ("f-par", "victim/f-link", "victim2/f-chain", "etc/f-abs", "run/f-run"):
+        assert tree.get(path, [None])[0] == stat.S_IFREG, path  # resolved inside the root
+    assert tree["becomes-file"][0] == stat.S_IFREG and "old" not in tree and tree["etc/passwd"][0] == stat.S_IFREG
+    assert tree["hard"][4] == tree["etc/f-abs"][4]
+    assert "data/upper" in tree and "data/lower" not in tree
+    # nothing outside: no escape name anywhere in the store but inside a layer's tree
+    outside = []
+    for directory, names, files in os.walk(sbx.data_home, onerror=lambda _error: None):
+        if os.path.basename(directory) == "diff" or "/diff/" in directory + "/":
+            names[:] = []
+            continue
+        outside += [os.path.join(directory, name) for name in names + files if name in _ESCAPES]
+    assert outside == []
+    assert not any(os.path.lexists(f"/{name}") or os.path.lexists(f"/tmp/{name}") for name in _ESCAPES)

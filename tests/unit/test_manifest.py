@@ -143,7 +143,11 @@ def test_descriptor_to_json_round_trip():
 
 
 def test_content_type_parameters_and_case_are_ignored():
-    parse_document(raw(image()), "Application/VND.oci.image.manifest.v1+json ; charset=utf-8")
+    parsed = parse_document(raw(image()), "Application/VND.oci.image.manifest.v1+json ; charset=utf-8")
+    assert isinstance(parsed, Manifest) and parsed.media_type == mt.OCI_MANIFEST
+    # normalised, not skipped: the same spelling of a type that disagrees is still caught
+    with pytest.raises(InvalidManifest, match="disagrees with Content-Type"):
+        parse_document(raw(image()), "Application/VND.oci.image.INDEX.v1+json ; charset=utf-8")
 
 
 def test_unrelated_content_type_is_not_a_disagreement():

@@ -23,8 +23,6 @@ from sandbox.kernel.constants import (
 from sandbox.kernel.fake import FakeKernel
 from sandbox.runtime.idmap import IdMap, IdRange
 from sandbox.runtime.mounts import (
-    MASKED_PATHS,
-    READONLY_PATHS,
     MountOp,
     apply_mounts,
     locked_flags,
@@ -61,6 +59,23 @@ def mounts(kernel: FakeKernel):
     return [call.args for call in kernel.calls if call.op == "mount"]
 
 
+# TESTPLAN 29, written out here rather than read from the module: dropping an entry there must fail a test.
+EXPECTED_MASKED = (  # Docker's list (moby oci/defaults.go), written out here: a removed entry must fail a test
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+)
+EXPECTED_READ_ONLY = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+
+
 # --- the plan as data ----------------------------------------------------------------------------------------------
 
 
@@ -72,8 +87,8 @@ def test_plan_order_puts_proc_and_dev_first_then_sys_etc_volumes_masks(tmp_path)
     assert targets[8:16] == ["/dev/pts", "/dev/ptmx", "/dev/fd", "/dev/stdin", "/dev/stdout", "/dev/stderr",
                              "/dev/shm", "/dev/mqueue"]
     assert targets[16:21] == ["/sys", "/sys/fs/cgroup", "/etc/hostname", "/etc/hosts", "/etc/resolv.conf"]
-    masks = len(MASKED_PATHS)
-    assert tuple(targets[21:21 + masks]) == MASKED_PATHS and tuple(targets[21 + masks:]) == READONLY_PATHS
+    masks = len(EXPECTED_MASKED)
+    assert tuple(targets[21:21 + masks]) == EXPECTED_MASKED and tuple(targets[21 + masks:]) == EXPECTED_READ_ONLY
     assert all(isinstance(op, MountOp) for op in ops)
     with pytest.raises(AttributeError):
         ops[0].target = "/elsewhere"  # frozen
@@ -96,8 +111,8 @@ def test_plan_flags_and_options(tmp_path):
     assert by_target(ops, "/dev/mqueue").fstype == "mqueue"
     hosts = by_target(ops, "/etc/hosts")
     assert (hosts.source, hosts.flags, hosts.create) == (str(tmp_path / "etc" / "hosts"), MS_BIND, "file")
-    assert all(by_target(ops, path).kind == "mask" for path in MASKED_PATHS)
-    assert all(by_target(ops, path).kind == "readonly" for path in READONLY_PATHS)
+    assert [op.target for op in ops if op.kind == "mask"] == list(EXPECTED_MASKED)
+    assert [op.target for op in ops if op.kind == "readonly"] == list(EXPECTED_READ_ONLY)
     assert "/" not in [op.target for op in ops]
 
 
@@ -105,7 +120,8 @@ def test_network_none_mounts_sysfs_and_host_network_binds_the_hosts_sys(tmp_path
     own = plan_mounts(make_spec(network="none"), "/root", str(tmp_path))
     sys = by_target(own, "/sys")
     assert (sys.kind, sys.fstype, sys.flags) == ("sysfs", "sysfs", SAFE | MS_RDONLY)
-    assert by_target(own, "/sys/fs/cgroup").kind == "cgroup2"
+    cgroup = by_target(own, "/sys/fs/cgroup")
+    assert cgroup.kind == "cgroup2" and (cgroup.flags & MS_RDONLY or cgroup.read_only_remount)
     host = plan_mounts(make_spec(network="host"), "/root", str(tmp_path))
     sys = by_target(host, "/sys")
     assert (sys.kind, sys.source, sys.flags, sys.read_only_remount) == ("bind", "/sys", MS_BIND | MS_REC, True)
@@ -138,7 +154,7 @@ def test_user_mounts_bind_and_tmpfs(tmp_path):
     assert scratch.flags & MS_RDONLY and scratch.data is None
     assert (data.flags, data.create, data.read_only_remount) == (MS_BIND | MS_REC, "dir", False)
     assert (inner.create, inner.read_only_remount) == ("file", True)
-    assert ops.index(inner) < ops.index(by_target(ops, MASKED_PATHS[0]))
+    assert ops.index(inner) < ops.index(by_target(ops, EXPECTED_MASKED[0]))
 
 
 @pytest.mark.parametrize(
@@ -313,3 +329,23 @@ def test_something_in_the_way_of_a_mountpoint_is_a_clean_error(tmp_path, root):
     with pytest.raises(RootfsError, match="cannot prepare /dev/fd in the container") as caught:
         apply_mounts(FakeKernel(), ops, str(root))
     assert caught.value.errno == errno.EEXIST
+
+
+def test_submounts_of_a_read_only_bind_are_found_from_mountinfo(tmp_path):
+    """A read-only remount changes one mount: the recursive bind's submounts must each be remounted too."""
+    from sandbox.runtime.mounts import _mounts_below
+
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "82 81 0:28 / /r/sys/fs/cgroup rw,relatime - tmpfs tmpfs rw\n"
+        "83 82 0:29 / /r/sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n"
+        "84 82 0:38 / /r/sys/fs/cgroup/with\\040space rw - cgroup2 cgroup2 rw\n"
+        "85 82 0:28 / /r/sys/fs/cgroup rw,relatime - tmpfs tmpfs rw\n"
+        "86 81 0:40 / /r/sys/fs/cgroupx rw - tmpfs tmpfs rw\n"
+        "87 1 0:41 / /r/sys/kernel rw - sysfs sysfs rw\n"
+    )
+    assert _mounts_below("/r/sys/fs/cgroup", str(mountinfo)) == [
+        "/r/sys/fs/cgroup/cpu", "/r/sys/fs/cgroup/with space"]
+    assert _mounts_below("/r/sys", str(mountinfo)) == [
+        "/r/sys/fs/cgroup", "/r/sys/fs/cgroup/cpu", "/r/sys/fs/cgroup/with space", "/r/sys/fs/cgroupx", "/r/sys/kernel"]
+    assert _mounts_below("/elsewhere", str(mountinfo)) == []

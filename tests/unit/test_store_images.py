@@ -427,6 +427,47 @@ def test_check_finds_a_flipped_byte_and_a_deleted_blob(store):
     assert blob_set(store) == set()
 
 
+def _flip(path: Path) -> None:
+    os.chmod(path, 0o644)
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_damage_names_missing_resized_and_flipped_blobs_without_hashing(store, monkeypatch):
+    """TESTPLAN 55 for the listing: a stat per blob, and the notes that check() and read_blob() leave."""
+    image = add(store, "a", [b"layer one", b"layer two", b"layer three"], BUSYBOX)
+    assert store.damage(image) == []
+    one, two, three = (Digest.of(data) for data in (b"layer one", b"layer two", b"layer three"))
+    os.unlink(store.blob_path(one))
+    store.blob_path(two).chmod(0o644)
+    store.blob_path(two).write_bytes(b"layer tw")
+    _flip(store.blob_path(three))  # same size: only a hash can tell
+    import sandbox.store.store as store_module
+
+    real_hash = store_module._hash_file
+    monkeypatch.setattr(store_module, "_hash_file", lambda *args: pytest.fail("the listing hashed a blob"))
+    assert store.damage(image) == [f"layer 1 blob {one} is missing", f"layer 2 blob {two} is 8 bytes, not 9"]
+    monkeypatch.setattr(store_module, "_hash_file", real_hash)
+    store.check()  # hashes everything, and leaves a note for the listing
+    flipped = Digest.of(bytes([ord("l") ^ 0xFF]) + b"ayer three")
+    assert store.damage(image)[2:] == [f"layer 3 blob {three}: content is damaged: it hashes to {flipped}"]
+
+
+def test_a_damaged_config_is_noted_on_use_and_a_new_blob_clears_a_note(store):
+    image = add(store, "a", [b"layer one"], BUSYBOX)
+    _flip(store.blob_path(image.id))
+    with pytest.raises(StoreCorrupt):
+        store.read_blob(image.id)  # what run, create and inspect do with the config
+    assert [p.split(":")[0] for p in store.damage(image)] == [f"config blob {image.id.algorithm}"]
+    _flip(store.blob_path(Digest.of(b"layer one")))
+    assert len(store.check()) == 2
+    store.remove_image(image.id)
+    again = add(store, "a", [b"layer one"], BUSYBOX)  # pulled again: new files, the old notes speak of nothing
+    assert again.id == image.id
+    assert store.damage(again) == []
+
+
 def test_record_naming_another_id_is_damaged(store):
     one = add(store, "one", [b"1"], BUSYBOX)
     two = build_image(store, "two", [b"2"])

@@ -12,14 +12,15 @@ import io
 import os
 import stat
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
 
 from sandbox.errors import InvalidLayer, LayerTooLarge, SbxError, UnsafeLayer, WhiteoutUnsupported
+from sandbox.runtime import nsjob
 from sandbox.store.trees import remove_tree
 from sandbox.store.unpack import UnpackStats, unpack_layer
+from tests.fixtures.environment import unavailable
 
 ROOT = os.geteuid() == 0
 
@@ -302,7 +303,7 @@ def test_overlay_whiteout_is_a_0_0_character_device(dest):
     except WhiteoutUnsupported as error:
         assert not ROOT, "root can always create whiteout devices"
         assert "overlay" in str(error) and error.hint
-        pytest.skip("this kernel does not let an unprivileged user create whiteout devices")
+        unavailable("this kernel does not let an unprivileged user create whiteout devices")
     st = os.lstat(dest / "etc" / "gone")
     assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(0, 0)
     assert not os.path.lexists(dest / "etc" / ".wh.gone")
@@ -313,7 +314,7 @@ def test_overlay_whiteout_under_symlinked_parent_acts_inside(dest, outer):
     try:
         unpack(dest, sym("q", str(outer / "victim")), f("q/.wh.f", b""))
     except WhiteoutUnsupported:
-        pytest.skip("no unprivileged whiteout devices here")
+        unavailable("no unprivileged whiteout devices here")
     assert stat.S_ISCHR(os.lstat(dest / str(outer / "victim" / "f").lstrip("/")).st_mode)
 
 
@@ -419,7 +420,7 @@ FORBIDDEN_XATTRS = {
 
 def test_forbidden_xattrs_are_never_applied(dest):
     if not user_xattrs_supported(dest):
-        pytest.skip("the tmp file system has no user xattrs")
+        unavailable("the tmp file system has no user xattrs: point TMPDIR at one that has (ext4, xfs, tmpfs >= 6.6)")
     headers = {**FORBIDDEN_XATTRS, "SCHILY.xattr.user.mime_type": "text/plain"}
     file_info, data = f("file", b"x")
     file_info.pax_headers = dict(headers)
@@ -434,13 +435,12 @@ def test_forbidden_xattrs_are_never_applied(dest):
         assert not names & forged
 
 
-class OutOfRange(UnsafeLayer):
-    hint = "add a range for this user to /etc/subuid and /etc/subgid"
+_PRODUCT_MAP = nsjob.owner_map(65536, 65536)  # the map a 65536-id subordinate range gives (ids 0..65535)
 
 
 def mapped(uid: int, gid: int) -> tuple[int, int]:
-    if uid > 65535 or gid > 65535:
-        raise OutOfRange(f"unsafe layer: owner {uid}:{gid} is outside the mapped range")
+    """The product's own range check; the chown itself only as root (a plain user may own files only as itself)."""
+    _PRODUCT_MAP(uid, gid)
     return (uid, gid) if ROOT else (os.getuid(), os.getgid())
 
 
@@ -448,7 +448,7 @@ def test_owner_outside_mapped_range_fails_naming_the_file(dest):
     with pytest.raises(UnsafeLayer) as caught:
         unpack(dest, f("ok", uid=1000, gid=1000), f("etc/shadow", uid=70000, gid=0), owner_map=mapped)
     assert "'etc/shadow'" in str(caught.value) and "70000" in str(caught.value)
-    assert "/etc/subuid" in caught.value.hint
+    assert "/etc/subuid" in f"{caught.value} {caught.value.hint}"
     assert caught.value.entry == "etc/shadow"
 
 
@@ -509,14 +509,14 @@ class ZeroTar(io.RawIOBase):
 def test_bomb_fails_at_the_limit_and_is_cleaned(tmp_path):
     dest = tmp_path / "dest"
     dest.mkdir()
-    started = time.monotonic()
+    bomb = ZeroTar(2**30)
     with pytest.raises(LayerTooLarge) as caught:
-        unpack_layer(io.BufferedReader(ZeroTar(2**30)), dest, max_bytes=10 * 2**20)
-    assert time.monotonic() - started < 5
+        unpack_layer(io.BufferedReader(bomb), dest, max_bytes=10 * 2**20)
     assert "'zeros'" in str(caught.value)
     assert (dest / "zeros").stat().st_size <= 10 * 2**20
-    remove_tree(dest)
-    assert not dest.exists()
+    # it stopped reading at the limit (give or take a read buffer), not at the end of the 1 GiB stream; removing
+    # what it left is the store's job (tests/integration/test_pull_hostile.py checks no layer dir remains)
+    assert bomb.position <= 12 * 2**20
 
 
 def test_damaged_tar_fails_cleanly(dest):
@@ -639,3 +639,35 @@ def test_remove_tree_of_missing_parent_is_fine(tmp_path):
 def test_other_aufs_metadata_is_ignored(dest):
     stats = unpack(dest, f(".wh..wh.plnk/1234.5678", b""), f(".wh..wh.aufs", b""), whiteout_format="copy")
     assert stats.files == 0 and os.listdir(dest) == []
+
+
+def _remove_when_told(path, go, results):
+    go.wait(10)
+    try:
+        remove_tree(path)
+        results.put("ok")
+    except SbxError as error:
+        results.put(str(error))
+
+
+def test_remove_tree_run_by_several_processes_at_once_succeeds_in_each(tmp_path):
+    """Parallel rmi and prune may collect the same retired layer: each remover must finish without an error when
+    another one took entries away under it (TESTPLAN 54)."""
+    import multiprocessing
+
+    fork = multiprocessing.get_context("fork")
+    top = tmp_path / "retired"
+    for i in range(40):
+        directory = top / f"d{i}" / "inner"
+        directory.mkdir(parents=True)
+        for j in range(40):
+            (directory / f"f{j}").write_bytes(b"")
+    go, results = fork.Event(), fork.Queue()
+    workers = [fork.Process(target=_remove_when_told, args=(top, go, results)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    go.set()
+    for worker in workers:
+        worker.join(30)
+    assert sorted(results.get(timeout=5) for _ in workers) == ["ok"] * 4
+    assert not top.exists()
