@@ -9,6 +9,8 @@ under ``$XDG_RUNTIME_DIR/sbx`` or ``/tmp/sbx-$UID``. The config file is ``$SBX_C
     storage_driver = "overlay"                # optional: overlay, fuse-overlayfs, copy (SBX_STORAGE_DRIVER wins)
     layer_size_limit = 68719476736            # bytes one layer may unpack to (default 64 GiB)
     detach_keys = "ctrl-p,ctrl-q"             # run, start and attach; --detach-keys wins
+    network = "slirp4netns"                   # run/create without --network: slirp4netns, pasta, none, host
+    port_bind_address = "0.0.0.0"             # -p without an address binds here; "127.0.0.1": loopback only
 
     [registries."docker.io"]
     mirrors = ["127.0.0.1:5000"]              # tried in order before the registry itself
@@ -46,6 +48,8 @@ class Settings:
     layer_size_limit: int = 64 * 1024**3
     detach_keys: str | None = None
     docker_config: Path | None = None
+    network: str = "slirp4netns"
+    port_bind_address: str = "0.0.0.0"
 
     @property
     def store_root(self) -> Path:
@@ -80,6 +84,16 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def _is_ip(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def load_settings(env: os._Environ[str] | dict[str, str] | None = None) -> Settings:
@@ -127,6 +141,7 @@ def _apply_file(settings: Settings, path: Path) -> Settings:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     known = {
         "registries", "insecure_registries", "default_platform", "storage_driver", "layer_size_limit", "detach_keys",
+        "network", "port_bind_address",
     }
     unknown = sorted(set(data) - known)
     if unknown:
@@ -163,8 +178,16 @@ def _apply_file(settings: Settings, path: Path) -> Settings:
     detach_keys = data.get("detach_keys")
     if detach_keys is not None and not isinstance(detach_keys, str):
         raise ConfigError(f"config file {path}: detach_keys must be a string like \"ctrl-p,ctrl-q\"")
+    network = data.get("network", settings.network)
+    if not isinstance(network, str) or network not in ("slirp4netns", "pasta", "none", "host"):
+        raise ConfigError(f"config file {path}: network must be one of slirp4netns, pasta, none, host")
+    bind_address = data.get("port_bind_address", settings.port_bind_address)
+    if not isinstance(bind_address, str) or not _is_ip(bind_address):
+        raise ConfigError(f"config file {path}: port_bind_address must be an IP address like 127.0.0.1")
     return replace(
         settings,
+        network=network,
+        port_bind_address=bind_address,
         detach_keys=detach_keys,
         config_file=path,
         registries=registries,

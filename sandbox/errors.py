@@ -265,3 +265,18 @@ class ContainerRunning(SbxError):
 class ContainerNotRunning(SbxError):
     """The operation needs a running container."""
 
+
+
+# --- networking ----------------------------------------------------------------------------------------------------
+
+
+class InvalidPort(InvalidRunOption):
+    """A ``-p`` value does not parse, or names a host port the user may not bind."""
+
+
+class PortInUse(SbxError):
+    """A published host port is already bound by another process (maybe another container)."""
+
+
+class NetworkError(SbxError):
+    """The network helper (slirp4netns, pasta) is missing, failed to start, or refused a port forward."""

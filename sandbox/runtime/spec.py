@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sandbox.errors import StoreCorrupt
+from sandbox.errors import SbxError, StoreCorrupt
 from sandbox.runtime.idmap import IdMap, IdRange
 from sandbox.runtime.rootfs import RootfsPlan
 
-NETWORKS = ("none", "host")
+NETWORKS = ("none", "host", "slirp4netns", "pasta")  # and container:ID (sandbox.network.modes)
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class ContainerSpec:
     init: bool = False
     stop_signal: str | None = None
     etc_files: dict[str, str] = field(default_factory=dict)  # /etc/hostname, /etc/hosts, /etc/resolv.conf content
+    ports: tuple = ()  # sandbox.network.ports.PortMapping: -p and -P (host port 0: any free one, chosen at start)
 
     def to_json(self) -> dict:
         """Plain JSON data; :meth:`from_json` gives back an equal spec."""
@@ -65,6 +66,7 @@ class ContainerSpec:
             "init": self.init,
             "stop_signal": self.stop_signal,
             "etc_files": dict(self.etc_files),
+            "ports": [mapping.to_json() for mapping in self.ports],
         }
 
     @classmethod
@@ -72,12 +74,14 @@ class ContainerSpec:
         """The spec :meth:`to_json` described; StoreCorrupt names the first thing that is missing or wrong."""
         keys = ("version", "id", "rootfs", "process", "idmap", "hostname", "mounts", "read_only", "network", "init",
                 "stop_signal", "etc_files")
-        reader = _Reader(data, "spec", keys)
+        reader = _Reader(data, "spec", keys, optional=("ports",))
         version = reader.integer("version")
         if version != SPEC_VERSION:
             raise reader.damaged(f"has unsupported version {version}")
         network = reader.string("network")
-        if network not in NETWORKS:
+        from sandbox.network.modes import valid_stored
+
+        if not valid_stored(network):
             raise reader.damaged(f"field 'network' is not supported: {network[:40]!r}")
         return cls(
             id=reader.string("id"),
@@ -92,6 +96,7 @@ class ContainerSpec:
             init=reader.boolean("init"),
             stop_signal=reader.optional_string("stop_signal"),
             etc_files=reader.string_map("etc_files"),
+            ports=ports_from_json(reader, reader.data.get("ports", [])),
         )
 
 
@@ -159,6 +164,17 @@ class _Reader:
         if not isinstance(value, list):
             raise self.damaged(f"field {key!r} must be a list")
         return value
+
+
+def ports_from_json(reader: _Reader, data: object) -> tuple:
+    from sandbox.network.ports import PortMapping
+
+    if not isinstance(data, list):
+        raise reader.damaged("field 'ports' must be a list")
+    try:
+        return tuple(PortMapping.from_json(item) for item in data)
+    except (ValueError, SbxError) as error:
+        raise reader.damaged(f"field 'ports': {getattr(error, 'message', error)}") from None
 
 
 def mount_to_json(mount: Mount) -> dict:
