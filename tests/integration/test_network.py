@@ -21,6 +21,11 @@ BACKENDS = ("slirp4netns", "pasta")
 HTTPD = "mkdir -p /www && echo hello from $(hostname) > /www/index.html && exec httpd -f -p {port} -h /www"
 
 
+UDP_ECHO = ("import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('0.0.0.0', 9000))\n"
+            "while True:\n    data, peer = s.recvfrom(64)\n    print('got', data.decode(), flush=True)\n"
+            "    s.sendto(data.upper(), peer)\n")
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -47,7 +52,8 @@ def serve(sbx, name: str, *flags: str, port: int = 80):
 
 
 def helpers_of(container_id: str) -> list[int]:
-    """Pids of the network helpers of one container: its runtime files (in the helper's argv) name its id."""
+    """Pids of the network helpers of one container: its runtime dir (in the helper's argv) is named by its id."""
+    container_id = container_id[:16]
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -93,19 +99,27 @@ def test_default_network_is_slirp4netns_with_its_resolver(busybox, tmp_path):
     assert custom.stdout == "nameserver 192.0.2.53\n"
 
 
-def test_udp_and_port_ranges(busybox):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_udp(busybox, backend):
     udp = free_port(socket.SOCK_DGRAM)
-    busybox("run", "-d", "--name", "udp", "--network", "slirp4netns", "-p", f"127.0.0.1:{udp}:9000/udp", "busybox",
-            "nc", "-u", "-l", "-p", "9000")
+    # busybox has no UDP server: the host's python3, bound in read-only, logs each datagram (and answers it)
+    busybox("run", "-d", "--name", "udp", "--network", backend, "-p", f"127.0.0.1:{udp}:9000/udp",
+            "-v", "/usr:/usr:ro", "-v", "/lib:/lib:ro", "-v", "/lib64:/lib64:ro", "busybox", "/usr/bin/python3",
+            "-c", UDP_ECHO)
 
     def delivered() -> bool:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.sendto(b"datagram\n", ("127.0.0.1", udp))
-        return "datagram" in busybox("logs", "udp").stdout
+            sock.sendto(b"datagram", ("127.0.0.1", udp))
+        return "got datagram" in busybox("logs", "udp").stdout
 
-    assert wait_for(delivered, timeout=20, interval=0.2)
+    assert wait_for(delivered, timeout=20, interval=0.1)
+    # Only the way in is checked: an answer to a client on the host's loopback is lost by both helpers as Debian 12
+    # ships them (libslirp 4.7 addresses it to 10.0.2.2, which --disable-host-loopback blocks; pasta 2023-03 has
+    # nothing bound where its loopback splice should take it back)
     assert f"127.0.0.1:{udp}->9000/udp" in busybox("ps").stdout
 
+
+def test_port_ranges(busybox):
     low = free_port()
     while True:  # two consecutive free host ports
         with socket.socket() as probe:
