@@ -94,10 +94,9 @@ class Monitor(Supervisor):
         self.remove_dir = remove_dir
 
     def run(self) -> None:
+        from sandbox.monitor import network
         from sandbox.runtime import launcher
         from sandbox.store.containers import ContainerState
-
-        from sandbox.monitor import network
 
         container_dir: Path | None = None
         record = None

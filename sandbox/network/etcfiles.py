@@ -38,7 +38,7 @@ def parse_dns(text: str) -> str:
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
-        raise InvalidRunOption(f"invalid --dns {text[:80]!r}", hint="give an IP address, e.g. --dns 192.0.2.53") from None
+        raise InvalidRunOption(f"invalid --dns {text[:80]!r}", hint="give an IP address, e.g. 192.0.2.53") from None
 
 
 def parse_search(text: str) -> str:

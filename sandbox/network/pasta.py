@@ -14,7 +14,6 @@ gateway address would be the host) keep the host's loopback out of reach, like s
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import signal
 import time

@@ -161,7 +161,8 @@ class ContainerService:
         except SbxError:
             return {}
         files = ((other.spec or {}).get("spec") or {}).get("etc_files") or {}
-        return {key: value for key, value in files.items() if key in ("hosts", "resolv.conf") and isinstance(value, str)}
+        return {key: value for key, value in files.items()
+                if key in ("hosts", "resolv.conf") and isinstance(value, str)}
 
     def remove_dir(self, container_dir: Path) -> None:
         """Remove a container's directory: directly when everything in it is the user's own (the usual case, and

@@ -37,10 +37,10 @@ def http_get(port: int, timeout: float = 20.0) -> str:
     answer: list[str] = []
 
     def fetch() -> bool:
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:  # noqa: S310
-                answer.append(response.read().decode())
-                return True
+        with contextlib.suppress(OSError), urllib.request.urlopen(  # noqa: S310 - a loopback URL the test made
+                f"http://127.0.0.1:{port}/", timeout=2) as response:
+            answer.append(response.read().decode())
+            return True
         return False
 
     assert wait_for(fetch, timeout=timeout, interval=0.1), f"nothing answered on 127.0.0.1:{port}"
