@@ -171,6 +171,11 @@ class NetLab(Lab):
             self.remove_all()
         except BenchError as e:
             log(f"clean-up: {e}")
+        pid_file = self.podman.work / "xdg-run" / "libpod" / "tmp" / "pause.pid"
+        with contextlib.suppress(OSError, ValueError):  # podman 4.3's pause process is catatonit: Podman's own
+            pid = int(pid_file.read_text().strip())       # clean-up looks for "podman" and leaves it
+            if Path(f"/proc/{pid}/comm").read_text().strip() in ("catatonit", "podman pause"):
+                os.kill(pid, 9)
         self.podman.cleanup()
         drop_tree(WORK)
         drop_tree(self.sbx.run_dir)

@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -221,6 +222,11 @@ def test_the_helper_goes_with_the_container(busybox, backend):
         container_id = busybox("run", "-d", "--name", name, "--network", backend, "-p", f"{free_port()}:80",
                                "busybox", "sleep", "300").stdout.strip()
         assert wait_for(lambda: len(helpers_of(container_id)) == 1, timeout=10), way  # noqa: B023
+        if way == "stop" and backend == "slirp4netns":  # TESTPLAN 48: confined, its API socket in a 0700 dir
+            argv = Path(f"/proc/{helpers_of(container_id)[0]}/cmdline").read_bytes().decode().split("\0")
+            assert {"--enable-sandbox", "--enable-seccomp", "--disable-host-loopback"} <= set(argv)
+            api = Path(next(arg for arg in argv if arg.startswith("--api-socket=")).partition("=")[2])
+            assert api.is_socket() and (api.parent.stat().st_mode & 0o777) == 0o700
         end(name, inspect(busybox, name))
         assert wait_for(lambda: not helpers_of(container_id), timeout=10), f"{backend} left running after {way}"  # noqa: B023
 

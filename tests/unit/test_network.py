@@ -178,3 +178,12 @@ def test_pasta_command_keeps_the_host_loopback_out_and_forwards_only_what_is_pub
     assert "--no-map-gw" in argv and "-f" in argv and argv[-1] == "42"
     bare = pasta.command("pasta", 42, (), Path("/run/x/pasta.pid"), None)
     assert bare[bare.index("-t") + 1] == "none" and bare[bare.index("-u") + 1] == "none"
+
+
+def test_pasta_reads_the_default_route_without_pyroute2(tmp_path):
+    table = tmp_path / "route"
+    table.write_text("Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n"
+                     "lo\t0000FEA9\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n"
+                     "lo\t00000000\t0102000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n")
+    assert pasta.host_route(str(table)) == ("127.0.0.1", "10.0.2.1")
+    assert pasta.host_route(str(tmp_path / "missing")) == (None, None)
