@@ -32,6 +32,7 @@ WANTED = ("--configure", "--mtu", "--disable-host-loopback", "--enable-sandbox",
 REQUIRED = ("--configure", "--ready-fd", "--exit-fd")
 API_TIMEOUT = 5.0
 SOCKET_NAME = "slirp4netns.sock"
+PROBE_NAME = "slirp4netns.flags"
 LOG_NAME = "slirp4netns.log"
 
 
@@ -44,6 +45,29 @@ def supported_flags(help_text: str) -> frozenset[str]:
             if name in WANTED:
                 found.add(name)
     return frozenset(found)
+
+
+def probe(program: str, cache: Path) -> frozenset[str]:
+    """The flags this slirp4netns supports: its ``--help``, read once per binary (size and mtime) and kept in
+    ``cache`` (in the 0700 runtime root), since a start should not pay for a second exec of it."""
+    import subprocess
+
+    info = os.stat(program)
+    key = [program, info.st_size, info.st_mtime_ns]
+    with contextlib.suppress(OSError, ValueError):
+        data = json.loads(cache.read_text())
+        if data.get("key") == key and isinstance(data.get("flags"), list):
+            return frozenset(str(flag) for flag in data["flags"]) & frozenset(WANTED)
+    try:
+        help_text = subprocess.run([program, "--help"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError) as error:
+        raise NetworkError(f"cannot run {program}: {error}", hint=install_hint("slirp4netns")) from None
+    flags = supported_flags(help_text)
+    with contextlib.suppress(OSError):
+        temporary = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps({"key": key, "flags": sorted(flags)}))
+        temporary.replace(cache)
+    return flags
 
 
 def command(program: str, flags: frozenset[str], pid: int, ready_fd: int, exit_fd: int, api_socket: Path | None,
@@ -90,8 +114,6 @@ class Slirp4netns(Backend):
         self.log = self.runtime_dir / LOG_NAME
 
     def start(self, pid: int) -> None:
-        import subprocess
-
         for mapping in self.ports:
             if mapping.family != socket.AF_INET:
                 raise NetworkError(f"slirp4netns cannot publish on {mapping.host_ip}",
@@ -99,17 +121,14 @@ class Slirp4netns(Backend):
         program = self.program or shutil.which("slirp4netns")
         if program is None:
             raise NetworkError("slirp4netns is not installed", hint=install_hint(self.name))
-        try:
-            help_text = subprocess.run([program, "--help"], capture_output=True, text=True, timeout=10).stdout
-        except (OSError, subprocess.SubprocessError) as error:
-            raise NetworkError(f"cannot run {program}: {error}", hint=install_hint(self.name)) from None
+        flags = probe(program, self.runtime_dir.parent / PROBE_NAME)
         with contextlib.suppress(FileNotFoundError):
             self.api_socket.unlink()
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         exit_r, exit_w = os.pipe2(os.O_CLOEXEC)
         self.exit_w = exit_w  # the only write end: closing it (or dying) tells slirp4netns to exit
         try:
-            argv = command(program, supported_flags(help_text), pid, ready_w, exit_r,
+            argv = command(program, flags, pid, ready_w, exit_r,
                            self.api_socket if self.ports else None, self.mac_address)
             self._spawn(argv, (ready_w, exit_r), self.log)
             os.close(ready_w)

@@ -187,3 +187,16 @@ def test_pasta_reads_the_default_route_without_pyroute2(tmp_path):
                      "lo\t00000000\t0102000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n")
     assert pasta.host_route(str(table)) == ("127.0.0.1", "10.0.2.1")
     assert pasta.host_route(str(tmp_path / "missing")) == (None, None)
+
+
+def test_slirp_probe_is_cached_per_binary(tmp_path):
+    program = tmp_path / "slirp4netns"
+    program.write_text("#!/bin/sh\necho '--configure --ready-fd=FD --exit-fd=FD --enable-seccomp'\n")
+    program.chmod(0o755)
+    cache = tmp_path / "flags"
+    assert slirp.probe(str(program), cache) == {"--configure", "--ready-fd", "--exit-fd", "--enable-seccomp"}
+    program.chmod(0o644)  # the same binary, no longer executable: only the cache can answer
+    assert slirp.probe(str(program), cache) == {"--configure", "--ready-fd", "--exit-fd", "--enable-seccomp"}
+    program.write_text("#!/bin/sh\nexit 1\n")  # another binary is probed again
+    program.chmod(0o755)
+    assert slirp.probe(str(program), cache) == frozenset()
