@@ -23,7 +23,7 @@ case "${1:-}" in
 esac
 
 PACKAGES=(uidmap slirp4netns fuse-overlayfs libseccomp2 docker-registry busybox-static skopeo umoci
-          apache2-utils python3-venv)
+          apache2-utils python3-venv passt)
 TEST_USER=${SBX_TEST_USER:-sbxtest}
 SUBID_COUNT=65536
 VENV=.venv

@@ -234,3 +234,25 @@ def test_the_helper_goes_with_the_container(busybox, backend):
 def test_network_host_sees_the_hosts_interfaces(busybox):
     seen = busybox("run", "--rm", "--network", "host", "busybox", "ls", "/sys/class/net").stdout.split()
     assert sorted(seen) == sorted(os.listdir("/sys/class/net")) and len(seen) > 1
+
+
+def listening_on(port: int) -> set[str]:
+    """The addresses the host's TCP listeners on ``port`` are bound to (from /proc/net/tcp, no traffic needed)."""
+    found = set()
+    with open("/proc/net/tcp") as handle:
+        for line in handle.read().splitlines()[1:]:
+            fields = line.split()
+            address, _, hex_port = fields[1].partition(":")
+            if int(hex_port, 16) == port and fields[3] == "0A":  # 0A: LISTEN
+                found.add(socket.inet_ntoa(int(address, 16).to_bytes(4, "little")))
+    return found
+
+
+def test_loopback_only_bind_address_from_the_config(busybox):
+    busybox.write_config(f'port_bind_address = "127.0.0.1"\n[registries."docker.io"]\n'
+                         f'mirrors = ["{busybox.registry.host}"]\n')
+    port, everywhere = free_port(), free_port()
+    serve(busybox, "local", "-p", f"{port}:80", "-p", f"0.0.0.0:{everywhere}:80", "--hostname", "local")
+    assert http_get(port) == "hello from local\n"
+    assert listening_on(port) == {"127.0.0.1"} and listening_on(everywhere) == {"0.0.0.0"}
+    assert f"127.0.0.1:{port}->80/tcp" in busybox("ps").stdout
