@@ -200,3 +200,47 @@ def test_slirp_probe_is_cached_per_binary(tmp_path):
     program.write_text("#!/bin/sh\nexit 1\n")  # another binary is probed again
     program.chmod(0o755)
     assert slirp.probe(str(program), cache) == frozenset()
+
+
+def test_spec_keeps_ports_and_refuses_damaged_ones():
+    import json
+
+    from sandbox.errors import StoreCorrupt
+    from sandbox.runtime.spec import ContainerSpec
+    from tests.unit.test_spec_json import overlay_spec
+
+    spec = overlay_spec(network="container:" + "c" * 64, ports=tuple(parse_publish("127.0.0.1:8080-8081:80-81/udp")))
+    data = json.loads(json.dumps(spec.to_json()))
+    assert ContainerSpec.from_json(data) == spec
+    older = dict(data)
+    del older["ports"]  # a spec written before -p existed
+    assert ContainerSpec.from_json(older).ports == ()
+    for bad in ([["0.0.0.0", 8080, 80, "sctp"]], "8080:80", [["x", 1, 2, "tcp"]]):
+        with pytest.raises(StoreCorrupt, match="ports"):
+            ContainerSpec.from_json({**data, "ports": bad})
+    for network in ("container:web", "bridge"):
+        with pytest.raises(StoreCorrupt, match="network"):
+            ContainerSpec.from_json({**data, "network": network})
+
+
+def test_holder_names_the_running_container_publishing_the_port():
+    from types import SimpleNamespace
+
+    from sandbox.monitor.network import SETTINGS_KEY, holder
+
+    def record(name, state, ports):
+        return SimpleNamespace(id=name * 4, name=name, state=SimpleNamespace(value=state),
+                               spec={SETTINGS_KEY: {"ports": [m.to_json() for m in ports]}})
+
+    store = SimpleNamespace(list=lambda: [
+        record("old", "exited", parse_publish("8080:80")),
+        record("web", "running", parse_publish("127.0.0.1:8080:80")),
+        record("dns", "running", parse_publish("5353:53/udp")),
+        SimpleNamespace(id="x", name="damaged", state=SimpleNamespace(value="running"),
+                        spec={SETTINGS_KEY: {"ports": [["nope"]]}}),
+    ])
+    assert holder(store, parse_publish("8080:80")[0], "me") == "web"  # 0.0.0.0 overlaps 127.0.0.1
+    assert holder(store, parse_publish("127.0.0.2:8080:80")[0], "me") is None
+    assert holder(store, parse_publish("5353:53")[0], "me") is None  # tcp, not udp
+    assert holder(store, parse_publish("5353:53/udp")[0], "me") == "dns"
+    assert holder(store, parse_publish("8080:80")[0], "web" * 4) is None  # never itself
