@@ -244,3 +244,14 @@ def test_holder_names_the_running_container_publishing_the_port():
     assert holder(store, parse_publish("5353:53")[0], "me") is None  # tcp, not udp
     assert holder(store, parse_publish("5353:53/udp")[0], "me") == "dns"
     assert holder(store, parse_publish("8080:80")[0], "web" * 4) is None  # never itself
+
+
+def test_the_none_start_path_imports_no_network_helper_code():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom sandbox.runtime import launcher\nfrom sandbox.monitor import monitor, network\n"
+            "from sandbox.network import modes\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('pyroute2', 'sandbox.network.'))))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "['sandbox.network.modes']"
