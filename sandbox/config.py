@@ -11,6 +11,8 @@ under ``$XDG_RUNTIME_DIR/sbx`` or ``/tmp/sbx-$UID``. The config file is ``$SBX_C
     cgroup_parent = "/user.slice/mine"        # optional: the delegated cgroup v2 directory (inside its mount)
     layer_size_limit = 68719476736            # bytes one layer may unpack to (default 64 GiB)
     detach_keys = "ctrl-p,ctrl-q"             # run, start and attach; --detach-keys wins
+    network = "slirp4netns"                   # run/create without --network: slirp4netns, pasta, none, host
+    port_bind_address = "0.0.0.0"             # -p without an address binds here; "127.0.0.1": loopback only
 
     [registries."docker.io"]
     mirrors = ["127.0.0.1:5000"]              # tried in order before the registry itself
@@ -51,6 +53,8 @@ class Settings:
     docker_config: Path | None = None
     limits: str = "strict"  # resource limits nothing can enforce: refused (strict) or warned about (best-effort)
     cgroup_parent: str | None = None  # the delegated cgroup v2 directory, when sbx cannot find it from its own
+    network: str = "slirp4netns"
+    port_bind_address: str = "0.0.0.0"
 
     @property
     def store_root(self) -> Path:
@@ -85,6 +89,16 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def _is_ip(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def load_settings(env: os._Environ[str] | dict[str, str] | None = None) -> Settings:
@@ -134,6 +148,7 @@ def _apply_file(settings: Settings, path: Path) -> Settings:
         "registries", "insecure_registries", "default_platform", "storage_driver", "layer_size_limit", "detach_keys",
         "limits", "cgroup_parent",
         "seccomp_profile",
+        "network", "port_bind_address",
     }
     unknown = sorted(set(data) - known)
     if unknown:
@@ -179,11 +194,19 @@ def _apply_file(settings: Settings, path: Path) -> Settings:
     seccomp_profile = data.get("seccomp_profile")
     if seccomp_profile is not None and (not isinstance(seccomp_profile, str) or not seccomp_profile):
         raise ConfigError(f"config file {path}: seccomp_profile must be a profile name, a path or \"unconfined\"")
+    network = data.get("network", settings.network)
+    if not isinstance(network, str) or network not in ("slirp4netns", "pasta", "none", "host"):
+        raise ConfigError(f"config file {path}: network must be one of slirp4netns, pasta, none, host")
+    bind_address = data.get("port_bind_address", settings.port_bind_address)
+    if not isinstance(bind_address, str) or not _is_ip(bind_address):
+        raise ConfigError(f"config file {path}: port_bind_address must be an IP address like 127.0.0.1")
     return replace(
         settings,
         limits=limits,
         cgroup_parent=cgroup_parent,
         seccomp_profile=seccomp_profile,
+        network=network,
+        port_bind_address=bind_address,
         detach_keys=detach_keys,
         config_file=path,
         registries=registries,

@@ -293,3 +293,16 @@ class InvalidSecurityProfile(SbxError):
     Never falls back to running unconfined: the container is not created (or not started)."""
 
     hint = "check the profile with sbx policy check FILE, or choose another with --security-opt seccomp=NAME|PATH"
+# --- networking ----------------------------------------------------------------------------------------------------
+
+
+class InvalidPort(InvalidRunOption):
+    """A ``-p`` value does not parse, or names a host port the user may not bind."""
+
+
+class PortInUse(SbxError):
+    """A published host port is already bound by another process (maybe another container)."""
+
+
+class NetworkError(SbxError):
+    """The network helper (slirp4netns, pasta) is missing, failed to start, or refused a port forward."""

@@ -23,7 +23,7 @@ case "${1:-}" in
 esac
 
 PACKAGES=(uidmap slirp4netns fuse-overlayfs libseccomp2 docker-registry busybox-static skopeo umoci
-          apache2-utils python3-venv
+          apache2-utils python3-venv passt
           gcc libc6-dev)  # gcc, libc6-dev: the seccomp probe of the integration tests is built static at test time
 PACKAGES+=(debootstrap)  # the nginx image of make demo and the integration tests (tests/fixtures/debian_image.py)
 TEST_USER=${SBX_TEST_USER:-sbxtest}

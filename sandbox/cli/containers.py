@@ -76,13 +76,13 @@ def ps(
             out(json_line({
                 "Command": command_text(record.command, not no_trunc), "CreatedAt": _created(record),
                 "ID": record.id if no_trunc else record.id[:12], "Image": record.image, "Names": record.name,
-                "Ports": "", "RunningFor": since(record.created, now).removesuffix(" ago"),
+                "Ports": _ports(record), "RunningFor": since(record.created, now).removesuffix(" ago"),
                 "State": record.state.value, "Status": status_text(record, now),
             }))
         return
     rows = [
         [record.id if no_trunc else record.id[:12], record.image, command_text(record.command, not no_trunc),
-         since(record.created, now), status_text(record, now), "", record.name]
+         since(record.created, now), status_text(record, now), _ports(record), record.name]
         for record in records
     ]
     out(table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], rows))
@@ -104,11 +104,19 @@ def ps_fields(record, now: float, no_trunc: bool) -> dict:
     return {
         "ID": record.id if no_trunc else record.id[:12], "Image": record.image,
         "Command": command_text(record.command, not no_trunc), "CreatedAt": _created(record),
-        "RunningFor": since(record.created, now), "Ports": "", "State": record.state.value,
+        "RunningFor": since(record.created, now), "Ports": _ports(record), "State": record.state.value,
         "Status": status_text(record, now), "Size": "0B", "Names": record.name, "Labels": "",
         "Mounts": ",".join(mount if no_trunc or len(mount) <= 15 else mount[:14] + "…" for mount in mounts),
         "LocalVolumes": "0", "Networks": spec.get("network", ""), "Label": lambda _name: "",
     }
+def _ports(record) -> str:
+    """Docker's PORTS column (``0.0.0.0:8080->80/tcp``); nothing is imported for a record that publishes none."""
+    if record.state.value != "running" or not ((record.spec or {}).get("network_settings") or {}).get("ports"):
+        return ""
+    from sandbox.network.ports import ps_text
+    from sandbox.service.lifecycle import published_ports
+
+    return ps_text(published_ports(record))
 
 
 def _created(record) -> str:
@@ -227,13 +235,20 @@ def port(
     container: str = Argument(..., metavar="CONTAINER"),
     private_port: str = Argument(None, metavar="[PRIVATE_PORT[/PROTO]]"),
 ) -> None:
-    """List port mappings of a container (none can be published until -p arrives with networking)."""
+    """List port mappings or a specific mapping for the container."""
     from sandbox.errors import SbxError
+    from sandbox.network.ports import port_lines
+    from sandbox.service.lifecycle import published_ports
 
-    _lifecycle().get(container)  # an unknown container is an error, as with Docker
+    record = _lifecycle().get(container)  # an unknown container is an error, as with Docker
+    shown = None
     if private_port:
         shown = private_port if "/" in private_port else f"{private_port}/tcp"
+    lines = port_lines(published_ports(record), shown)
+    if shown and not lines:
         raise SbxError(f"no public port '{shown}' published for {container}")
+    for line in lines:
+        out(line)
 
 
 def container_inspect(
@@ -323,6 +338,8 @@ def _create_command():
             init=flags["init"], interactive=flags["interactive"], tty=flags["tty"], network=flags["network"],
             security_opts=list(flags["security_opt"]), cap_add=list(flags["cap_add"]),
             cap_drop=list(flags["cap_drop"]), privileged=flags["privileged"],
+            publish=list(flags["publish"]), publish_all=flags["publish_all"], dns=list(flags["dns"]),
+            dns_search=list(flags["dns_search"]), add_hosts=list(flags["add_host"]),
         )
         run_module.limit_options(options, flags)
         image, args = flags["image"], list(flags["args"] or [])

@@ -32,7 +32,9 @@ def run(
     tty: bool = Option(False, "--tty", "-t", help="Allocate a pseudo-TTY."),
     pull: str = Option("missing", "--pull", help="Pull image before running: always, missing, never."),
     platform: str = Option(None, "--platform", help="Set platform if server is multi-platform capable."),
-    network: str = Option("none", "--network", "--net", help="none or host."),
+    network: str = Option(
+        None, "--network", "--net", help="slirp4netns (default), pasta, none, host or container:NAME."
+    ),
     detach: bool = Option(False, "--detach", "-d", help="Run in the background and print the container ID."),
     detach_keys: str = Option(None, "--detach-keys", help="Override the key sequence for detaching."),
     memory: str = Option(None, "--memory", "-m", help="Memory limit (e.g. 512m)."),
@@ -54,6 +56,11 @@ def run(
     privileged: bool = Option(
         False, "--privileged", help="Every capability of the user namespace, no seccomp, nothing masked."
     ),
+    publish: list[str] = Option([], "--publish", "-p", help="Publish a container's port(s) to the host."),
+    publish_all: bool = Option(False, "--publish-all", "-P", help="Publish all exposed ports to random ports."),
+    dns: list[str] = Option([], "--dns", help="Set custom DNS servers."),
+    dns_search: list[str] = Option([], "--dns-search", help="Set custom DNS search domains."),
+    add_host: list[str] = Option([], "--add-host", help="Add a custom host-to-IP mapping (host:ip)."),
 ) -> None:
     """Create and run a new container from an image."""
     from sandbox.errors import SbxError
@@ -64,6 +71,8 @@ def run(
         volumes=list(volume), mounts=list(mount), tmpfs=list(tmpfs), read_only=read_only, hostname=hostname,
         name=name, init=init, interactive=interactive, tty=tty, network=network,
         security_opts=list(security_opt), cap_add=list(cap_add), cap_drop=list(cap_drop), privileged=privileged,
+        publish=list(publish), publish_all=publish_all, dns=list(dns), dns_search=list(dns_search),
+        add_hosts=list(add_host),
     )
     limit_options(options, locals())
     if tty and not detach:

@@ -95,27 +95,38 @@ class Monitor(Supervisor):
         self.remove_dir = remove_dir
 
     def run(self) -> None:
+        from sandbox.monitor import network
         from sandbox.runtime import launcher
         from sandbox.store.containers import ContainerState
 
         container_dir: Path | None = None
         record = None
+        self.network = None
         try:
             record = self.store.get(self.id)
             spec, container_dir = self.build_spec(record)
             self._listen()
+            self.network = network.attach(self.store, record, spec, self._runtime_dir(container_dir))
             started, sources = self._start(launcher, spec, container_dir, record)
+            network.record_settings(self.store, self.id, self.network)
         except BaseException as error:
+            network.stop(self.network)
             self._finish(start_error(error), None, container_dir, record)
             return
         error, code = self._supervise(started, sources, lambda: _Writer(container_dir / LOG_NAME))
+        network.stop(self.network)  # before the exit is recorded: whoever sees it exited sees no helper
         self._finish(error, code, container_dir, record, state=ContainerState.EXITED)
+
+    def _runtime_dir(self, container_dir: Path) -> Path:
+        """Where the network helper keeps its socket and files: beside the attach socket (0700), else the
+        container's own directory."""
+        return self.socket_path.parent if self.socket_path is not None else container_dir
 
     def _start(self, launcher, spec, container_dir: Path, record):
         """Start the container; its outputs as {fd: stream}. Attached input goes to the pty master, or with -i
         to a pipe that is the container's stdin (without -i its stdin is /dev/null, as with Docker)."""
         if spec.process.tty:
-            started = launcher.start(spec, container_dir)
+            started = launcher.start(spec, container_dir, network=self.network)
             self.master_fd = self.input_fd = started.master_fd
             return started, {started.master_fd: "stdout"}
         wants_stdin = bool(spec.process.stdin or (getattr(record, "spec", None) or {}).get("stdin"))
@@ -127,7 +138,7 @@ class Monitor(Supervisor):
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
-            started = launcher.start(spec, container_dir, stdio=(stdin, out_w, err_w))
+            started = launcher.start(spec, container_dir, stdio=(stdin, out_w, err_w), network=self.network)
         except BaseException:
             for fd in (out_r, err_r, stdin_w):
                 if fd is not None:

@@ -12,6 +12,8 @@ The process tree and the sync protocol (one JSON object per line over a socketpa
      PID into cgroup.procs      ───►  {"type": "go", "own_maps": ...}
                                       become root of the namespace
                                       unshare(NS|PID|UTS|IPC|CGROUP[|NET])
+    slirp4netns, pasta: start   ◄───  {"type": "netns"}
+    the helper (network.setup)  ───►  {"type": "network"}
                                       fork ───────────────────────────►    make / private, mount the rootfs,
                                 ◄───  {"type": "pid", "pid": HOSTPID}      /proc /dev /sys, volumes, masks;
                                       waitpid(stage 2), exit with its      sethostname; pivot_root; lo up;
@@ -23,6 +25,9 @@ The process tree and the sync protocol (one JSON object per line over a socketpa
                                                                            chdir; close fds; execvpe
                                 ◄─────────────────────────────────────    on failure: {"type": "error", ...}
     forward signals (or proxy a pty) to HOSTPID, waitpid(stage 1)
+
+With ``--network container:ID`` stage 1 joins that container's user namespace (and then its network namespace)
+instead of making one, and no maps are written (see :mod:`sandbox.network.modes`).
 
 Namespace work happens in forked children of a single-threaded process: ``unshare(CLONE_NEWUSER)`` refuses a
 threaded one, and a new pid namespace only applies to children, which is why stage 2 exists. The socket is
@@ -65,12 +70,17 @@ class Started:
 
 
 def start(
-    spec: ContainerSpec, container_dir: Path, kernel=None, *, stdio: tuple[int, int, int] | None = None
+    spec: ContainerSpec, container_dir: Path, kernel=None, *, stdio: tuple[int, int, int] | None = None,
+    network=None,
 ) -> Started:
     """Fork the container; returns once its pid 1 exists (it may still fail before exec: see :func:`wait`).
 
     ``stdio`` (ignored with a tty): three fds that become the container's 0, 1 and 2 instead of the caller's own;
     the caller keeps and closes them.
+
+    ``network`` (:class:`sandbox.network.attach.Attachment`, or None for none and host): the namespaces to join
+    (``container:ID``), or the helper to start once stage 1 has made the network namespace (the "netns" step);
+    the caller stops that helper when the container ends or fails to start.
     """
     from sandbox.runtime.userns import Channel, find_helper, write_maps
 
@@ -94,7 +104,7 @@ def start(
         parent_sock.close()
         code = EXIT_SBX
         try:
-            code = _stage1(spec, container_dir, kernel, Channel(child_sock), stdio, plan)
+            code = _stage1(spec, container_dir, kernel, Channel(child_sock), stdio, plan, network)
         except BaseException as error:  # report and leave: never return into the parent's code
             report_error(Channel(child_sock), error)
         finally:
@@ -106,7 +116,9 @@ def start(
         if message is None or message.get("type") != "ready":
             raise start_failure(message, "the container process exited before creating its namespaces")
         own_maps = None
-        if spec.idmap.single:
+        if getattr(network, "join", None):
+            pass  # stage 1 joined a user namespace whose maps are written already
+        elif spec.idmap.single:
             own_maps = {"uid": spec.idmap.uids[0].host_id, "gid": spec.idmap.gids[0].host_id}
         else:
             write_maps(pid, spec.idmap, helpers, None)
@@ -122,6 +134,9 @@ def start(
                 container_pid = int(message["pid"])
             elif kind == "pty" and spec.process.tty and master_fd is None:
                 master_fd = received_master(message)
+            elif kind == "netns" and network is not None and container_pid is None:
+                network.setup(pid)  # the helper joins stage 1's namespaces; pid 1 is forked only after this
+                channel.send({"type": "network"})
             else:
                 raise start_failure(message, "the container process exited before starting")
     except BaseException:
@@ -227,13 +242,17 @@ def _reap(pid: int) -> None:
 
 
 def _stage1(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tuple[int, int, int] | None,
-            plan) -> int:
+            plan, network=None) -> int:
     from sandbox.kernel import constants as k
+    from sandbox.network.modes import new_netns
     from sandbox.runtime.nsjob import become_root, write_own_maps
 
     kernel.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
     try:
-        kernel.unshare(k.CLONE_NEWUSER)
+        if getattr(network, "join", None):
+            network.enter(kernel)  # container:ID: its user namespace, then its network namespace
+        else:
+            kernel.unshare(k.CLONE_NEWUSER)
     except OSError as error:
         from sandbox.runtime.userns import USERNS_HINT
 
@@ -246,9 +265,14 @@ def _stage1(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
         write_own_maps(int(go["own_maps"]["uid"]), int(go["own_maps"]["gid"]))
     become_root()
     flags = k.CLONE_NEWNS | k.CLONE_NEWPID | k.CLONE_NEWUTS | k.CLONE_NEWIPC | k.CLONE_NEWCGROUP
-    if spec.network == "none":
+    if new_netns(spec.network):
         flags |= k.CLONE_NEWNET
     kernel.unshare(flags)
+    if getattr(network, "needs_setup", False):
+        channel.send({"type": "netns"})
+        answer = channel.recv(60)
+        if answer is None or answer.get("type") != "network":
+            return EXIT_SBX
     pid = os.fork()
     if pid == 0:  # stage 2: pid 1
         code = EXIT_SBX
@@ -290,6 +314,7 @@ def _stage2(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
 
     from sandbox.cgroups.limits import apply_in_process
     from sandbox.kernel import constants as k
+    from sandbox.network.modes import new_netns
     from sandbox.runtime.console import open_pty
     from sandbox.runtime.identity import resolve_identity
     from sandbox.runtime.mounts import apply_mounts, plan_mounts
@@ -308,7 +333,7 @@ def _stage2(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
     kernel.pivot_root(".", ".")  # the old root ends up stacked on top of the new one; detach it
     kernel.umount2(".", k.MNT_DETACH)
     os.chdir("/")
-    if spec.network == "none":
+    if new_netns(spec.network):
         _loopback_up()
     # the container's own devpts is at /dev/pts now: its ptmx makes a pty whose slave is named there
     slave_fd = send_pty(channel, open_pty, size=spec.process.console_size) if spec.process.tty else None

@@ -224,7 +224,7 @@ def plan_mounts(spec: ContainerSpec, root: str, container_dir: str) -> tuple[Mou
         MountOp("/dev/shm", "tmpfs", "tmpfs", _SAFE, f"mode=1777,{DEV_SIZE}", "dir", kind="tmpfs"),
         MountOp("/dev/mqueue", "mqueue", "mqueue", _SAFE, create="dir", kind="mqueue"),
     ]
-    if spec.network == "none":  # sbx owns the network namespace: a sysfs of its own (falls back to a bind)
+    if spec.network != "host":  # the container's own network namespace: a sysfs of its own (falls back to a bind)
         ops.append(MountOp("/sys", "sysfs", "sysfs", _SAFE | MS_RDONLY, create="dir", kind="sysfs"))
         ops.append(MountOp("/sys/fs/cgroup", "cgroup2", "cgroup2", _SAFE | MS_RDONLY, create="dir", kind="cgroup2"))
     else:

@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sandbox.cgroups.limits import Limits
-from sandbox.errors import StoreCorrupt
+from sandbox.errors import SbxError, StoreCorrupt
 from sandbox.runtime.idmap import IdMap, IdRange
 from sandbox.runtime.rootfs import RootfsPlan
 from sandbox.security.options import SecurityOptions
 
-NETWORKS = ("none", "host")
+NETWORKS = ("none", "host", "slirp4netns", "pasta")  # and container:ID (sandbox.network.modes)
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ class ContainerSpec:
     etc_files: dict[str, str] = field(default_factory=dict)  # /etc/hostname, /etc/hosts, /etc/resolv.conf content
     limits: Limits = Limits()  # resource limits: the request and what enforces it (sandbox.cgroups)
     security: SecurityOptions = field(default_factory=SecurityOptions)  # caps, seccomp, no_new_privs, unmask
+    ports: tuple = ()  # sandbox.network.ports.PortMapping: -p and -P (host port 0: any free one, chosen at start)
 
     def to_json(self) -> dict:
         """Plain JSON data; :meth:`from_json` gives back an equal spec."""
@@ -71,6 +72,7 @@ class ContainerSpec:
             "etc_files": dict(self.etc_files),
             "limits": self.limits.to_json(),
             "security": self.security.to_json(),
+            "ports": [mapping.to_json() for mapping in self.ports],
         }
 
     @classmethod
@@ -78,12 +80,14 @@ class ContainerSpec:
         """The spec :meth:`to_json` described; StoreCorrupt names the first thing that is missing or wrong."""
         keys = ("version", "id", "rootfs", "process", "idmap", "hostname", "mounts", "read_only", "network", "init",
                 "stop_signal", "etc_files")
-        reader = _Reader(data, "spec", keys, optional=("limits", "security"))
+        reader = _Reader(data, "spec", keys, optional=("limits", "security", "ports"))
         version = reader.integer("version")
         if version != SPEC_VERSION:
             raise reader.damaged(f"has unsupported version {version}")
         network = reader.string("network")
-        if network not in NETWORKS:
+        from sandbox.network.modes import valid_stored
+
+        if not valid_stored(network):
             raise reader.damaged(f"field 'network' is not supported: {network[:40]!r}")
         return cls(
             id=reader.string("id"),
@@ -100,6 +104,7 @@ class ContainerSpec:
             etc_files=reader.string_map("etc_files"),
             limits=reader.limits("limits"),
             security=_security_from_json(reader),
+            ports=ports_from_json(reader, reader.data.get("ports", [])),
         )
 
 
@@ -185,6 +190,15 @@ def _security_from_json(reader: _Reader) -> SecurityOptions:
         return SecurityOptions.from_json(reader.data["security"])
     except ValueError as error:
         raise reader.damaged(f"field 'security' {error}") from None
+def ports_from_json(reader: _Reader, data: object) -> tuple:
+    from sandbox.network.ports import PortMapping
+
+    if not isinstance(data, list):
+        raise reader.damaged("field 'ports' must be a list")
+    try:
+        return tuple(PortMapping.from_json(item) for item in data)
+    except (ValueError, SbxError) as error:
+        raise reader.damaged(f"field 'ports': {getattr(error, 'message', error)}") from None
 
 
 def mount_to_json(mount: Mount) -> dict:

@@ -13,7 +13,6 @@ from pathlib import Path
 from sandbox.config import Settings
 from sandbox.errors import InvalidRunOption, SbxError
 
-_RESOLV_LIMIT = 64 * 1024
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
 
 
@@ -33,7 +32,7 @@ class RunOptions:
     init: bool = False
     interactive: bool = False
     tty: bool = False
-    network: str = "none"
+    network: str | None = None  # None: the config's (slirp4netns unless it says otherwise)
     console_size: tuple[int, int] | None = None  # with tty: (rows, columns) of the terminal sbx runs in
     limit_flags: dict = field(default_factory=dict)  # --memory, --cpus, ... --ulimit as given (sandbox.cgroups.limits)
     limits_mode: str | None = None  # --limits strict|best-effort (else the config's)
@@ -42,6 +41,11 @@ class RunOptions:
     cap_add: list[str] = field(default_factory=list)
     cap_drop: list[str] = field(default_factory=list)
     privileged: bool = False
+    publish: list[str] = field(default_factory=list)  # -p
+    publish_all: bool = False  # -P
+    dns: list[str] = field(default_factory=list)
+    dns_search: list[str] = field(default_factory=list)
+    add_hosts: list[str] = field(default_factory=list)
 
 
 class ContainerService:
@@ -75,16 +79,14 @@ class ContainerService:
         from sandbox.runtime.identity import parse_user
         from sandbox.runtime.idmap import default_idmap
         from sandbox.runtime.rootfs import create_dirs, plan_rootfs
-        from sandbox.runtime.spec import NETWORKS, ContainerSpec, Process
+        from sandbox.runtime.spec import ContainerSpec, Process
 
-        if options.network not in NETWORKS:
-            raise InvalidRunOption(
-                f"network {options.network!r} is not supported yet", hint="use --network none or --network host"
-            )
+        network = self._network_mode(options.network or self.settings.network)
         security = self.security(options)
         record = record or self.images.resolve(image)
         store = self.images.store
         config = ImageConfig.parse(store.read_blob(record.id))
+        ports = published_ports(options, network, config.exposed_ports, self.settings.port_bind_address)
         user = options.user if options.user is not None else config.user
         parse_user(user)  # bad ids are refused before anything is written (TESTPLAN 32)
         limits = self.limits(options)  # so are limits nothing here can enforce
@@ -132,12 +134,13 @@ class ContainerService:
                 hostname=hostname,
                 mounts=tuple(parse_mounts(options)),
                 read_only=options.read_only,
-                network=options.network,
+                network=network,
                 init=options.init,
                 stop_signal=config.stop_signal,
-                etc_files=etc_files(hostname, options.network),
+                etc_files=etc_files(hostname, network, options, self._joined_etc_files(network)),
                 limits=limits,
                 security=security,
+                ports=ports,
             )
             from sandbox.runtime.mounts import write_etc_files
 
@@ -163,6 +166,7 @@ class ContainerService:
         if limits.note and options.notice is not None:
             options.notice(limits.note)
         return limits
+
     def security(self, options: RunOptions):
         """The container's SecurityOptions, its seccomp profile compiled once (so a bad profile fails the create,
         never a later start, and the start finds the filter in the cache)."""
@@ -173,6 +177,33 @@ class ContainerService:
                                           options.privileged, self.settings.seccomp_profile)
         privileges.prepare(security, privileges.cache_dir(self.settings.data_root))
         return security
+
+    def _network_mode(self, text: str) -> str:
+        """The mode, with ``container:NAME`` resolved to the container's full id (as Docker keeps it)."""
+        from sandbox.network.modes import CONTAINER_PREFIX, joined_container, parse_mode
+        from sandbox.store.containers import ContainerStore
+
+        mode = parse_mode(text)
+        target = joined_container(mode)
+        if target is None:
+            return mode
+        return CONTAINER_PREFIX + ContainerStore(self.containers_root).resolve(target).id
+
+    def _joined_etc_files(self, network: str) -> dict[str, str]:
+        """The other container's hosts and resolv.conf, for ``container:ID`` (its network, its names)."""
+        from sandbox.network.modes import joined_container
+        from sandbox.store.containers import ContainerStore
+
+        target = joined_container(network)
+        if target is None:
+            return {}
+        try:
+            other = ContainerStore(self.containers_root).get(target)
+        except SbxError:
+            return {}
+        files = ((other.spec or {}).get("spec") or {}).get("etc_files") or {}
+        return {key: value for key, value in files.items()
+                if key in ("hosts", "resolv.conf") and isinstance(value, str)}
 
     def remove_dir(self, container_dir: Path) -> None:
         """Remove a container's directory: directly when everything in it is the user's own (the usual case, and
@@ -198,19 +229,48 @@ def validate_name(name: str | None) -> None:
         )
 
 
-def etc_files(hostname: str, network: str) -> dict[str, str]:
-    hosts = (
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-        f"127.0.1.1\t{hostname}\n"
+def etc_files(hostname: str, network: str, options: RunOptions | None = None,
+              joined: dict[str, str] | None = None) -> dict[str, str]:
+    """/etc/hostname, /etc/hosts and /etc/resolv.conf for the container (see :mod:`sandbox.network.etcfiles`)."""
+    from sandbox.network import etcfiles
+
+    options = options or RunOptions()
+    add_hosts = [etcfiles.parse_add_host(item) for item in options.add_hosts]
+    dns = [etcfiles.parse_dns(item) for item in options.dns]
+    search = [etcfiles.parse_search(item) for item in options.dns_search]
+    host_text = etcfiles.host_resolv_conf() if network == "host" else None
+    files = {
+        "hostname": f"{hostname}\n",
+        "hosts": etcfiles.hosts(hostname, network, add_hosts),
+        "resolv.conf": etcfiles.resolv_conf(network, dns, search, host_text),
+    }
+    if joined and not (dns or search):
+        files["resolv.conf"] = joined.get("resolv.conf", files["resolv.conf"])
+    return files
+
+
+def published_ports(options: RunOptions, network: str, exposed: tuple[str, ...], bind_address: str) -> tuple:
+    """-p and -P as PortMappings, refused early when the mode cannot publish or a host port is privileged."""
+    from sandbox.network.modes import publishes
+    from sandbox.network.ports import (
+        check_unprivileged,
+        expose_all,
+        merge,
+        parse_publish,
+        unprivileged_port_start,
     )
-    resolv = ""
-    if network == "host":
-        try:
-            with open("/etc/resolv.conf", "rb") as handle:
-                resolv = handle.read(_RESOLV_LIMIT).decode("utf-8", "replace")
-        except OSError:
-            resolv = ""
-    return {"hostname": f"{hostname}\n", "hosts": hosts, "resolv.conf": resolv}
+
+    mappings = [mapping for text in options.publish for mapping in parse_publish(text, bind_address)]
+    if options.publish_all:
+        mappings += expose_all(exposed, bind_address)
+    if mappings and not publishes(network):
+        raise InvalidRunOption(
+            f"cannot publish ports with --network {network.split(':', 1)[0]}",
+            hint="publish ports with --network slirp4netns or pasta (the container's ports are the host's with host)",
+        )
+    ports = merge(mappings)
+    check_unprivileged(ports, unprivileged_port_start())
+    return ports
 
 
 def parse_mounts(options: RunOptions):

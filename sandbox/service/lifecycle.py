@@ -243,6 +243,7 @@ class Lifecycle:
                 "StopSignal": spec.get("stop_signal") or "SIGTERM",
             },
             "GraphDriver": {"Name": spec.get("driver", "")},
+            "NetworkSettings": network_settings(record),
         }
 
     def logs(self, text: str, *, tail: int | None = None, since: float | None = None, follow: bool = False):
@@ -359,6 +360,36 @@ class Lifecycle:
     def resources(self, record) -> dict:
         """The record's resource request as Resources JSON (empty when none)."""
         return (((record.spec or {}).get("spec") or {}).get("limits") or {}).get("resources") or {}
+
+
+def published_ports(record) -> tuple:
+    """The ports a running container publishes, as its monitor forwarded them (host ports chosen)."""
+    from sandbox.network.ports import PortMapping
+
+    if record.state.value != "running":
+        return ()
+    settings = (record.spec or {}).get("network_settings") or {}
+    mappings = []
+    for item in settings.get("ports") or []:
+        with contextlib.suppress(ValueError):
+            mappings.append(PortMapping.from_json(item))
+    return tuple(mappings)
+
+
+def network_settings(record) -> dict:
+    """Docker's NetworkSettings: Ports, IPAddress, Gateway, MacAddress (empty while the container is not running)."""
+    from sandbox.network.ports import inspect_ports
+
+    running = record.state.value == "running"
+    settings = ((record.spec or {}).get("network_settings") or {}) if running else {}
+    return {
+        "Ports": inspect_ports(published_ports(record)),
+        "IPAddress": settings.get("IPAddress", ""),
+        "IPPrefixLen": settings.get("IPPrefixLen", 0),
+        "Gateway": settings.get("Gateway", ""),
+        "MacAddress": settings.get("MacAddress", ""),
+        "SandboxKey": f"/proc/{record.pid}/ns/net" if running and record.pid else "",
+    }
 
 
 def parse_signal(text: str) -> int:

@@ -17,7 +17,8 @@ Function fixtures:
 
 - `sbx`: an SbxRunner; `sbx(*args, check=True, input=None, env=None, timeout=120)` runs
   `python -m sandbox ARGS` with HOME, XDG_* and SBX_CONFIG in a per-test tmp dir; the config mirrors
-  docker.io to the anonymous registry, so `sbx pull busybox` pulls `library/busybox` from it
+  docker.io to the anonymous registry, so `sbx pull busybox` pulls `library/busybox` from it, and makes
+  `--network none` the default (containers get a network only where a test asks for one)
 - `token_issuer`: the token registry's issuer with its request log cleared (and its public repos restored
   after the test)
 
@@ -235,7 +236,8 @@ class SbxRunner:
         for path in (self.home, self.data_home, self.config_home, self.cache_home, self.tmp):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.config_path = root / "config.toml"
-        self.write_config(f'[registries."docker.io"]\nmirrors = ["{registry.host}"]\n')
+        # network = "none": the suite's containers need no network (test_network.py asks for one, and for the default)
+        self.write_config(f'network = "none"\n[registries."docker.io"]\nmirrors = ["{registry.host}"]\n')
         self.env = {
             "PATH": os.environ.get("PATH") or "/usr/local/bin:/usr/bin:/bin",
             "LANG": "C.UTF-8",

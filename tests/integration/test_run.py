@@ -91,7 +91,7 @@ def test_proc_dev_sys_and_masked_paths(busybox):
 
 
 def test_network_none_has_only_loopback(busybox):
-    interfaces = run(busybox, "busybox", "ls", "/sys/class/net").stdout.split()
+    interfaces = run(busybox, "--network", "none", "busybox", "ls", "/sys/class/net").stdout.split()
     assert interfaces == ["lo"]
 
 
