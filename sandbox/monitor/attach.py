@@ -14,6 +14,8 @@ a peer whose SO_PEERCRED uid is not its own). Many clients may attach at once. E
     RESIZE {"rows": R, "cols": C} ─────────────────────►  TIOCSWINSZ on the pty master (tty only): SIGWINCH inside
     STDIN bytes ───────────────────────────────────────►  to the pty master, or the container's stdin pipe (-i);
                                                          dropped when the container has no stdin
+    STDIN (empty) ─────────────────────────────────────►  the end of the input (the API's half-closed attach):
+                                                         the stdin pipe is closed once written (not a pty)
                                   ◄─────────────────────  STDOUT bytes / STDERR bytes (to every client and the log)
     DETACH (empty) ────────────────────────────────────►  closes this client; the container runs on
     (or just close: the same)
