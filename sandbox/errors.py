@@ -265,3 +265,24 @@ class ContainerRunning(SbxError):
 class ContainerNotRunning(SbxError):
     """The operation needs a running container."""
 
+
+
+# --- volumes ---------------------------------------------------------------------------------------------------------
+
+
+class VolumeNotFound(SbxError):
+    """No named volume has that name."""
+
+    hint = "run: sbx volume ls"
+
+
+class VolumeInUse(SbxError):
+    """A container still mounts the volume."""
+
+    hint = "remove the container first (sbx rm), or use -f"
+
+
+class InvalidVolumeName(SbxError):
+    """A volume name is not ``[a-zA-Z0-9][a-zA-Z0-9_.-]+``."""
+
+    hint = "use letters, digits, '_', '.' and '-', starting with a letter or digit (at least 2 characters)"

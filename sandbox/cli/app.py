@@ -8,7 +8,7 @@ import sys
 import typer
 
 from sandbox import __version__
-from sandbox.cli import archive, images, run, system
+from sandbox.cli import archive, images, run, system, volumes
 
 app = typer.Typer(
     name="sbx",
@@ -52,3 +52,4 @@ images.register(app)
 system.register(app)
 archive.register(app)
 run.register(app)
+volumes.register(app)
