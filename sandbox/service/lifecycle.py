@@ -118,8 +118,10 @@ class Lifecycle:
             raise
         return container_id, spec, built_dir
 
-    def start(self, text: str) -> None:
-        """Start a created or exited container from the spec in its record, with the same writable layer."""
+    def start(self, text: str, *, on_listening=None) -> None:
+        """Start a created or exited container from the spec in its record, with the same writable layer.
+
+        ``on_listening(socket_path)``: the API's attach connects there before the monitor starts the container."""
         from sandbox.monitor.monitor import spawn
         from sandbox.store.locks import FileLock
 
@@ -136,6 +138,7 @@ class Lifecycle:
                 build_spec=lambda current: (stored_spec(current), store.dir(current.id)),
                 remove_dir=self.containers.remove_dir,
                 runtime_root=self.settings.runtime_root,
+                on_listening=on_listening,
             )
 
     def restart(self, text: str, *, timeout: float = 10.0, signal_name: str | None = None) -> None:

@@ -1,0 +1,149 @@
+"""The Docker Engine API (`sbx system service`) driven by the real docker CLI, as the unprivileged user.
+
+One service per test module (on a socket in the test's tmp dir, stopped after), one image pull; each test checks a
+flow the docker CLI really takes (create, attach hijacked, wait, start for `run`; exec create/start/inspect; ...).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.integration.helpers import wait_for
+
+pytestmark = pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed")
+
+
+class Docker:
+    """Runs the docker CLI against the service."""
+
+    def __init__(self, sbx, socket_path: Path, config_dir: Path) -> None:
+        self.sbx = sbx
+        self.socket_path = socket_path
+        self.env = sbx.environ({"DOCKER_HOST": f"unix://{socket_path}", "DOCKER_CONFIG": str(config_dir)})
+
+    def __call__(self, *args: str, check: bool = True, input: str | None = None,  # noqa: A002
+                 timeout: float = 90) -> subprocess.CompletedProcess:
+        result = subprocess.run(["docker", *args], env=self.env, capture_output=True, text=True, timeout=timeout,
+                                input=input, stdin=None if input is not None else subprocess.DEVNULL)
+        if check and result.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)} exited {result.returncode}\n{result.stdout}\n"
+                                 f"{result.stderr}\n--- service log ---\n{self.log()}")
+        return result
+
+    def log(self) -> str:
+        path = self.sbx.root / "service.log"
+        return path.read_text()[-6000:] if path.exists() else ""
+
+
+def start_service(sbx, socket_path: Path, *args: str) -> subprocess.Popen:
+    log = open(sbx.root / "service.log", "ab")  # noqa: SIM115 - the child keeps it
+    process = sbx.popen("system", "service", "--log-requests", *args, f"unix://{socket_path}",
+                        stdout=log, stderr=log)
+    log.close()
+    assert wait_for(lambda: socket_path.exists() or process.poll() is not None, timeout=30)
+    assert process.poll() is None, (sbx.root / "service.log").read_text()
+    return process
+
+
+@pytest.fixture
+def docker(busybox, tmp_path):
+    directory = Path(tempfile.mkdtemp(prefix="api-", dir="/tmp"))  # a socket path must stay under 108 bytes
+    socket_path = directory / "docker.sock"
+    process = start_service(busybox, socket_path, "--time", "0")
+    try:
+        yield Docker(busybox, socket_path, tmp_path / "docker-config")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_version_negotiates_the_api(docker):
+    result = docker("version", "--format", "{{json .}}")
+    info = json.loads(result.stdout)
+    assert info["Server"]["ApiVersion"] == "1.44"
+    assert info["Client"]["ApiVersion"] == "1.44"  # negotiated down from the client's own
+
+
+def test_run_keeps_stdout_stderr_and_the_exit_code(docker):
+    result = docker("run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3", check=False)
+    assert (result.returncode, result.stdout, result.stderr) == (3, "out\n", "err\n"), result.stderr + docker.log()
+    assert docker.sbx("ps", "-aq").stdout == ""  # --rm removed it
+
+
+def test_run_interactive_reads_stdin_to_its_end(docker):
+    result = docker("run", "--rm", "-i", "busybox", "sh", "-c", "tr a-z A-Z; echo done", input="hello\n")
+    assert result.stdout == "HELLO\ndone\n"
+
+
+def test_detached_container_lifecycle(docker):
+    container_id = docker("run", "-d", "--name", "web", "busybox", "sh", "-c",
+                          "echo started; trap 'exit 0' TERM; while :; do sleep 0.1; done").stdout.strip()
+    assert len(container_id) == 64
+    assert docker("inspect", "-f", "{{.State.Status}}", "web").stdout.strip() == "running"
+    assert "web" in docker("ps").stdout
+    assert "web" in docker.sbx("ps").stdout  # the same containers for sbx and the API
+    assert wait_for(lambda: docker("logs", "web").stdout == "started\n", timeout=20)
+    exec_result = docker("exec", "web", "sh", "-c", "echo in; echo oops >&2; exit 4", check=False)
+    assert (exec_result.returncode, exec_result.stdout, exec_result.stderr) == (4, "in\n", "oops\n")
+    assert "sleep" in docker("top", "web").stdout
+    docker("stop", "web")
+    assert docker("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "web").stdout.strip() == "exited 0"
+    docker("rm", "web")
+    assert docker.sbx("ps", "-aq").stdout == ""
+
+
+def test_images_pull_tag_and_rmi(docker):
+    result = docker("pull", "busybox")
+    assert "Status:" in result.stdout
+    docker("tag", "busybox", "mine/box:v1")
+    listing = docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+    assert "busybox:latest" in listing and "mine/box:v1" in listing
+    assert docker("image", "inspect", "-f", "{{.Os}}", "mine/box:v1").stdout.strip() == "linux"
+    docker("rmi", "mine/box:v1")
+    assert "mine/box:v1" not in docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout
+
+
+def test_unsupported_fields_are_refused(docker):
+    result = docker("run", "--rm", "--privileged", "busybox", "true", check=False)
+    assert result.returncode != 0 and "Privileged is not supported" in result.stderr
+    result = docker("run", "--rm", "-p", "18080:80", "busybox", "true", check=False)
+    assert result.returncode != 0 and "publishing ports (18080:80/tcp) is not available" in result.stderr
+
+
+def test_named_volume_is_kept_across_containers(docker):
+    docker("volume", "create", "data")
+    docker("run", "--rm", "-v", "data:/data", "busybox", "sh", "-c", "echo kept > /data/file")
+    result = docker("run", "--rm", "-v", "data:/data", "busybox", "cat", "/data/file")
+    assert result.stdout == "kept\n"
+    assert "data" in docker("volume", "ls", "--format", "{{.Name}}").stdout.split()
+    assert docker.sbx("volume", "ls", "-q").stdout.split() == ["data"]
+    docker("volume", "rm", "data")
+    assert docker.sbx("volume", "ls", "-q").stdout == ""
+
+
+def test_service_refuses_another_user_and_exits_when_idle(busybox, tmp_path):
+    directory = Path(tempfile.mkdtemp(prefix="api-", dir="/tmp"))
+    socket_path = directory / "docker.sock"
+    process = start_service(busybox, socket_path, "--time", "1")
+    try:
+        assert oct(socket_path.stat().st_mode & 0o777) == "0o600"
+        with socket.socket(socket.AF_UNIX) as client:  # our own uid: answered
+            client.connect(str(socket_path))
+            client.sendall(b"GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n")
+            assert client.recv(1024).startswith(b"HTTP/1.1 200")
+        process.wait(timeout=30)  # idle for a second: it leaves, and takes its socket with it
+        assert not socket_path.exists()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        shutil.rmtree(directory, ignore_errors=True)
+    assert os.getuid() != 0
