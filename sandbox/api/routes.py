@@ -269,8 +269,10 @@ class Api:
             "AttachStdout": False, "AttachStderr": False, "StdinOnce": False, "ExposedPorts": {},
             "Entrypoint": None, "Volumes": None,
         })
-        info["HostConfig"].update({"PortBindings": {}, "Binds": None, "RestartPolicy": {"Name": "no",
-                                                                                      "MaximumRetryCount": 0}})
+        info["HostConfig"].update({
+            "PortBindings": {}, "Binds": None, "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+            "LogConfig": {"Type": "json-file", "Config": {}},
+        })
         info.update({
             "RestartCount": 0, "Driver": info.get("GraphDriver", {}).get("Name", ""), "Platform": "linux",
             "Mounts": [], "NetworkSettings": {"Ports": {}, "Networks": {}, "IPAddress": "", "Gateway": ""},
@@ -404,8 +406,7 @@ class Api:
     def container_remove(self, request: Request, name: str) -> None:
         if request.flag("link"):
             raise unsupported("link", "is not supported: sbx has no container links")
-        if request.flag("v"):
-            raise unsupported("v", "is not supported: sbx makes no anonymous volumes")
+        # v (remove its anonymous volumes) asks for nothing more: sbx makes none, and named ones stay, as with Docker
         self.lifecycle.remove(name, force=request.flag("force"))
         request.send(204)
 

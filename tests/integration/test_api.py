@@ -147,3 +147,34 @@ def test_service_refuses_another_user_and_exits_when_idle(busybox, tmp_path):
             process.kill()
         shutil.rmtree(directory, ignore_errors=True)
     assert os.getuid() != 0
+
+
+def test_docker_py_runs_and_reads_logs(docker):
+    import docker as docker_py
+
+    client = docker_py.DockerClient(base_url=f"unix://{docker.socket_path}", version="auto")
+    try:
+        output = client.containers.run("busybox", ["sh", "-c", "echo from-docker-py"], remove=True)
+        assert output == b"from-docker-py\n"
+        container = client.containers.run("busybox", ["sh", "-c", "echo up; exec sleep 60"], detach=True,
+                                          labels={"suite": "api"})
+        assert [c.id for c in client.containers.list(filters={"label": "suite=api"})] == [container.id]
+        code, out = container.exec_run(["sh", "-c", "echo $((6*7))"])
+        assert (code, out) == (0, b"42\n")
+        container.remove(force=True)
+    finally:
+        client.close()
+
+
+def test_testcontainers_waits_for_a_log_line_and_execs(docker, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{docker.socket_path}")
+    monkeypatch.setenv("TESTCONTAINERS_RYUK_DISABLED", "true")  # its reaper image cannot be pulled offline
+    monkeypatch.setenv("TESTCONTAINERS_CONNECTION_MODE", "docker_host")  # this machine has /.dockerenv
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.wait_strategies import LogMessageWaitStrategy
+
+    container = DockerContainer("busybox").with_command(["sh", "-c", "sleep 0.5; echo ready; exec sleep 300"])
+    with container.waiting_for(LogMessageWaitStrategy("ready")) as running:
+        result = running.exec(["sh", "-c", "echo hello from exec"])
+        assert (result.exit_code, result.output) == (0, b"hello from exec\n")
+    assert docker.sbx("ps", "-aq").stdout == ""
