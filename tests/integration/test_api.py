@@ -178,3 +178,61 @@ def test_testcontainers_waits_for_a_log_line_and_execs(docker, monkeypatch):
         result = running.exec(["sh", "-c", "echo hello from exec"])
         assert (result.exit_code, result.output) == (0, b"hello from exec\n")
     assert docker.sbx("ps", "-aq").stdout == ""
+
+
+def test_logs_wait_kill_restart_rename(docker):
+    docker("run", "-d", "--name", "talk", "busybox", "sh", "-c", "echo one; echo two >&2; sleep 0.5; echo three")
+    assert docker("wait", "talk").stdout.strip() == "0"
+    logs = docker("logs", "talk")
+    assert (logs.stdout, logs.stderr) == ("one\nthree\n", "two\n")
+    assert docker("logs", "--tail", "1", "talk").stdout == "three\n"
+    stamped = docker("logs", "-t", "talk").stdout.splitlines()
+    assert [line.split(" ", 1)[1] for line in stamped] == ["one", "three"] and stamped[0][4] == "-"
+    assert docker("logs", "--since", "2999-01-01T00:00:00Z", "talk").stdout == ""
+    docker("run", "-d", "--name", "later", "busybox", "sh", "-c", "echo a; sleep 1; echo b")
+    assert docker("logs", "-f", "later").stdout == "a\nb\n"  # follows until the container exits
+    docker("run", "-d", "--name", "k", "busybox", "sleep", "60")
+    docker("rename", "k", "k2")
+    docker("restart", "-t", "1", "k2")
+    assert docker("inspect", "-f", "{{.State.Status}}", "k2").stdout.strip() == "running"
+    docker("kill", "k2")
+    assert docker("wait", "k2").stdout.strip() == "137"
+    docker("rm", "talk", "later", "k2")
+
+
+def test_run_and_exec_with_a_terminal(docker):
+    pexpect = pytest.importorskip("pexpect")
+    shell = pexpect.spawn("docker", ["run", "-it", "--name", "term", "busybox", "sh"], env=docker.env,
+                          dimensions=(24, 80), timeout=30, encoding="utf-8")
+    try:
+        shell.expect("# ")
+        shell.sendline("stty size")
+        shell.expect("24 80")
+        shell.setwinsize(30, 100)  # the CLI sends the new size to /containers/ID/resize
+        assert wait_for(lambda: _size_in(shell, "30 100"), timeout=20)
+        inner = pexpect.spawn("docker", ["exec", "-it", "term", "sh"], env=docker.env, dimensions=(20, 70),
+                              timeout=30, encoding="utf-8")
+        inner.expect("# ")
+        inner.sendline("stty size; tty")
+        inner.expect("20 70")
+        inner.expect("/dev/pts/")
+        inner.sendline("exit 5")
+        inner.expect(pexpect.EOF)
+        inner.close()
+        assert inner.exitstatus == 5
+        shell.sendline("exit 7")
+        shell.expect(pexpect.EOF)
+        shell.close()
+        assert shell.exitstatus == 7
+    finally:
+        shell.close(force=True)
+    docker("rm", "term")
+
+
+def _size_in(shell, text: str) -> bool:
+    shell.sendline("stty size")
+    try:
+        shell.expect(text, timeout=1)
+        return True
+    except Exception:  # noqa: BLE001 - pexpect's TIMEOUT: not yet
+        return False
