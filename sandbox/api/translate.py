@@ -17,7 +17,7 @@ _CONFIG_READ = {
     "Hostname", "User", "Tty", "OpenStdin", "Env", "Cmd", "Image", "WorkingDir", "Entrypoint", "Labels",
     "ExposedPorts",
 }
-_CONFIG_IGNORED = {"AttachStdin", "AttachStdout", "AttachStderr", "StdinOnce", "ArgsEscaped", "Domainname"}
+_CONFIG_IGNORED = {"Volumes", "AttachStdin", "AttachStdout", "AttachStderr", "StdinOnce", "ArgsEscaped", "Domainname"}
 _HOST_READ = {
     "Binds", "Mounts", "Tmpfs", "AutoRemove", "NetworkMode", "Init", "ReadonlyRootfs", "PortBindings",
     "PublishAllPorts", "ConsoleSize", "RestartPolicy", "LogConfig",
@@ -49,6 +49,8 @@ def create_request(body: object, name: str | None) -> CreateRequest:
     _refuse_unknown("", config, _CONFIG_READ | _CONFIG_IGNORED)
     _refuse_unknown("HostConfig.", host, _HOST_READ)
     _check_networking(body.get("NetworkingConfig"))
+    if config.get("Volumes"):  # a map of paths to {}: each key asks for an anonymous volume
+        raise unsupported("Volumes (anonymous volumes)", "are not supported by sbx: name the volume (-v NAME:/path)")
     image = config.get("Image")
     if not isinstance(image, str) or not image:
         raise ApiError(400, "config has no Image")
@@ -165,9 +167,11 @@ def _mount_text(mount: object) -> str:
 
 def _check_networking(networking: object) -> None:
     """NetworkingConfig may name the default network only, with nothing set for it."""
-    if _is_zero(networking):
+    if networking is None:
         return
     endpoints = networking.get("EndpointsConfig") if isinstance(networking, dict) else None
+    if endpoints is None and isinstance(networking, dict) and _is_zero(networking):
+        return
     if not isinstance(endpoints, dict):
         raise ApiError(400, "NetworkingConfig must be an object")
     for name, endpoint in endpoints.items():
