@@ -1,4 +1,5 @@
-"""python -m bench [start|pull|unpack|rootfs|lifecycle|all|list] [-n ITERATIONS] [--warmup N] [--tools sbx,podman,...]
+"""python -m bench [start|pull|unpack|rootfs|lifecycle|api|all|list] [-n ITERATIONS] [--warmup N]
+[--tools sbx,podman,...]
 
 Runs the benchmarks present in this package, writes bench/results/<name>.json and prints a short table for each.
 Exits 0 when a tool (sbx included) is missing or fails: it is reported as unavailable/failed in the table and JSON.
@@ -20,6 +21,7 @@ BENCHMARKS = {
     "unpack": "B5: unpack the image's layers (and 20,000 small files) from local blobs: sbx vs tar -xzf",
     "rootfs": "B6: image present -> root filesystem ready, per driver: overlay, fuse-overlayfs, copy vs cp -a, podman",
     "lifecycle": "B2 exec, B3 ps -a/--version, B10 helper memory, B11 rm + leaks, B12 50 parallel run -d vs podman",
+    "api": "B13: docker run --rm IMG true through sbx's API service vs sbx run vs podman's service",
 }
 
 
@@ -67,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
                 from bench import lifecycle
 
                 lifecycle.main(iterations=args.iterations, warmup=args.warmup)
+            elif name == "api":
+                from bench import api
+
+                api.main(iterations=max(args.iterations, 20), warmup=max(args.warmup, 2))
         except BenchError as e:
             print(f"[bench] {name}: cannot run: {e}", file=sys.stderr)
             rc = 1
