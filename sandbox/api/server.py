@@ -358,21 +358,36 @@ def prepare_socket_dir(path: Path, runtime_root: Path) -> None:
     raise ServiceError(f"another service already listens on {path}", hint="stop it, or give another address")
 
 
-def serve(path: Path, routes, *, idle: float, log=None, on_ready=None) -> None:
-    """Listen at ``path`` until ``idle`` seconds pass without an open connection (0: until killed)."""
-    server = Server(path, routes, idle=idle, log=log)
+def inherited_socket(environ=os.environ) -> socket.socket | None:
+    """The listening unix socket systemd passed (socket activation: LISTEN_PID is us, LISTEN_FDS ≥ 1, fd 3)."""
+    if environ.get("LISTEN_PID") != str(os.getpid()) or int(environ.get("LISTEN_FDS") or 0) < 1:
+        return None
+    inherited = socket.socket(fileno=3)
+    if inherited.family != socket.AF_UNIX or inherited.type != socket.SOCK_STREAM:
+        inherited.detach()
+        raise ServiceError("the socket systemd passed is not a unix stream socket", hint="use ListenStream=PATH")
+    return inherited
+
+
+def serve(path: Path | None, routes, *, idle: float, log=None, inherited: socket.socket | None = None) -> None:
+    """Listen at ``path`` (or on the ``inherited`` socket) until ``idle`` seconds pass without an open connection
+    (0: until killed)."""
+    server = Server(path or Path(inherited.getsockname()), routes, idle=idle, log=log)
     try:
-        server.server_bind()
-        server.server_activate()
-        if on_ready is not None:
-            on_ready(path)
+        if inherited is not None:
+            server.socket.close()
+            server.socket = inherited
+        else:
+            server.server_bind()
+            server.server_activate()
         if idle > 0:
             threading.Thread(target=_watch_idle, args=(server,), daemon=True).start()
         server.serve_forever(poll_interval=0.2)
     finally:
         server.server_close()
-        with contextlib.suppress(OSError):
-            path.unlink()
+        if inherited is None:  # systemd's socket stays for the next start
+            with contextlib.suppress(OSError):
+                server.path.unlink()
 
 
 def _watch_idle(server: Server) -> None:

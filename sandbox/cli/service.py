@@ -30,15 +30,18 @@ def service(
     import signal
 
     from sandbox.api.routes import Api
-    from sandbox.api.server import parse_uri, prepare_socket_dir, serve
+    from sandbox.api.server import inherited_socket, parse_uri, prepare_socket_dir, serve
     from sandbox.config import load_settings
     from sandbox.errors import InvalidRunOption
 
     if seconds < 0:
         raise InvalidRunOption(f"invalid --time {seconds}", hint="give seconds, or 0 to serve until stopped")
     settings = load_settings()
-    path = parse_uri(uri, settings.runtime_root)
-    prepare_socket_dir(path, settings.runtime_root)
+    inherited = inherited_socket()  # systemd's socket activation; else our own socket at URI
+    path = None
+    if inherited is None:
+        path = parse_uri(uri, settings.runtime_root)
+        prepare_socket_dir(path, settings.runtime_root)
     for name in _PRELOAD:
         importlib.import_module(name)
     log = (lambda line: sys.stderr.write(line.rstrip("\n") + "\n")) if log_requests else None
@@ -48,7 +51,7 @@ def service(
 
     signal.signal(signal.SIGTERM, leave)
     with contextlib.suppress(KeyboardInterrupt):
-        serve(path, Api(settings).routes(), idle=float(seconds), log=log)
+        serve(path, Api(settings).routes(), idle=float(seconds), log=log, inherited=inherited)
 
 
 def register(system_group: typer.Typer) -> None:

@@ -230,13 +230,16 @@ class Lifecycle:
 
     def logs(self, text: str, *, tail: int | None = None, since: float | None = None, follow: bool = False):
         from sandbox.monitor.logs import follow as follow_log
-        from sandbox.monitor.logs import read_logs
+        from sandbox.monitor.logs import read_logs, snapshot
 
         record = self.get(text)
         path = self.store.dir(record.id) / "ctr.log"
-        yield from read_logs(path, tail=tail, since=since)
-        if follow:
-            yield from follow_log(path, stop=lambda: self.get(record.id).state.value != "running")
+        if not follow:
+            yield from read_logs(path, tail=tail, since=since)
+            return
+        entries, lines = snapshot(path, tail=tail, since=since)  # following on from there loses no line
+        yield from entries
+        yield from follow_log(path, stop=lambda: self.get(record.id).state.value != "running", skip_lines=lines)
 
     # -- act ----------------------------------------------------------------------------------------------------
 

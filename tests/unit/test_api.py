@@ -189,3 +189,21 @@ def test_a_peer_of_another_uid_is_refused(running, monkeypatch):
 def test_stream_frames_carry_the_stream_and_length():
     assert streams.frame(streams.STDERR, b"oops\n") == b"\x02\x00\x00\x00\x00\x00\x00\x05oops\n"
     assert streams.frame(streams.STDOUT, b"") == b""
+
+
+def test_the_socket_systemd_passes_is_taken_only_when_meant_for_us(tmp_path):
+    import subprocess
+    import sys
+
+    assert server.inherited_socket({"LISTEN_PID": "1", "LISTEN_FDS": "1"}) is None  # another process's
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(tmp_path / "activated.sock"))
+    listener.listen()
+    code = "from sandbox.api.server import inherited_socket; print(inherited_socket().getsockname())"
+    result = subprocess.run(
+        ["sh", "-c", f'LISTEN_PID=$$ LISTEN_FDS=1 exec "{sys.executable}" -c "$0"', code],
+        preexec_fn=lambda: os.dup2(listener.fileno(), 3), close_fds=False, capture_output=True, text=True,
+        cwd=Path(__file__).resolve().parents[2], timeout=60,
+    )
+    listener.close()
+    assert result.stdout.strip() == str(tmp_path / "activated.sock"), result.stderr
