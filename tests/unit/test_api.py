@@ -207,3 +207,69 @@ def test_the_socket_systemd_passes_is_taken_only_when_meant_for_us(tmp_path):
     )
     listener.close()
     assert result.stdout.strip() == str(tmp_path / "activated.sock"), result.stderr
+
+
+def test_no_other_command_imports_the_api():
+    """Building the whole typer application (every command registered) must not import sandbox.api: only
+    `sbx system service` does, when it runs."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from sandbox.cli.app import app; import typer.main; typer.main.get_command(app); "
+            "print(sorted(m for m in sys.modules if m.startswith('sandbox.api')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.stdout.strip() == "[]", result.stderr
+
+
+class FakeLifecycle:
+    """Records by id; a removed one raises ContainerNotFound, as the store does."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, object] = {}
+
+    def get(self, container_id: str):
+        from sandbox.errors import ContainerNotFound
+
+        if container_id not in self.records:
+            raise ContainerNotFound(f"no such container: {container_id}")
+        return self.records[container_id]
+
+
+def record(state: str, exit_code: int | None = None):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(id="c", state=SimpleNamespace(value=state), exit_code=exit_code)
+
+
+def test_wait_removed_reports_the_exit_code_of_an_auto_removed_container():
+    """The monitor removes an AutoRemove container's record at once: the code comes from the broker's watcher,
+    even when the removal is seen before the watcher has read the EXIT frame."""
+    from sandbox.api.broker import Broker
+    from sandbox.monitor import attach as protocol
+
+    lifecycle = FakeLifecycle()
+    lifecycle.records["c"] = record("running")
+    broker = Broker(lifecycle)
+    monitor_end, watcher_end = socket.socketpair()
+    result: dict[str, int] = {}
+    waiter = threading.Thread(target=lambda: result.update(code=broker.wait("c", "removed")))
+    with broker.changed:
+        broker.watched.add("c")  # as broker.start leaves it
+    waiter.start()
+    del lifecycle.records["c"]  # removed before the watcher said anything
+    waiter.join(0.5)
+    assert waiter.is_alive()  # not answered 0 for a container whose code is still on its way
+    broker._watch("c", watcher_end)
+    monitor_end.sendall(protocol.encode_json(protocol.EXIT, {"code": 3}))
+    monitor_end.close()
+    waiter.join(10)
+    assert result == {"code": 3}
+
+
+def test_wait_not_running_answers_at_once_for_an_exited_container():
+    from sandbox.api.broker import Broker
+
+    lifecycle = FakeLifecycle()
+    lifecycle.records["c"] = record("exited", 7)
+    assert Broker(lifecycle).wait("c", "not-running") == 7
