@@ -132,6 +132,7 @@ class Lifecycle:
             if record.state.value == "running":
                 return  # Docker: starting a running container does nothing
             stored_spec(record)  # a damaged spec is refused here, before a monitor is forked
+            _wait_monitor_gone(record)
             spawn(
                 self.containers.containers_root,
                 record.id,
@@ -299,6 +300,18 @@ class Lifecycle:
                 return True
             time.sleep(_POLL)
         return False
+
+
+def _wait_monitor_gone(record, timeout: float = 10.0) -> None:
+    """Until the previous monitor of a restarted container has left: it records the exit first and removes the
+    attach socket after, so a new monitor started in between would have its socket removed under it."""
+    from sandbox.store.containers import process_start_time
+
+    if not record.monitor_pid or record.monitor_start is None:
+        return
+    deadline = time.monotonic() + timeout
+    while process_start_time(record.monitor_pid) == record.monitor_start and time.monotonic() < deadline:
+        time.sleep(_POLL)
 
 
 def parse_signal(text: str) -> int:
