@@ -289,15 +289,20 @@ class Lifecycle:
         self.containers.remove_dir(self.store.dir(record.id))
 
     def _wait_exited(self, container_id: str, timeout: float) -> bool:
-        """Until the monitor recorded the exit (or the process is gone); False on timeout."""
+        """Until the monitor recorded the exit (or the process and its monitor are gone); False on timeout.
+
+        The stored record, not the observed one: a process that is gone reads as exited (code unknown) before
+        its monitor has recorded the real code, and `stop` followed by `inspect` must show that code."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                record = self.get(container_id)
+                record = self.store.get(container_id)
             except ContainerNotFound:
                 return True  # --rm: the monitor removed it
             if record.state.value != "running":
                 return True
+            if not self.store.alive(record) and not _monitor_alive(record):
+                return True  # the monitor died without a word: the observed record is all there is
             time.sleep(_POLL)
         return False
 
@@ -305,13 +310,17 @@ class Lifecycle:
 def _wait_monitor_gone(record, timeout: float = 10.0) -> None:
     """Until the previous monitor of a restarted container has left: it records the exit first and removes the
     attach socket after, so a new monitor started in between would have its socket removed under it."""
+    deadline = time.monotonic() + timeout
+    while _monitor_alive(record) and time.monotonic() < deadline:
+        time.sleep(_POLL)
+
+
+def _monitor_alive(record) -> bool:
     from sandbox.store.containers import process_start_time
 
     if not record.monitor_pid or record.monitor_start is None:
-        return
-    deadline = time.monotonic() + timeout
-    while process_start_time(record.monitor_pid) == record.monitor_start and time.monotonic() < deadline:
-        time.sleep(_POLL)
+        return False
+    return process_start_time(record.monitor_pid) == record.monitor_start
 
 
 def parse_signal(text: str) -> int:

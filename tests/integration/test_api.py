@@ -96,7 +96,7 @@ def test_detached_container_lifecycle(docker):
     assert (exec_result.returncode, exec_result.stdout, exec_result.stderr) == (4, "in\n", "oops\n")
     assert "sleep" in docker("top", "web").stdout
     docker("stop", "web")
-    assert docker("inspect", "-f", "{{.State.Status}}", "web").stdout.strip() == "exited"
+    assert docker("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "web").stdout.strip() == "exited 0"
     docker("rm", "web")
     assert docker.sbx("ps", "-aq").stdout == ""
 
