@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from sandbox.errors import SbxError
+from sandbox.errors import ContainerStartError, SbxError
 from sandbox.monitor import attach as protocol
 
 _POLL = 0.1
@@ -75,9 +75,13 @@ class Broker:
         return slot.sock
 
     def start(self, container_id: str) -> None:
-        """Start the container with every waiting slot, and the broker's watcher, connected before it runs."""
+        """Start the container with every waiting slot, and the broker's watcher, connected before it runs.
+
+        Waiters wait for the start's outcome: a start that fails is an exit with its code (127 for a command not
+        found), which is what `docker run` reports for it."""
         with self.changed:
             slots = self.slots.pop(container_id, [])
+            self.watched.add(container_id)
         connected: list[socket.socket] = []
 
         def connect_all(path) -> None:
@@ -91,16 +95,32 @@ class Broker:
 
         try:
             self.lifecycle.start(container_id, on_listening=connect_all)
+        except ContainerStartError as error:
+            self._exited(container_id, error.exit_code)
+            raise
+        except BaseException:
+            self._exited(container_id, None)
+            raise
         finally:
             for slot in slots:
                 slot.ready.set()
         if connected:
             self._watch(container_id, connected[0])
+        else:  # it was running already: its record tells
+            with self.changed:
+                self.watched.discard(container_id)
 
     def _watch(self, container_id: str, sock: socket.socket) -> None:
         with self.changed:
             self.watched.add(container_id)
         threading.Thread(target=self._read_exit, args=(container_id, sock), daemon=True).start()
+
+    def _exited(self, container_id: str, code: int | None) -> None:
+        with self.changed:
+            self.codes[container_id] = code
+            self.exits[container_id] = self.exits.get(container_id, 0) + 1
+            self.watched.discard(container_id)
+            self.changed.notify_all()
 
     def _read_exit(self, container_id: str, sock: socket.socket) -> None:
         reader = protocol.FrameReader()
@@ -121,11 +141,7 @@ class Broker:
         if code is None:  # the monitor went without a word: its record says what it recorded
             with contextlib.suppress(SbxError):
                 code = self.lifecycle.get(container_id).exit_code
-        with self.changed:
-            self.codes[container_id] = code
-            self.exits[container_id] = self.exits.get(container_id, 0) + 1
-            self.watched.discard(container_id)
-            self.changed.notify_all()
+        self._exited(container_id, code)
 
     # -- waiting -----------------------------------------------------------------------------------------------
 

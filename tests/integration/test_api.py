@@ -79,6 +79,11 @@ def test_run_keeps_stdout_stderr_and_the_exit_code(docker):
     assert docker.sbx("ps", "-aq").stdout == ""  # --rm removed it
 
 
+def test_run_of_a_missing_command_gives_127(docker):
+    result = docker("run", "--rm", "busybox", "no-such-command", check=False)
+    assert result.returncode == 127 and "executable file not found" in result.stderr, result.stderr + docker.log()
+
+
 def test_run_interactive_reads_stdin_to_its_end(docker):
     result = docker("run", "--rm", "-i", "busybox", "sh", "-c", "tr a-z A-Z; echo done", input="hello\n")
     assert result.stdout == "HELLO\ndone\n"
