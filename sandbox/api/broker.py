@@ -145,15 +145,16 @@ class Broker:
 
     # -- waiting -----------------------------------------------------------------------------------------------
 
-    def wait(self, container_id: str, condition: str) -> int:
+    def wait(self, container_id: str, condition: str, gone=lambda: False) -> int | None:
         """Docker's wait conditions: ``not-running`` (now, if it is not running), ``next-exit`` (the next exit,
-        even of a container not yet started) and ``removed`` (its exit, then its removal)."""
+        even of a container not yet started) and ``removed`` (its exit, then its removal). None as soon as
+        ``gone()`` says the client left."""
         with self.changed:
             seen = self.exits.get(container_id, 0)
         was_running = False
         code: int | None = None
         exited = False
-        while True:
+        while not gone():
             with self.changed:
                 if self.exits.get(container_id, 0) > seen:
                     exited, code = True, self.codes.get(container_id)
@@ -181,3 +182,4 @@ class Broker:
                 return code if code is not None else record.exit_code or 0
             with self.changed:
                 self.changed.wait(_POLL)
+        return None

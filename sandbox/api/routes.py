@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import socket
 import threading
 import time
 
@@ -336,9 +337,10 @@ class Api:
         record = self.lifecycle.get(name)
         stream = request.stream()  # the headers go now: the docker CLI starts the container once it has them
         request.answered = True
-        code = self.broker.wait(record.id, condition)
-        stream.json({"StatusCode": code, "Error": None})
-        stream.close()
+        code = self.broker.wait(record.id, condition, gone=lambda: _client_left(request.handler.connection))
+        if code is not None:
+            stream.json({"StatusCode": code, "Error": None})
+            stream.close()
 
     def container_logs(self, request: Request, name: str) -> None:
         from sandbox.monitor.logs import format_time
@@ -628,6 +630,21 @@ def _volume(volume) -> dict:
         "Name": volume.name, "Driver": "local", "Mountpoint": str(volume.path), "Labels": volume.labels,
         "Scope": "local", "Options": {}, "CreatedAt": volume.created_text,
     }
+
+
+def _client_left(conn) -> bool:
+    """Whether the client closed its side (a client that waits sends nothing more, so readable means gone)."""
+    import select
+
+    readable, _, _ = select.select([conn], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 def _stream_type(request: Request, tty: bool) -> str:

@@ -273,3 +273,22 @@ def test_wait_not_running_answers_at_once_for_an_exited_container():
     lifecycle = FakeLifecycle()
     lifecycle.records["c"] = record("exited", 7)
     assert Broker(lifecycle).wait("c", "not-running") == 7
+
+
+def test_a_wait_whose_client_left_ends():
+    """Else its thread, and the connection that keeps the service from its idle exit, would last until the exit."""
+    from sandbox.api.broker import Broker
+
+    lifecycle = FakeLifecycle()
+    lifecycle.records["c"] = record("running")
+    assert Broker(lifecycle).wait("c", "next-exit", gone=lambda: True) is None
+
+
+def test_a_client_that_closed_is_seen_as_gone():
+    from sandbox.api.routes import _client_left
+
+    server_end, client_end = socket.socketpair()
+    assert not _client_left(server_end)
+    client_end.close()
+    assert _client_left(server_end)
+    server_end.close()
