@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 
 from sandbox.api import streams
 from sandbox.errors import SbxError
@@ -68,6 +69,9 @@ def _in_child(api, exec_, conn, options) -> int:
             os.dup2(out_write, 1)
             os.dup2(err_write, 2)
             os.closerange(3, launcher.fd_limit())  # the server's sockets and the other ends of the pipes
+            # another thread may have held sys.stderr's lock (the request log) when we forked: fresh objects
+            sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - the child ends with os._exit
+            sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
             execution = Execution(api.settings, api.lifecycle)
             code = execution.exec(exec_.container_id, exec_.args, options,
                                   attach=lambda started, _request: launcher.wait(started))
