@@ -125,6 +125,7 @@ class Request:
         200 to an old client that did not), then it is a raw socket, closed with the request."""
         handler = self.handler
         upgrade = "upgrade" in handler.headers.get("Connection", "").lower()
+        handler.log_request(101 if upgrade else 200)
         handler.send_response_only(101 if upgrade else 200, "UPGRADED" if upgrade else "OK")
         handler.send_header("Content-Type", content_type)
         if upgrade:
