@@ -113,6 +113,10 @@ def test_images_pull_tag_and_rmi(docker):
     listing = docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
     assert "busybox:latest" in listing and "mine/box:v1" in listing
     assert docker("image", "inspect", "-f", "{{.Os}}", "mine/box:v1").stdout.strip() == "linux"
+    pushed = f"{docker.sbx.registry.host}/api/box:v1"
+    docker("tag", "busybox", pushed)
+    assert "digest: sha256:" in docker("push", pushed).stdout
+    docker("rmi", pushed)
     docker("rmi", "mine/box:v1")
     assert "mine/box:v1" not in docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout
     docker("rmi", "busybox")
