@@ -51,15 +51,16 @@ class Broker:
             self.slots.setdefault(container_id, []).append(slot)
         return slot
 
-    def await_slot(self, slot: Slot, timeout: float = SLOT_TIMEOUT) -> socket.socket | None:
-        """The slot's monitor connection once the container started; None when it was removed or never started."""
+    def await_slot(self, slot: Slot, timeout: float = SLOT_TIMEOUT, gone=lambda: False) -> socket.socket | None:
+        """The slot's monitor connection once the container started; None when it was removed or never started,
+        or the client left (``gone()``)."""
         deadline = time.monotonic() + timeout
         while not slot.ready.wait(_POLL * 5):
             try:
                 record = self.lifecycle.get(slot.container_id)
             except SbxError:
                 record = None
-            if record is None or time.monotonic() > deadline or record.state.value == "running":
+            if record is None or time.monotonic() > deadline or record.state.value == "running" or gone():
                 with self.changed:
                     if slot.ready.is_set():
                         break

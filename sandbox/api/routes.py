@@ -317,7 +317,7 @@ class Api:
         if not request.flag("stream"):
             return
         if slot is not None:
-            monitor = self.broker.await_slot(slot)
+            monitor = self.broker.await_slot(slot, gone=lambda: not stdin and _client_left(conn))
         else:
             try:
                 monitor = protocol.connect(protocol.socket_path(self.settings.runtime_root, record.id))
