@@ -284,6 +284,8 @@ class LimitUnavailable(SbxError):
 
 class CgroupError(SbxError):
     """A container's cgroup could not be made, written, frozen or removed."""
+
+
 # --- security --------------------------------------------------------------------------------------------------
 
 
@@ -293,6 +295,8 @@ class InvalidSecurityProfile(SbxError):
     Never falls back to running unconfined: the container is not created (or not started)."""
 
     hint = "check the profile with sbx policy check FILE, or choose another with --security-opt seccomp=NAME|PATH"
+
+
 # --- networking ----------------------------------------------------------------------------------------------------
 
 
@@ -306,3 +310,24 @@ class PortInUse(SbxError):
 
 class NetworkError(SbxError):
     """The network helper (slirp4netns, pasta) is missing, failed to start, or refused a port forward."""
+
+
+# --- volumes ---------------------------------------------------------------------------------------------------------
+
+
+class VolumeNotFound(SbxError):
+    """No named volume has that name."""
+
+    hint = "run: sbx volume ls"
+
+
+class VolumeInUse(SbxError):
+    """A container still mounts the volume."""
+
+    hint = "remove the container first (sbx rm), or use -f"
+
+
+class InvalidVolumeName(SbxError):
+    """A volume name is not ``[a-zA-Z0-9][a-zA-Z0-9_.-]+``."""
+
+    hint = "use letters, digits, '_', '.' and '-', starting with a letter or digit (at least 2 characters)"

@@ -8,7 +8,7 @@ import sys
 import typer
 
 from sandbox import __version__
-from sandbox.cli import archive, doctor, images, policy, run, system, version
+from sandbox.cli import archive, doctor, images, policy, run, system, version, volumes
 from sandbox.cli.params import to_typer
 
 app = typer.Typer(
@@ -50,3 +50,4 @@ archive.register(app)
 run.register(app)
 policy.register(app)
 doctor.register(app)
+volumes.register(app)

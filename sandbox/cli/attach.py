@@ -30,7 +30,7 @@ def terminal_size() -> tuple[int, int] | None:
 
 
 def attach_streams(*, pid: int | None, tty: bool, stdin: bool, keys: bytes, forward_signals: bool,
-                   path=None, sock=None) -> tuple[str, int | None]:
+                   path=None, sock=None, end_input: bool = False) -> tuple[str, int | None]:
     """sbx's stdin (when ``stdin``), stdout and stderr attached to a monitor or exec holder (at ``path``, or over
     ``sock`` already connected), with the signals sbx gets forwarded to ``pid`` meanwhile when ``forward_signals``
     (not with the user's terminal in raw mode: Ctrl-C is then a byte for the container's terminal). Says "read
@@ -49,6 +49,7 @@ def attach_streams(*, pid: int | None, tty: bool, stdin: bool, keys: bytes, forw
             tty=tty,
             detach_keys=keys,
             sock=sock,
+            end_input=end_input,
         )
     finally:
         restore()

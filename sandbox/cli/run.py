@@ -130,7 +130,8 @@ def _run_attached(lifecycle, image: str, args: list[str], options, *, auto_remov
         raise
     record = lifecycle.get(container_id)
     outcome, code = attach_streams(pid=record.pid, tty=options.tty, stdin=options.interactive, keys=keys,
-                                   sock=connection["sock"], forward_signals=not options.tty)
+                                   sock=connection["sock"], forward_signals=not options.tty,
+                                   end_input=not options.tty)  # Docker's run -i: the end of stdin ends the input
     if outcome == "detached":
         return 0
     return code if code is not None else lifecycle.wait(container_id)

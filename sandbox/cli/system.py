@@ -135,5 +135,8 @@ def register(app: typer.Typer) -> None:
     group.command("prune")(prune)
     group.command("check")(check)
     group.command("info")(info)
+    from sandbox.cli import service
+
+    service.register(group)
     app.add_typer(group, name="system")
     app.command("info")(info)

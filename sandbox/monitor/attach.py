@@ -14,6 +14,8 @@ a peer whose SO_PEERCRED uid is not its own). Many clients may attach at once. E
     RESIZE {"rows": R, "cols": C} ─────────────────────►  TIOCSWINSZ on the pty master (tty only): SIGWINCH inside
     STDIN bytes ───────────────────────────────────────►  to the pty master, or the container's stdin pipe (-i);
                                                          dropped when the container has no stdin
+    STDIN (empty) ─────────────────────────────────────►  the end of the input (the API's half-closed attach):
+                                                         the stdin pipe is closed once written (not a pty)
                                   ◄─────────────────────  STDOUT bytes / STDERR bytes (to every client and the log)
     DETACH (empty) ────────────────────────────────────►  closes this client; the container runs on
     (or just close: the same)
@@ -273,6 +275,7 @@ def attach(
     tty: bool,
     detach_keys: bytes,
     sock: socket.socket | None = None,
+    end_input: bool = False,
 ) -> tuple[str, int | None]:
     """Copy between the container and these fds until it exits or the detach keys are typed; prints nothing.
 
@@ -281,12 +284,13 @@ def attach(
     mode for the duration. With a tty the user's terminal size (stdout's, else stdin's) is sent now and on every
     SIGWINCH, stdin attached or not (as Docker's client does whenever it allocated a tty and its stdout is a
     terminal): otherwise `run -t` without -i would leave the container's terminal 0x0. ``stdin_fd`` None attaches
-    no input.
+    no input. ``end_input``: at the end of ``stdin_fd`` say so (an empty STDIN frame), and the monitor closes the
+    container's stdin pipe (`run -i`, Docker's StdinOnce).
     """
     from sandbox.runtime import console
 
     sock = sock or connect(socket_path)  # a foreground run connects before the container starts
-    session = _Session(sock, stdin_fd, stdout_fd, stderr_fd, console.DetachMatcher(detach_keys))
+    session = _Session(sock, stdin_fd, stdout_fd, stderr_fd, console.DetachMatcher(detach_keys), end_input)
     user_tty = tty and stdin_fd is not None and os.isatty(stdin_fd)
     size_fd = None
     if tty:
@@ -303,8 +307,10 @@ def attach(
 
 
 class _Session:
-    def __init__(self, sock: socket.socket, stdin_fd: int | None, stdout_fd: int, stderr_fd: int, matcher) -> None:
+    def __init__(self, sock: socket.socket, stdin_fd: int | None, stdout_fd: int, stderr_fd: int, matcher,
+                 end_input: bool = False) -> None:
         self.sock = sock
+        self.end_input = end_input  # at the end of stdin, say so (an empty STDIN frame): `run -i`'s stdin once
         self.stdin = stdin_fd
         self.outputs = {STDOUT: stdout_fd, STDERR: stderr_fd}
         self.matcher = matcher
@@ -414,7 +420,7 @@ class _Session:
                 raise
             data = b""
         if not data:  # end of input: stop reading it, keep copying the output
-            self.outgoing += encode_data(STDIN, self.matcher.flush())
+            self.outgoing += encode_data(STDIN, self.matcher.flush()) + (encode(STDIN) if self.end_input else b"")
             self._unregister_stdin()
             self.stdin = None
             return False

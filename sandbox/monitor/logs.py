@@ -163,9 +163,30 @@ def read_logs(path: Path, *, tail: int | None = None, since: float | None = None
     return entries
 
 
+def snapshot(path: Path, *, tail: int | None = None, since: float | None = None) -> tuple[list[LogEntry], int]:
+    """:func:`read_logs` now, and how many complete lines the current file had: where a :func:`follow` that must
+    lose nothing written meanwhile starts (``skip_lines``)."""
+    path = Path(path)
+    older = [entry for file in log_files(path) if file != path for entry in _entries(file)]
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except FileNotFoundError:
+        data = b""
+    complete = data[: data.rfind(b"\n") + 1]
+    current = [entry for entry in map(parse_line, complete.splitlines()) if entry is not None]
+    entries: Iterator[LogEntry] = iter(older + current)
+    if since is not None:
+        entries = (entry for entry in entries if entry.time >= since)
+    if tail is not None:
+        entries = iter(deque(entries, maxlen=tail)) if tail > 0 else iter(())
+    return list(entries), complete.count(b"\n")
+
+
 def follow(path: Path, stop: Callable[[], bool], *, interval: float = POLL_INTERVAL,
-           sleep: Callable[[float], None] = time.sleep) -> Iterator[LogEntry]:
-    """Yield entries appended to the log from now on until ``stop()`` is true and the end is reached.
+           sleep: Callable[[float], None] = time.sleep, skip_lines: int | None = None) -> Iterator[LogEntry]:
+    """Yield entries appended to the log from now on until ``stop()`` is true and the end is reached; with
+    ``skip_lines``, those after the first ``skip_lines`` lines of the current file (see :func:`snapshot`).
 
     A rotation (the file replaced by a new one) is noticed by its inode: the rest of the old file is read first.
     """
@@ -186,7 +207,11 @@ def follow(path: Path, stop: Callable[[], bool], *, interval: float = POLL_INTER
         return True
 
     if reopen():
-        file.seek(0, os.SEEK_END)
+        if skip_lines is None:
+            file.seek(0, os.SEEK_END)
+        else:
+            for _ in range(skip_lines):
+                file.readline()
     try:
         while True:
             stopping = stop()  # checked before reading, so what was written before stop() is still read

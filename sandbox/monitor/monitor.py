@@ -138,7 +138,8 @@ class Monitor(Supervisor):
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
-            started = launcher.start(spec, container_dir, stdio=(stdin, out_w, err_w), network=self.network)
+            started = launcher.start(spec, container_dir, stdio=(stdin, out_w, err_w), network=self.network,
+                                     close_in_child=(stdin_w,) if stdin_w is not None else ())
         except BaseException:
             for fd in (out_r, err_r, stdin_w):
                 if fd is not None:

@@ -222,6 +222,7 @@ class Supervisor:
         self.clients: dict[int, attach.Client] = {}
         self.input_fd: int | None = None  # the pty master, or the write end of the process's stdin pipe
         self.to_input = bytearray()
+        self.input_ended = False  # a client sent the end of its input: close the stdin pipe once it is written
         self.master_fd: int | None = None
         self._selector: selectors.BaseSelector | None = None
         self._registered: dict[int, int] = {}
@@ -440,13 +441,14 @@ class Supervisor:
             if frame.type == attach.STDIN:
                 if self.input_fd is not None:
                     self.to_input += frame.payload
+                    self.input_ended = self.input_ended or (not frame.payload and self.input_fd != self.master_fd)
             elif frame.type == attach.RESIZE and self.master_fd is not None:
                 with contextlib.suppress(attach.AttachProtocolError, OSError, ValueError):
                     console.set_window_size(self.master_fd, *attach.parse_resize(frame))
             elif frame.type == attach.DETACH:
                 self._drop(fd)
                 break
-        if self.to_input:
+        if self.to_input or self.input_ended:
             self._write_input()
 
     def _drop(self, fd: int) -> None:
@@ -456,6 +458,9 @@ class Supervisor:
             client.close()
 
     def _write_input(self) -> None:
+        if self.input_fd is not None and self.input_ended and not self.to_input:
+            self._close_fd(self.input_fd)  # the process reads the end of its input
+            return
         if self.input_fd is None or not self.to_input:
             return
         try:
@@ -468,6 +473,8 @@ class Supervisor:
                 self._close_fd(self.input_fd)
             return
         del self.to_input[:written]
+        if self.input_ended and not self.to_input:
+            self._close_fd(self.input_fd)
 
     # -- the end --------------------------------------------------------------------------------------------------
 

@@ -71,12 +71,13 @@ class Started:
 
 def start(
     spec: ContainerSpec, container_dir: Path, kernel=None, *, stdio: tuple[int, int, int] | None = None,
-    network=None,
+    network=None, close_in_child: tuple[int, ...] = (),
 ) -> Started:
     """Fork the container; returns once its pid 1 exists (it may still fail before exec: see :func:`wait`).
 
     ``stdio`` (ignored with a tty): three fds that become the container's 0, 1 and 2 instead of the caller's own;
-    the caller keeps and closes them.
+    the caller keeps and closes them. ``close_in_child``: fds of the caller that stage 1 must not hold (the write
+    end of the container's stdin pipe: while stage 1 held it, closing it would never give the container EOF).
 
     ``network`` (:class:`sandbox.network.attach.Attachment`, or None for none and host): the namespaces to join
     (``container:ID``), or the helper to start once stage 1 has made the network namespace (the "netns" step);
@@ -102,6 +103,8 @@ def start(
     pid = os.fork()
     if pid == 0:  # stage 1
         parent_sock.close()
+        for fd in close_in_child:
+            os.close(fd)
         code = EXIT_SBX
         try:
             code = _stage1(spec, container_dir, kernel, Channel(child_sock), stdio, plan, network)

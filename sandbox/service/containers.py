@@ -132,7 +132,7 @@ class ContainerService:
                 process=process,
                 idmap=default_idmap(),
                 hostname=hostname,
-                mounts=tuple(parse_mounts(options)),
+                mounts=tuple(parse_mounts(options, volume_source=self.volume_source)),
                 read_only=options.read_only,
                 network=network,
                 init=options.init,
@@ -204,6 +204,11 @@ class ContainerService:
         files = ((other.spec or {}).get("spec") or {}).get("etc_files") or {}
         return {key: value for key, value in files.items()
                 if key in ("hosts", "resolv.conf") and isinstance(value, str)}
+    def volume_source(self, name: str) -> str:
+        """The directory of the named volume ``name`` (made on first use)."""
+        from sandbox.service.volumes import Volumes
+
+        return Volumes(self.settings, containers=self).source(name)
 
     def remove_dir(self, container_dir: Path) -> None:
         """Remove a container's directory: directly when everything in it is the user's own (the usual case, and
@@ -273,8 +278,10 @@ def published_ports(options: RunOptions, network: str, exposed: tuple[str, ...],
     return ports
 
 
-def parse_mounts(options: RunOptions):
+def parse_mounts(options: RunOptions, volume_source=None):
+    """The mounts of -v, --mount and --tmpfs; ``volume_source(name)`` gives a named volume's directory."""
     from sandbox.runtime.spec import Mount
+    from sandbox.service.volumes import is_volume_name
 
     for text in options.volumes:
         parts = text.split(":")
@@ -284,13 +291,15 @@ def parse_mounts(options: RunOptions):
             )
         source, target = parts[0], parts[1]
         mode = parts[2] if len(parts) == 3 else "rw"
-        if not os.path.isabs(source):
+        if not os.path.isabs(source) and not (volume_source and is_volume_name(source)):
             raise InvalidRunOption(
-                f"invalid volume source {source!r}: named volumes are not supported yet",
-                hint="use an absolute host path",
+                f"invalid volume source {source!r}: neither an absolute path nor a volume name",
+                hint="use -v /host/path:/container/path or -v NAME:/container/path",
             )
         if mode not in ("ro", "rw"):
             raise InvalidRunOption(f"invalid volume mode {mode!r}", hint="use ro or rw")
+        if not os.path.isabs(source):
+            source = volume_source(source)
         yield Mount("bind", _container_path(target), os.path.realpath(source), read_only=mode == "ro")
     for text in options.mounts:
         fields = {}
@@ -307,6 +316,11 @@ def parse_mounts(options: RunOptions):
             if not source or not os.path.isabs(source):
                 raise InvalidRunOption(f"invalid --mount {text!r}: a bind needs an absolute source")
             yield Mount("bind", _container_path(target), os.path.realpath(source), read_only=read_only)
+        elif kind == "volume" and volume_source is not None:
+            name = fields.pop("source", None) or fields.pop("src", None)
+            if not name or not is_volume_name(name):
+                raise InvalidRunOption(f"invalid --mount {text!r}: a volume needs a name as its source")
+            yield Mount("bind", _container_path(target), os.path.realpath(volume_source(name)), read_only=read_only)
         elif kind == "tmpfs":
             extra = []
             if "tmpfs-size" in fields:
@@ -315,7 +329,7 @@ def parse_mounts(options: RunOptions):
                 extra.append(f"mode={fields.pop('tmpfs-mode')}")
             yield Mount("tmpfs", _container_path(target), read_only=read_only, options=tuple(extra))
         else:
-            raise InvalidRunOption(f"unsupported mount type {kind!r}", hint="use type=bind or type=tmpfs")
+            raise InvalidRunOption(f"unsupported mount type {kind!r}", hint="use type=bind, volume or tmpfs")
     for text in options.tmpfs:
         target, _, opts = text.partition(":")
         yield Mount("tmpfs", _container_path(target), options=tuple(o for o in opts.split(",") if o))

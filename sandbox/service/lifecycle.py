@@ -118,8 +118,10 @@ class Lifecycle:
             raise
         return container_id, spec, built_dir
 
-    def start(self, text: str) -> None:
-        """Start a created or exited container from the spec in its record, with the same writable layer."""
+    def start(self, text: str, *, on_listening=None) -> None:
+        """Start a created or exited container from the spec in its record, with the same writable layer.
+
+        ``on_listening(socket_path)``: the API's attach connects there before the monitor starts the container."""
         from sandbox.monitor.monitor import spawn
         from sandbox.store.locks import FileLock
 
@@ -130,12 +132,14 @@ class Lifecycle:
             if record.state.value == "running":
                 return  # Docker: starting a running container does nothing
             stored_spec(record)  # a damaged spec is refused here, before a monitor is forked
+            _wait_monitor_gone(record)
             spawn(
                 self.containers.containers_root,
                 record.id,
                 build_spec=lambda current: (stored_spec(current), store.dir(current.id)),
                 remove_dir=self.containers.remove_dir,
                 runtime_root=self.settings.runtime_root,
+                on_listening=on_listening,
             )
 
     def restart(self, text: str, *, timeout: float = 10.0, signal_name: str | None = None) -> None:
@@ -248,13 +252,16 @@ class Lifecycle:
 
     def logs(self, text: str, *, tail: int | None = None, since: float | None = None, follow: bool = False):
         from sandbox.monitor.logs import follow as follow_log
-        from sandbox.monitor.logs import read_logs
+        from sandbox.monitor.logs import read_logs, snapshot
 
         record = self.get(text)
         path = self.store.dir(record.id) / "ctr.log"
-        yield from read_logs(path, tail=tail, since=since)
-        if follow:
-            yield from follow_log(path, stop=lambda: self.get(record.id).state.value != "running")
+        if not follow:
+            yield from read_logs(path, tail=tail, since=since)
+            return
+        entries, lines = snapshot(path, tail=tail, since=since)  # following on from there loses no line
+        yield from entries
+        yield from follow_log(path, stop=lambda: self.get(record.id).state.value != "running", skip_lines=lines)
 
     # -- act ----------------------------------------------------------------------------------------------------
 
@@ -304,15 +311,20 @@ class Lifecycle:
         self.containers.remove_dir(self.store.dir(record.id))
 
     def _wait_exited(self, container_id: str, timeout: float) -> bool:
-        """Until the monitor recorded the exit (or the process is gone); False on timeout."""
+        """Until the monitor recorded the exit (or the process and its monitor are gone); False on timeout.
+
+        The stored record, not the observed one: a process that is gone reads as exited (code unknown) before
+        its monitor has recorded the real code, and `stop` followed by `inspect` must show that code."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                record = self.get(container_id)
+                record = self.store.get(container_id)
             except ContainerNotFound:
                 return True  # --rm: the monitor removed it
             if record.state.value != "running":
                 return True
+            if not self.store.alive(record) and not _monitor_alive(record):
+                return True  # the monitor died without a word: the observed record is all there is
             time.sleep(_POLL)
         return False
 
@@ -390,6 +402,22 @@ def network_settings(record) -> dict:
         "MacAddress": settings.get("MacAddress", ""),
         "SandboxKey": f"/proc/{record.pid}/ns/net" if running and record.pid else "",
     }
+
+
+def _wait_monitor_gone(record, timeout: float = 10.0) -> None:
+    """Until the previous monitor of a restarted container has left: it records the exit first and removes the
+    attach socket after, so a new monitor started in between would have its socket removed under it."""
+    deadline = time.monotonic() + timeout
+    while _monitor_alive(record) and time.monotonic() < deadline:
+        time.sleep(_POLL)
+
+
+def _monitor_alive(record) -> bool:
+    from sandbox.store.containers import process_start_time
+
+    if not record.monitor_pid or record.monitor_start is None:
+        return False
+    return process_start_time(record.monitor_pid) == record.monitor_start
 
 
 def parse_signal(text: str) -> int:

@@ -275,3 +275,9 @@ def test_ctrl_p_ctrl_q_detaches_a_foreground_run(busybox):
     assert " Up " in busybox("ps").stdout
     busybox("rm", "-f", "fg")
 
+
+
+def test_run_interactive_ends_the_containers_input_with_its_own(busybox):
+    """`run -i` is Docker's stdin once: the end of sbx's stdin is the end of the container's, so `cat` ends."""
+    result = busybox("run", "--rm", "-i", "busybox", "sh", "-c", "cat; echo end", input="piped\n", timeout=60)
+    assert result.stdout == "piped\nend\n"

@@ -21,12 +21,14 @@ LAYERS = {
     "network": 2,
     "runtime": 3,
     "monitor": 4,
-    "api": 5,
+    "api": 6,
     "service": 5,
     "cli": 6,
 }
 # Within layer 2 each package has one job; these pairs must not know each other.
-FORBIDDEN_SIBLINGS = {("store", "registry"), ("registry", "store")}
+FORBIDDEN_SIBLINGS = {("store", "registry"), ("registry", "store"), ("cli", "api")}
+# ... but for the one command that serves the API
+API_COMMAND = PACKAGE / "cli" / "service.py"
 # Modules only the named packages may import: one package speaks HTTP, one prints, one calls libc.
 EXCLUSIVE_IMPORTS = {"requests": {"registry"}, "rich": {"cli"}, "typer": {"cli"}, "ctypes": {"kernel"}}
 
@@ -82,7 +84,10 @@ def package_parts(path: Path) -> list[str]:
 def test_module_respects_layers(path: Path):
     own = own_layer(path)
     assert own in LAYERS, f"{path} is in no layer of DESIGN.md"
-    assert violations(own, path.read_text(), package_parts(path)) == []
+    found = violations(own, path.read_text(), package_parts(path))
+    if path == API_COMMAND:
+        found = [item for item in found if not item.endswith("cli must not import api")]
+    assert found == []
 
 
 @pytest.mark.parametrize(
@@ -93,6 +98,8 @@ def test_module_respects_layers(path: Path):
         ("registry", "from ..store import blobs\n"),
         ("oci", "import requests\n"),
         ("service", "from rich.console import Console\n"),
+        ("service", "from sandbox.api import routes\n"),
+        ("cli", "from sandbox.api.server import serve\n"),
     ],
 )
 def test_checker_catches_violations(own, source):

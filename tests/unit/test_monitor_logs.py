@@ -140,3 +140,16 @@ def test_follow_waits_for_the_file(tmp_path):
         return len(calls) > 5
 
     assert [e.text for e in follow(path, stop, sleep=lambda _: None)] == ["late\n"]
+
+
+def test_following_on_from_a_snapshot_loses_no_line_written_between(tmp_path):
+    from sandbox.monitor.logs import snapshot
+
+    path = tmp_path / "ctr.log"
+    with LogWriter(path, clock=lambda: T0) as writer:
+        writer.write("stdout", b"one\ntwo\n")
+        entries, count = snapshot(path, tail=1)
+        assert ([entry.text for entry in entries], count) == (["two\n"], 2)
+        writer.write("stdout", b"between\n")  # after the snapshot, before the follow opens the file
+    followed = list(follow(path, stop=lambda: True, skip_lines=count, sleep=lambda _seconds: None))
+    assert [entry.text for entry in followed] == ["between\n"]
