@@ -265,3 +265,14 @@ class ContainerRunning(SbxError):
 class ContainerNotRunning(SbxError):
     """The operation needs a running container."""
 
+
+
+# --- hostile neighbours ------------------------------------------------------------------------------------------------
+
+
+class UnsafeRuntimeDir(SbxError):
+    """The runtime dir (sockets) is not a 0700 directory of this user: another local user may have made it."""
+
+
+class BindSourceChanged(RootfsError):
+    """A bind mount's source is no longer the file or directory the container was created with."""
