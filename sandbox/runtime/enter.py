@@ -59,6 +59,7 @@ from dataclasses import dataclass
 
 from sandbox.errors import ContainerNotRunning, ContainerStartError, SbxError
 from sandbox.kernel import constants as k
+from sandbox.runtime import workdir
 from sandbox.runtime.console import open_pty
 from sandbox.runtime.identity import resolve_identity
 from sandbox.runtime.launcher import (
@@ -259,9 +260,7 @@ def _command(request: ExecRequest, kernel, channel, tty: bool, null: int, joined
     slave_fd = send_pty(channel, open_pty, exit_code=EXIT_NOT_EXECUTABLE, size=request.console_size) if tty else None
     identity = resolve_identity(request.user, read_small("/etc/passwd"), read_small("/etc/group"))
     env = with_home(request.env, identity.home)
-    cwd = os.path.normpath(request.cwd or "/")
-    if not os.path.isabs(cwd) or cwd == "/proc" or cwd.startswith("/proc/"):
-        raise ContainerStartError(f"refusing working directory {cwd!r}: it must be an absolute path outside /proc")
+    cwd = workdir.checked_path(request.cwd, EXIT_NOT_EXECUTABLE)
     if slave_fd is not None:
         fcntl.ioctl(slave_fd, termios.TIOCSCTTY, 0)
         give_terminal(slave_fd, identity.uid)
@@ -282,15 +281,10 @@ def _command(request: ExecRequest, kernel, channel, tty: bool, null: int, joined
         kernel.prctl(k.PR_CAP_AMBIENT, k.PR_CAP_AMBIENT_CLEAR_ALL)
     if joined.no_new_privs:
         kernel.prctl(k.PR_SET_NO_NEW_PRIVS, 1)
-    try:
-        os.chdir(cwd)
-    except OSError as error:
-        raise ContainerStartError(
-            f"cannot enter working directory {cwd}: {error.strerror}", exit_code=EXIT_NOT_EXECUTABLE
-        ) from None
     keep = channel.sock.fileno()
     os.closerange(3, keep)
     os.closerange(keep + 1, fd_limit())
+    workdir.enter(cwd, EXIT_NOT_EXECUTABLE)  # after the close: no fd of the host is left to chdir through
     for number in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores these; an exec would keep them ignored
         signal.signal(number, signal.SIG_DFL)
     try:

@@ -277,6 +277,7 @@ def _stage2(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
     import termios
 
     from sandbox.kernel import constants as k
+    from sandbox.runtime import workdir
     from sandbox.runtime.console import open_pty
     from sandbox.runtime.identity import resolve_identity
     from sandbox.runtime.mounts import apply_mounts, plan_mounts
@@ -300,10 +301,8 @@ def _stage2(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
     slave_fd = send_pty(channel, open_pty, size=spec.process.console_size) if spec.process.tty else None
     identity = resolve_identity(spec.process.user, read_small("/etc/passwd"), read_small("/etc/group"))
     env = with_home(spec.process.env, identity.home)
-    cwd = os.path.normpath(spec.process.cwd or "/")
-    if not os.path.isabs(cwd) or cwd == "/proc" or cwd.startswith("/proc/"):
-        # a WORKDIR like /proc/self/fd/N would start the process in a directory outside the root (CVE-2024-21626)
-        raise ContainerStartError(f"refusing working directory {cwd!r}: it must be an absolute path outside /proc")
+    # a WORKDIR like /proc/self/fd/N would start the process in a directory outside the root (CVE-2024-21626)
+    cwd = workdir.checked_path(spec.process.cwd)
     if slave_fd is not None:
         os.setsid()
         fcntl.ioctl(slave_fd, termios.TIOCSCTTY, 0)
@@ -322,14 +321,11 @@ def _stage2(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
         os.setgroups(list(identity.groups))
     os.setresgid(identity.gid, identity.gid, identity.gid)
     os.setresuid(identity.uid, identity.uid, identity.uid)
-    try:
-        os.chdir(cwd)
-    except OSError as error:
-        raise ContainerStartError(f"cannot enter working directory {cwd}: {error.strerror}") from None
     # pid 1 keeps only 0, 1, 2 and the close-on-exec sync socket (which exec closes): TESTPLAN 25
     keep = channel.sock.fileno()
     os.closerange(3, keep)
     os.closerange(keep + 1, fd_limit())
+    workdir.enter(cwd)  # after the close: no fd of the host is left to chdir through
     # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across exec: give them back
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)

@@ -549,7 +549,7 @@ def _manifest_bytes(manifest_type: str, config_type: str, config_digest: Digest,
 
 # -- import: --change instructions -----------------------------------------------------------------------------------
 
-CHANGE_INSTRUCTIONS = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "USER", "WORKDIR")
+CHANGE_INSTRUCTIONS = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "USER", "WORKDIR", "STOPSIGNAL")
 
 
 def _json_or_shell(argument: str, instruction: str) -> list[str]:
@@ -626,10 +626,12 @@ def apply_changes(config: dict, changes: Iterable[str]) -> dict:
                     raise InvalidArchive(f"invalid --change EXPOSE port {item!r}", hint="use PORT[/tcp|udp]")
                 ports[f"{int(port)}/{proto}"] = {}
             config["ExposedPorts"] = ports
-        else:  # USER, WORKDIR
+        else:  # USER, WORKDIR, STOPSIGNAL (checked when a container is created from the image, as Docker's is)
             if not argument:
                 raise InvalidArchive(f"invalid --change {instruction!r}: it needs an argument")
-            if instruction == "USER":
+            if instruction == "STOPSIGNAL":
+                config["StopSignal"] = argument
+            elif instruction == "USER":
                 config["User"] = argument
             else:
                 previous = config.get("WorkingDir") or "/"

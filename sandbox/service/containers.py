@@ -39,6 +39,7 @@ class ContainerService:
     def __init__(self, settings: Settings, images=None) -> None:
         self.settings = settings
         self._images = images
+        self.warnings: list[str] = []  # what create had to work around, for the CLI to print ("WARNING: ...")
 
     @property
     def images(self):
@@ -123,7 +124,7 @@ class ContainerService:
                 read_only=options.read_only,
                 network=options.network,
                 init=options.init,
-                stop_signal=config.stop_signal,
+                stop_signal=self._stop_signal(config.stop_signal),
                 etc_files=etc_files(hostname, options.network),
             )
             from sandbox.runtime.mounts import write_etc_files
@@ -133,6 +134,20 @@ class ContainerService:
             self.remove_dir(container_dir)
             raise
         return spec, container_dir
+
+    def _stop_signal(self, name: str | None) -> str | None:
+        """The image's StopSignal when it names a signal; an unknown one is dropped with a warning (stop then sends
+        SIGTERM), as a `stop` that fails on it would leave the container unstoppable but for kill."""
+        from sandbox.service.lifecycle import parse_signal
+
+        if name is None:
+            return None
+        try:
+            parse_signal(name)
+        except InvalidRunOption:
+            self.warnings.append(f"image StopSignal {name[:40]!r} names no signal: sbx stop will send SIGTERM")
+            return None
+        return name
 
     def remove_dir(self, container_dir: Path) -> None:
         """Remove a container's directory: directly when everything in it is the user's own (the usual case, and

@@ -1,0 +1,119 @@
+"""A hostile container and a hostile local user get nothing (TESTPLAN part I), each finding replayed as the
+unprivileged user.
+
+The other local user: the suite runs as one unprivileged user, which cannot act as another. So the root-run harness
+(scripts/test-integration.sh) plays the other user's part before the suite starts: as ``sbxtest2`` it makes what
+that user would plant (a world-writable dir, a private one of its own, a symlink) under ``$SBX_TEST_FOREIGN``. The
+tests that need it are skipped when the suite is run without that harness.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.integration.helpers import state, wait_for
+
+
+def _cmdlines() -> dict[int, bytes]:
+    """Every readable /proc/PID/cmdline of this user's processes (what `ps` shows any local user)."""
+    found = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{name}").st_uid != os.getuid():
+                continue
+            with open(f"/proc/{name}/cmdline", "rb") as file:
+                found[int(name)] = file.read()
+        except OSError:
+            continue
+    return found
+
+
+def test_no_helper_shows_the_users_environment_or_command_in_ps(busybox, tmp_path):
+    """Finding 9: the monitor was forked from `sbx run -e SECRET=...` and kept its argv for all to read."""
+    env_file = tmp_path / "env"
+    env_file.write_text("FILE_SECRET=from-the-env-file-7d1\n")
+    busybox("run", "-d", "--name", "quiet", "-e", "ARG_SECRET=from-the-flag-5c2", "--env-file", env_file,
+            "busybox", "sleep", "60")
+    assert state(busybox, "quiet")["Running"]
+    seen = _cmdlines()
+    leaking = {pid: line for pid, line in seen.items() if b"from-the-" in line}
+    assert leaking == {}
+    assert any(line.startswith(b"sbx (the container monitor)") for line in seen.values())
+
+
+def _rootfs(tmp_path: Path) -> Path:
+    path = tmp_path / "rootfs.tar"
+    with tarfile.open(path, "w") as archive:
+        archive.add("/bin/busybox", "bin/busybox")
+        for name in ("sh", "sleep", "true", "cat", "ls", "readlink", "test", "echo"):
+            link = tarfile.TarInfo(f"bin/{name}")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            archive.addfile(link)
+        work = tarfile.TarInfo("work")  # a WorkingDir that reaches /proc by way of the image
+        work.type, work.linkname = tarfile.SYMTYPE, "/proc/1"
+        archive.addfile(work)
+        for name in ("etc", "tmp", "proc", "dev", "sys"):
+            directory = tarfile.TarInfo(name)
+            directory.type, directory.mode = tarfile.DIRTYPE, 0o755
+            archive.addfile(directory)
+    return path
+
+
+def test_an_unknown_stop_signal_warns_and_stop_still_stops(sbx, tmp_path):
+    """Finding 10: an image StopSignal of SIGFOO made `sbx stop` fail."""
+    sbx("import", _rootfs(tmp_path), "hostile/stopsignal:1", "--change", "STOPSIGNAL SIGFOO",
+        "--change", 'CMD ["/bin/sh", "-c", "trap \'exit 7\' TERM; echo ready; sleep 60 & wait"]')
+    created = sbx("run", "-d", "--name", "foo", "hostile/stopsignal:1")
+    assert "WARNING: image StopSignal 'SIGFOO' names no signal" in created.stderr
+    assert wait_for(lambda: "ready" in sbx("logs", "foo").stdout)
+    assert sbx("stop", "-t", "30", "foo").returncode == 0
+    assert state(sbx, "foo")["ExitCode"] == 7  # SIGTERM's trap ran: not the SIGKILL after the timeout
+
+
+FOREIGN = os.environ.get("SBX_TEST_FOREIGN")
+needs_foreign = pytest.mark.skipif(not FOREIGN, reason="the other local user's files are made by the root harness")
+
+
+@needs_foreign
+@pytest.mark.parametrize("planted", ["open", "private", "link"])
+def test_a_runtime_dir_another_user_made_is_never_used(busybox, planted):
+    """Finding 4: XDG_RUNTIME_DIR (or the /tmp fallback) made by another user, 0777, 0700 or a symlink: sbx puts no
+    socket there, and the container still runs with a private runtime dir of its own."""
+    hostile = Path(FOREIGN) / planted
+    env = {"XDG_RUNTIME_DIR": str(hostile)}
+    root = next(line.split(":", 1)[1].strip() for line in busybox("info", env=env).stdout.splitlines()
+                if line.startswith("Runtime root:"))
+    assert not root.startswith(str(hostile)) and not root.startswith(FOREIGN)
+    busybox("run", "-d", "--name", f"rt-{planted}", "busybox", "sleep", "30", env=env)
+    assert busybox("exec", f"rt-{planted}", "echo", "reached", env=env).stdout == "reached\n"
+    if planted == "open":
+        assert list(hostile.iterdir()) == []
+
+
+PROC_SPELLINGS = ["//proc/1", "/./proc", "/proc/self/fd/3", "//proc/self/fd/3", "/work"]
+
+
+@pytest.mark.parametrize("path", PROC_SPELLINGS)
+def test_working_dirs_that_reach_proc_are_refused_for_run_and_exec(sbx, tmp_path, path):
+    """Finding 8: `-w //proc/1` passed the /proc check; `/work -> /proc/1` in the image is caught after chdir."""
+    sbx("import", _rootfs(tmp_path), "hostile/workdir:1", "--change", 'CMD ["/bin/sleep", "60"]')
+    result = sbx("run", "--rm", "-w", path, "hostile/workdir:1", "/bin/true", check=False)
+    assert result.returncode == 125, result.stderr
+    assert "refusing working directory" in result.stderr and "Traceback" not in result.stderr
+    sbx("run", "-d", "--name", "wd", "hostile/workdir:1")
+    result = sbx("exec", "-w", path, "wd", "/bin/true", check=False)
+    assert result.returncode == 126, result.stderr
+    assert "refusing working directory" in result.stderr
+
+
+@pytest.mark.parametrize("path", ["//proc/1", "/work"])
+def test_an_image_working_dir_that_reaches_proc_is_refused(sbx, tmp_path, path):
+    sbx("import", _rootfs(tmp_path), "hostile/imagewd:1", "--change", f"WORKDIR {path}")
+    result = sbx("run", "--rm", "hostile/imagewd:1", "/bin/true", check=False)
+    assert result.returncode == 125 and "refusing working directory" in result.stderr
