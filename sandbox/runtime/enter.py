@@ -65,6 +65,7 @@ from sandbox.runtime.identity import resolve_identity
 from sandbox.runtime.launcher import (
     EXIT_NOT_EXECUTABLE,
     Started,
+    _install_stdio,
     exec_error,
     fd_limit,
     give_terminal,
@@ -120,8 +121,12 @@ class _Joined:
     no_new_privs: bool
 
 
-def start(request: ExecRequest, verify: Callable[[], bool], kernel=None) -> Started:
+def start(request: ExecRequest, verify: Callable[[], bool], kernel=None, *,
+          stdio: tuple[int, int, int] | None = None) -> Started:
     """Fork the joiner; returns once the command's process exists (it may still fail before exec).
+
+    ``stdio``: three fds (pipes of :mod:`sandbox.runtime.relay`) that become the command's 0, 1 and 2 instead of
+    sbx's own, so that without -t the user's terminal never reaches the container; the caller closes its copies.
 
     ``verify()`` (run in the joiner, after the container's fds are open) says whether ``request.pid`` still is the
     container's pid 1. Then: :func:`launcher.wait` for the command's exit code (it raises ContainerStartError with
@@ -141,6 +146,8 @@ def start(request: ExecRequest, verify: Callable[[], bool], kernel=None) -> Star
         parent_sock.close()
         code = EXIT_NOT_EXECUTABLE
         try:
+            if stdio is not None and not tty:
+                _install_stdio(stdio)
             code = _join(request, verify, kernel, Channel(child_sock), tty)
         except BaseException as error:  # report and leave: never return into the parent's code
             code = _report(Channel(child_sock), error)

@@ -280,7 +280,7 @@ def _stage2(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
     from sandbox.runtime import workdir
     from sandbox.runtime.console import open_pty
     from sandbox.runtime.identity import resolve_identity
-    from sandbox.runtime.mounts import apply_mounts, plan_mounts
+    from sandbox.runtime.mounts import apply_mounts, init_args, plan_mounts
     from sandbox.runtime.rootfs import mount_rootfs
 
     kernel.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -329,12 +329,12 @@ def _stage2(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
     # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across exec: give them back
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
-    if spec.init:
-        _become_init(channel)  # returns only in the forked child, which goes on to exec the command
+    # --init: pid 1 is the init bound at /dev/init, never this host process (its memory, environment, exe)
+    args = init_args(spec.process.args) if spec.init else list(spec.process.args)
     try:
-        os.execvpe(spec.process.args[0], list(spec.process.args), dict(split_env(env)))
+        os.execvpe(args[0], args, dict(split_env(env)))
     except OSError as error:
-        raise exec_error(spec.process.args[0], error) from None
+        raise exec_error(args[0], error) from None
 
 
 def give_terminal(slave_fd: int, uid: int) -> None:
@@ -358,30 +358,6 @@ def _install_stdio(stdio: tuple[int, int, int]) -> None:
         os.dup2(copy, target)  # inheritable: exec keeps them
     for copy in copies:
         os.close(copy)
-
-
-def _become_init(channel) -> None:
-    """--init: stay as pid 1, a reaper that forwards signals to the command and exits with its status.
-
-    An orphan inside the container is re-parented to pid 1, and pid 1 ignores the signals it has no handler for;
-    a shell or a server run as pid 1 often neither reaps nor handles SIGTERM. Only the forked child returns.
-    """
-    child = os.fork()
-    if child == 0:
-        return
-    channel.sock.close()  # the child reports exec failures; the parent must not hold the socket open
-    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(number, lambda received, _frame: os.kill(child, received))
-    while True:
-        try:
-            pid, status = os.waitpid(-1, 0)
-        except InterruptedError:
-            continue
-        except ChildProcessError:
-            os._exit(EXIT_SBX)
-        if pid == child:
-            code = os.waitstatus_to_exitcode(status)
-            os._exit(128 - code if code < 0 else code)
 
 
 def exec_error(program: str, error: OSError) -> ContainerStartError:

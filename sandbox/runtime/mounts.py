@@ -71,6 +71,11 @@ READONLY_PATHS = ("/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus")
 # An image may not replace these with symlinks: they are refused rather than followed.
 NO_SYMLINK_PATHS = ("/proc", "/sys", "/dev")
 
+# --init: a small static init from the host, bound read-only into the container's own /dev (as Docker binds its
+# docker-init, which is tini): the first of these that exists. A static binary runs in any image, libc or none.
+INIT_BINARIES = ("/usr/bin/tini-static", "/usr/bin/catatonit", "/usr/libexec/podman/catatonit")
+INIT_TARGET = "/dev/init"
+
 MAX_SYMLINK_HOPS = 40  # as the kernel's own path walk (ELOOP)
 DEV_SIZE = "size=65536k"
 TTY_GID = 5  # the tty group of Debian, Alpine, busybox images (and Docker's devpts gid=5)
@@ -204,6 +209,22 @@ def _user_mount(mount) -> MountOp:
     )
 
 
+def find_init(candidates: tuple[str, ...] = INIT_BINARIES) -> str:
+    """The host's init binary for --init; RootfsError naming the package when there is none."""
+    for path in candidates:
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    raise RootfsError(
+        "--init needs tini or catatonit, and neither is installed",
+        hint="install Debian's tini package (apt-get install tini), or run without --init",
+    )
+
+
+def init_args(args: tuple[str, ...]) -> list[str]:
+    """The command as --init runs it: the init as pid 1, which forwards signals to it and reaps orphans."""
+    return [INIT_TARGET, "--", *args]
+
+
 def _etc_name(key: str) -> str:
     name = key.removeprefix("/etc/")
     if name not in ETC_FILES:
@@ -229,6 +250,9 @@ def plan_mounts(spec: ContainerSpec, root: str, container_dir: str) -> tuple[Mou
         pts_options += f",gid={TTY_GID}"
     ops.append(MountOp("/dev/pts", "devpts", "devpts", MS_NOSUID | MS_NOEXEC, pts_options, "dir", kind="devpts"))
     ops += [MountOp(path, kind="symlink", link=link) for path, link in DEV_LINKS]
+    if spec.init:
+        ops.append(MountOp(INIT_TARGET, find_init(), None, MS_BIND | MS_NOSUID | MS_NODEV, create="file",
+                           read_only_remount=True, kind="bind"))
     ops += [
         MountOp("/dev/shm", "tmpfs", "tmpfs", _SAFE, f"mode=1777,{DEV_SIZE}", "dir", kind="tmpfs"),
         MountOp("/dev/mqueue", "mqueue", "mqueue", _SAFE, create="dir", kind="mqueue"),

@@ -69,6 +69,10 @@ class ContainerService:
         from sandbox.runtime.rootfs import create_dirs, plan_rootfs
         from sandbox.runtime.spec import NETWORKS, ContainerSpec, Process
 
+        if options.init:
+            from sandbox.runtime.mounts import find_init
+
+            find_init()  # no init on this host: say so before anything is written
         if options.network not in NETWORKS:
             raise InvalidRunOption(
                 f"network {options.network!r} is not supported yet", hint="use --network none or --network host"

@@ -117,3 +117,52 @@ def test_an_image_working_dir_that_reaches_proc_is_refused(sbx, tmp_path, path):
     sbx("import", _rootfs(tmp_path), "hostile/imagewd:1", "--change", f"WORKDIR {path}")
     result = sbx("run", "--rm", "hostile/imagewd:1", "/bin/true", check=False)
     assert result.returncode == 125 and "refusing working directory" in result.stderr
+
+
+def test_init_is_no_host_process(busybox):
+    """Finding 5: with --init, pid 1 was the forked host sbx process: its environment, argv, memory and exe."""
+    script = ("tr '\\0' ' ' < /proc/1/cmdline; echo; readlink /proc/1/exe; tr '\\0' '\\n' < /proc/1/environ; "
+              "grep -c python /proc/1/maps; echo end")
+    lines = busybox("run", "--rm", "--init", "-e", "MINE=1", "busybox", "sh", "-c", script,
+                    env={"HOST_ONLY_SECRET": "host-value-93f"}).stdout.splitlines()
+    assert lines[0].startswith("/dev/init -- sh -c")
+    assert lines[1] == "/dev/init"
+    assert "MINE=1" in lines and not any("host-value-93f" in line for line in lines)
+    assert lines[-2:] == ["0", "end"]  # nothing of the host's interpreter is mapped in pid 1
+
+
+TTY_PROBE = "for fd in 0 1 2; do test -t $fd && echo fd$fd=terminal || echo fd$fd=not; done"
+
+
+def _from_a_terminal(sbx, *args):
+    """Run `sbx ARGS` with a terminal as its stdin, stdout and stderr (as a user's shell would); its output."""
+    import sys
+
+    pexpect = pytest.importorskip("pexpect")
+    child = pexpect.spawn(sys.executable, ["-m", "sandbox", *args], env=sbx.environ(), cwd=str(sbx.root),
+                          timeout=60, encoding="utf-8")
+    child.expect(pexpect.EOF)
+    child.close()
+    return child.before.replace("\r\n", "\n")
+
+
+def test_without_t_the_container_never_holds_the_users_terminal(busybox):
+    """Finding 3: `sbx exec` without -t gave the user's own terminal to the command as fds 0, 1 and 2."""
+    busybox("run", "-d", "--name", "term", "busybox", "sleep", "60")
+    for args in (("exec", "term", "sh", "-c", TTY_PROBE), ("exec", "-i", "term", "sh", "-c", TTY_PROBE),
+                 ("run", "--rm", "busybox", "sh", "-c", TTY_PROBE),
+                 ("run", "--rm", "-i", "busybox", "sh", "-c", TTY_PROBE)):
+        output = _from_a_terminal(busybox, *args)
+        assert [line for line in output.splitlines() if line.startswith("fd")] == ["fd0=not", "fd1=not", "fd2=not"]
+    busybox("create", "--name", "later", "busybox", "sh", "-c", TTY_PROBE)
+    output = _from_a_terminal(busybox, "start", "-a", "later")
+    assert [line for line in output.splitlines() if line.startswith("fd")] == ["fd0=not", "fd1=not", "fd2=not"]
+
+
+def test_a_process_left_behind_by_exec_reads_nothing_typed_afterwards(busybox):
+    """Finding 3: a process an exec leaves behind kept reading the user's terminal; now its stdin ends with sbx."""
+    busybox("run", "-d", "--name", "left", "busybox", "sleep", "60")
+    output = _from_a_terminal(busybox, "exec", "-i", "left", "sh", "-c",
+                              "(cat > /tmp/stolen; echo eof >> /tmp/stolen) & echo started")
+    assert "started" in output
+    assert wait_for(lambda: busybox("exec", "left", "cat", "/tmp/stolen", check=False).stdout == "eof\n")

@@ -308,3 +308,26 @@ def test_something_in_the_way_of_a_mountpoint_is_a_clean_error(tmp_path, root):
     with pytest.raises(RootfsError, match="cannot prepare /dev/fd in the container") as caught:
         apply_mounts(FakeKernel(), ops, str(root))
     assert caught.value.errno == errno.EEXIST
+
+
+def test_init_is_the_hosts_static_init_bound_read_only_at_dev_init(tmp_path, monkeypatch):
+    from sandbox.runtime import mounts as module
+
+    init = tmp_path / "tini-static"
+    init.write_text("")
+    init.chmod(0o755)
+    monkeypatch.setattr(module, "INIT_BINARIES", (str(tmp_path / "missing"), str(init)))
+    monkeypatch.setattr(module.find_init, "__defaults__", (module.INIT_BINARIES,))
+    op = by_target(plan_mounts(make_spec(init=True), "/r", "/c"), "/dev/init")
+    assert (op.source, op.kind, op.create, op.read_only_remount) == (str(init), "bind", "file", True)
+    assert op.flags & MS_NOSUID and op.flags & MS_NODEV
+    assert not [op for op in plan_mounts(make_spec(), "/r", "/c") if op.target == "/dev/init"]
+    assert module.init_args(("sh", "-c", "x")) == ["/dev/init", "--", "sh", "-c", "x"]
+
+
+def test_init_without_tini_or_catatonit_is_a_clear_error(tmp_path):
+    from sandbox.runtime.mounts import find_init
+
+    with pytest.raises(RootfsError, match="needs tini or catatonit") as caught:
+        find_init((str(tmp_path / "tini-static"), str(tmp_path / "catatonit")))
+    assert "apt-get install tini" in caught.value.hint
