@@ -60,6 +60,7 @@ from sandbox.oci.layerdigest import DiffIDHasher
 from sandbox.oci.manifest import MAX_LAYERS, MAX_MANIFEST_BYTES, Index, Manifest, Platform, load_json, parse_document
 from sandbox.oci.reference import Reference
 from sandbox.service.images import named_tag
+from sandbox.store.tarheaders import BoundedTarInfo
 
 if TYPE_CHECKING:
     from sandbox.service.images import ImageService
@@ -120,7 +121,7 @@ class ImageArchive:
         self.members: dict[str, tarfile.TarInfo] = {}
         self.links: dict[str, str] = {}
         try:
-            self._tar = tarfile.open(path, "r:*")  # noqa: SIM115 - closed by close()
+            self._tar = tarfile.open(path, "r:*", tarinfo=BoundedTarInfo)  # noqa: SIM115 - closed by close()
         except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
             if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError):
                 raise
@@ -951,7 +952,7 @@ class ArchiveService:
             try:
                 tee = _Tee(_decompressed(handle, compression), out)
                 count = 0
-                with tarfile.open(fileobj=tee, mode="r|") as tar:  # type: ignore[call-overload]
+                with tarfile.open(fileobj=tee, mode="r|", tarinfo=BoundedTarInfo) as tar:  # type: ignore[call-overload]
                     for info in tar:
                         count += 1
                         if count > MAX_MEMBERS * 10:

@@ -46,6 +46,7 @@ from sandbox.errors import (
     UnsafeLayer,
     WhiteoutUnsupported,
 )
+from sandbox.store.tarheaders import BoundedTarInfo, header_bytes
 from sandbox.store.trees import lstat_at as _lstat
 from sandbox.store.trees import open_dir as _open_dir
 from sandbox.store.trees import remove_at as _remove_at
@@ -161,6 +162,7 @@ class _Unpacker:
         self.privileged = os.geteuid() == 0
         self.files = 0
         self.bytes = 0
+        self.counted = 0  # file data and headers: what the layer size limit is about
         self.skipped_devices = 0
         self.warned: set[str] = set()
         # The last parent walked: its literal components (as named in the tar) and where they led.
@@ -171,6 +173,16 @@ class _Unpacker:
 
     def close(self) -> None:
         self.cursor.close()
+
+    def count(self, size: int, entry: str) -> None:
+        """Count file data and tar headers alike toward ``max_bytes`` (TESTPLAN 12, 61)."""
+        self.counted += size
+        if self.counted > self.max_bytes:
+            raise LayerTooLarge(
+                f"layer too large: more than {self.max_bytes} bytes at entry {_show(entry)}",
+                entry=entry,
+                limit=self.max_bytes,
+            )
 
     def warn_once(self, key: str, message: str) -> None:
         if key not in self.warned:
@@ -295,12 +307,7 @@ class _Unpacker:
             if source is not None:
                 while chunk := source.read(_CHUNK):
                     self.bytes += len(chunk)
-                    if self.bytes > self.max_bytes:
-                        raise LayerTooLarge(
-                            f"layer too large: more than {self.max_bytes} bytes at entry {_show(entry)}",
-                            entry=entry,
-                            limit=self.max_bytes,
-                        )
+                    self.count(len(chunk), entry)
                     view = memoryview(chunk)
                     while view:
                         view = view[os.write(fd, view) :]
@@ -580,9 +587,10 @@ def unpack_layer(
     entry = ""
     try:
         # A caller's fileobj stays open when the TarFile closes.
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
+        with tarfile.open(fileobj=stream, mode="r|", tarinfo=BoundedTarInfo) as tar:
             while (member := tar.next()) is not None:
                 entry = member.name
+                unpacker.count(header_bytes(member), entry)
                 unpacker.add(member, tar)
                 tar.members.clear()  # streaming: nothing needs earlier members, and 200,000 of them cost memory
         unpacker.finish()

@@ -9,6 +9,7 @@ tests that need it are skipped when the suite is run without that harness.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tarfile
 from pathlib import Path
@@ -134,13 +135,15 @@ def test_init_is_no_host_process(busybox):
 TTY_PROBE = "for fd in 0 1 2; do test -t $fd && echo fd$fd=terminal || echo fd$fd=not; done"
 
 
-def _from_a_terminal(sbx, *args):
+def _from_a_terminal(sbx, *args, meanwhile=None):
     """Run `sbx ARGS` with a terminal as its stdin, stdout and stderr (as a user's shell would); its output."""
     import sys
 
     pexpect = pytest.importorskip("pexpect")
     child = pexpect.spawn(sys.executable, ["-m", "sandbox", *args], env=sbx.environ(), cwd=str(sbx.root),
                           timeout=60, encoding="utf-8")
+    if meanwhile is not None:
+        meanwhile(child.pid)
     child.expect(pexpect.EOF)
     child.close()
     return child.before.replace("\r\n", "\n")
@@ -154,8 +157,21 @@ def test_without_t_the_container_never_holds_the_users_terminal(busybox):
                  ("run", "--rm", "-i", "busybox", "sh", "-c", TTY_PROBE)):
         output = _from_a_terminal(busybox, *args)
         assert [line for line in output.splitlines() if line.startswith("fd")] == ["fd0=not", "fd1=not", "fd2=not"]
-    busybox("create", "--name", "later", "busybox", "sh", "-c", TTY_PROBE)
-    output = _from_a_terminal(busybox, "start", "-a", "later")
+    # start -a attaches once the container runs: it waits for /tmp/go, so no output comes before the attach
+    busybox("create", "--name", "later", "busybox", "sh", "-c",
+            f"while ! test -e /tmp/go; do sleep 0.05; done; {TTY_PROBE}")
+
+    def go(pid: int) -> None:  # once `start -a` holds its connection to the monitor
+        def connected() -> bool:
+            with contextlib.suppress(OSError):
+                return any(os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+                           for fd in os.listdir(f"/proc/{pid}/fd"))
+            return False
+
+        assert wait_for(connected, timeout=60)
+        busybox("exec", "later", "touch", "/tmp/go")
+
+    output = _from_a_terminal(busybox, "start", "-a", "later", meanwhile=go)
     assert [line for line in output.splitlines() if line.startswith("fd")] == ["fd0=not", "fd1=not", "fd2=not"]
 
 
@@ -163,6 +179,8 @@ def test_a_process_left_behind_by_exec_reads_nothing_typed_afterwards(busybox):
     """Finding 3: a process an exec leaves behind kept reading the user's terminal; now its stdin ends with sbx."""
     busybox("run", "-d", "--name", "left", "busybox", "sleep", "60")
     output = _from_a_terminal(busybox, "exec", "-i", "left", "sh", "-c",
-                              "(cat > /tmp/stolen; echo eof >> /tmp/stolen) & echo started")
+                              "(readlink /proc/self/fd/0 > /tmp/stdin; cat > /tmp/stolen; echo eof >> /tmp/stolen) &"
+                              " echo started")
     assert "started" in output
     assert wait_for(lambda: busybox("exec", "left", "cat", "/tmp/stolen", check=False).stdout == "eof\n")
+    assert busybox("exec", "left", "cat", "/tmp/stdin").stdout.startswith("pipe:")  # not the user's terminal
