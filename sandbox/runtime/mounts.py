@@ -104,6 +104,10 @@ class MountOp:
     read_only_remount: bool = False
     kind: str = "bind"
     link: str | None = None
+    # a user's bind: the executor opens ``source`` itself, without following symlinks, checks it against ``pin``
+    # ((st_dev, st_ino) at create, when known) and mounts from that fd (:func:`open_bind_source`)
+    open_source: bool = False
+    pin: tuple[int, int] | None = None
 
 
 # --- resolving container paths -----------------------------------------------------------------------------------
@@ -206,7 +210,50 @@ def _user_mount(mount) -> MountOp:
         create="dir" if stat.S_ISDIR(info.st_mode) else "file",
         read_only_remount=mount.read_only,
         kind="bind",
+        open_source=True,
+        pin=getattr(mount, "pin", None),
     )
+
+
+def open_bind_source(source: str, pin: tuple[int, int] | None) -> int:
+    """An ``O_PATH`` fd of the host path ``source``, walked one component at a time from ``/`` without following
+    a symlink anywhere (what openat2's RESOLVE_NO_SYMLINKS does, on every kernel), and, with ``pin``, still the
+    file or directory the container was created with. :class:`BindSourceChanged` otherwise.
+
+    The path was resolved by ``realpath`` at create, so a symlink on it now was put there since: by a container
+    that shares the parent directory, or another local user. Mounting from the fd (``/proc/self/fd/N``) mounts
+    exactly what was checked, whatever the path names a moment later.
+    """
+    from sandbox.errors import BindSourceChanged
+
+    def changed(why: str) -> BindSourceChanged:
+        return BindSourceChanged(
+            f"bind mount source {source} {why} since the container was created",
+            hint="a container or another user may have replaced it; if the change is yours, create the container again",
+            path=source,
+        )
+
+    flags = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open("/", flags | os.O_DIRECTORY)
+    try:
+        for part in _parts(source):
+            if part == "..":
+                raise changed("has a '..' component")
+            try:
+                following = os.open(part, flags, dir_fd=fd)
+            except (NotADirectoryError, FileNotFoundError) as error:
+                raise changed("changed" if isinstance(error, NotADirectoryError) else "is gone") from None
+            os.close(fd)
+            fd = following
+            if stat.S_ISLNK(os.fstat(fd).st_mode):
+                raise changed(f"became a symlink at {part!r}")
+        info = os.fstat(fd)
+        if pin is not None and (info.st_dev, info.st_ino) != tuple(pin):
+            raise changed("was replaced")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def find_init(candidates: tuple[str, ...] = INIT_BINARIES) -> str:
@@ -413,6 +460,16 @@ def _apply(kernel, op: MountOp, root: str) -> None:
             return
         _mount(kernel, op, target, target, None, MS_BIND | MS_REC)
         _remount_read_only(kernel, op, target)
+    elif op.open_source:
+        _create(target, op.create)
+        assert op.source is not None
+        fd = open_bind_source(op.source, op.pin)
+        try:
+            _mount(kernel, op, f"/proc/self/fd/{fd}", target, op.fstype, op.flags, op.data)
+        finally:
+            os.close(fd)
+        if op.read_only_remount:
+            _remount_read_only(kernel, op, target)
     else:
         _create(target, op.create)
         try:

@@ -207,7 +207,7 @@ def parse_mounts(options: RunOptions):
             )
         if mode not in ("ro", "rw"):
             raise InvalidRunOption(f"invalid volume mode {mode!r}", hint="use ro or rw")
-        yield Mount("bind", _container_path(target), os.path.realpath(source), read_only=mode == "ro")
+        yield _pinned_bind(target, source, read_only=mode == "ro")
     for text in options.mounts:
         fields = {}
         for item in text.split(","):
@@ -222,7 +222,7 @@ def parse_mounts(options: RunOptions):
             source = fields.pop("source", None) or fields.pop("src", None)
             if not source or not os.path.isabs(source):
                 raise InvalidRunOption(f"invalid --mount {text!r}: a bind needs an absolute source")
-            yield Mount("bind", _container_path(target), os.path.realpath(source), read_only=read_only)
+            yield _pinned_bind(target, source, read_only=read_only)
         elif kind == "tmpfs":
             extra = []
             if "tmpfs-size" in fields:
@@ -235,6 +235,21 @@ def parse_mounts(options: RunOptions):
     for text in options.tmpfs:
         target, _, opts = text.partition(":")
         yield Mount("tmpfs", _container_path(target), options=tuple(o for o in opts.split(",") if o))
+
+
+def _pinned_bind(target: str, source: str, *, read_only: bool):
+    """A bind whose source is resolved once, now, and pinned by device and inode: every start opens that path
+    without following symlinks and refuses anything else there (a source swapped for a symlink to the user's home
+    by a container that shares its parent directory, TESTPLAN 57). A source missing now is reported at start."""
+    from sandbox.runtime.spec import Mount
+
+    resolved = os.path.realpath(source)
+    try:
+        info = os.stat(resolved)
+        pin = (info.st_dev, info.st_ino)
+    except OSError:
+        pin = None
+    return Mount("bind", _container_path(target), resolved, read_only=read_only, pin=pin)
 
 
 def _container_path(path: str) -> str:

@@ -184,3 +184,27 @@ def test_a_process_left_behind_by_exec_reads_nothing_typed_afterwards(busybox):
     assert "started" in output
     assert wait_for(lambda: busybox("exec", "left", "cat", "/tmp/stolen", check=False).stdout == "eof\n")
     assert busybox("exec", "left", "cat", "/tmp/stdin").stdout.startswith("pipe:")  # not the user's terminal
+
+
+def test_a_bind_source_swapped_for_a_symlink_by_another_container_is_refused(busybox, tmp_path):
+    """Finding 2: a container sharing the source's parent swapped it for a symlink to the user's home, and the next
+    `start` mounted the home. The source is pinned at create and opened without following symlinks."""
+    shared = tmp_path / "shared"
+    (shared / "volume").mkdir(parents=True)
+    (shared / "volume" / "ok").write_text("mine\n")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "secret").write_text("the user's secret\n")
+    assert busybox("run", "--name", "victim", "-v", f"{shared}/volume:/data", "busybox",
+                   "sh", "-c", "cat /data/*").stdout == "mine\n"
+    busybox("run", "--rm", "-v", f"{shared}:/shared", "busybox", "sh", "-c",
+            f"rm -r /shared/volume && ln -s {home} /shared/volume")
+    result = busybox("start", "-a", "victim", check=False)
+    assert result.returncode != 0
+    assert "bind mount source" in result.stderr and "since the container was created" in result.stderr
+    assert "secret" not in result.stdout and "Traceback" not in result.stderr
+    # and a plain directory in its place (another inode) is refused the same way
+    (shared / "volume").unlink()
+    (shared / "volume").mkdir()
+    result = busybox("start", "-a", "victim", check=False)
+    assert result.returncode != 0 and "was replaced" in result.stderr
