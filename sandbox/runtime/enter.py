@@ -122,11 +122,13 @@ class _Joined:
 
 
 def start(request: ExecRequest, verify: Callable[[], bool], kernel=None, *,
-          stdio: tuple[int, int, int] | None = None) -> Started:
+          stdio: tuple[int, int, int] | None = None, parent_ends: tuple[int, ...] = ()) -> Started:
     """Fork the joiner; returns once the command's process exists (it may still fail before exec).
 
     ``stdio``: three fds (pipes of :mod:`sandbox.runtime.relay`) that become the command's 0, 1 and 2 instead of
     sbx's own, so that without -t the user's terminal never reaches the container; the caller closes its copies.
+    ``parent_ends``: the caller's ends of those pipes, closed in the joiner (a joiner holding the write end of the
+    command's stdin would keep it from ever reading EOF).
 
     ``verify()`` (run in the joiner, after the container's fds are open) says whether ``request.pid`` still is the
     container's pid 1. Then: :func:`launcher.wait` for the command's exit code (it raises ContainerStartError with
@@ -148,6 +150,8 @@ def start(request: ExecRequest, verify: Callable[[], bool], kernel=None, *,
         try:
             if stdio is not None and not tty:
                 _install_stdio(stdio)
+                for fd in {*stdio, *parent_ends} - {0, 1, 2}:
+                    os.close(fd)
             code = _join(request, verify, kernel, Channel(child_sock), tty)
         except BaseException as error:  # report and leave: never return into the parent's code
             code = _report(Channel(child_sock), error)

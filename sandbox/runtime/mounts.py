@@ -256,9 +256,10 @@ def open_bind_source(source: str, pin: tuple[int, int] | None) -> int:
     return fd
 
 
-def find_init(candidates: tuple[str, ...] = INIT_BINARIES) -> str:
-    """The host's init binary for --init; RootfsError naming the package when there is none."""
-    for path in candidates:
+def find_init(candidates: tuple[str, ...] | None = None) -> str:
+    """The host's init binary for --init (the first of ``candidates``, default :data:`INIT_BINARIES`, that is an
+    executable file); RootfsError naming the package when there is none."""
+    for path in INIT_BINARIES if candidates is None else candidates:
         if os.path.isfile(path) and os.access(path, os.X_OK):
             return path
     raise RootfsError(

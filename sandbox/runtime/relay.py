@@ -40,6 +40,10 @@ class Relay:
     def child_stdio(self) -> tuple[int, int, int]:
         return self.child_in, self.child_out, self.child_err
 
+    def parent_ends(self) -> tuple[int, ...]:
+        """sbx's ends: a forked child must close them (the stdin pipe's write end above all)."""
+        return tuple(fd for fd in (self.stdin_w, self.out_r, self.err_r) if fd is not None)
+
     def close_child_ends(self) -> None:
         """After the command's process was forked: the pipes then end when the command's side closes them."""
         if self._child_open:

@@ -99,7 +99,7 @@ class Execution:
 
         relay = Relay(options.interactive)  # sbx's terminal never becomes the command's (TESTPLAN 58)
         try:
-            started = enter.start(request, verify, stdio=relay.child_stdio())
+            started = enter.start(request, verify, stdio=relay.child_stdio(), parent_ends=relay.parent_ends())
         except BaseException:
             relay.close()
             raise

@@ -318,7 +318,6 @@ def test_init_is_the_hosts_static_init_bound_read_only_at_dev_init(tmp_path, mon
     init.write_text("")
     init.chmod(0o755)
     monkeypatch.setattr(module, "INIT_BINARIES", (str(tmp_path / "missing"), str(init)))
-    monkeypatch.setattr(module.find_init, "__defaults__", (module.INIT_BINARIES,))
     op = by_target(plan_mounts(make_spec(init=True), "/r", "/c"), "/dev/init")
     assert (op.source, op.kind, op.create, op.read_only_remount) == (str(init), "bind", "file", True)
     assert op.flags & MS_NOSUID and op.flags & MS_NODEV
