@@ -97,3 +97,15 @@ def test_ordinary_long_names_and_pax_records_still_work(tmp_path):
     buffer.seek(0)
     assert unpack_layer(buffer, tmp_path).files >= 1
     assert (tmp_path / name).read_bytes() == b"ok"
+
+
+@pytest.mark.parametrize("size", [0, MAX_EXTENDED_HEADER])
+def test_extended_headers_up_to_the_limit_itself_are_read(size):
+    digits = len(str(size))
+    record = b"%d comment=%s\n" % (size, b"x" * (size - digits - len(b" comment=\n"))) if size else b""
+    assert len(record) == size
+    member = tarfile.TarInfo("f")
+    stream = header(tarfile.XHDTYPE, size) + record + b"\0" * (-size % 512) + member.tobuf(tarfile.USTAR_FORMAT)
+    stream += b"\0" * 1024
+    with tarfile.open(fileobj=io.BytesIO(stream), mode="r|", tarinfo=BoundedTarInfo) as tar:
+        assert [info.name for info in tar] == ["f"]
