@@ -95,9 +95,7 @@ class Relay:
                     if self.stdin_w is not None:
                         stdin_open = self._feed(selector, pending, stdin_fd, stdin_open)
                 for fd in list(outputs):  # the command has exited: what it wrote is in the pipes now
-                    os.set_blocking(fd, False)
-                    while _copy_output(fd, outputs[fd]):
-                        pass
+                    _drain(fd, outputs[fd])
         finally:
             os.close(exited)
             self.close()
@@ -132,6 +130,25 @@ class Relay:
         return stdin_open
 
 
+def _drain(source: int, target: int) -> None:
+    """Copy what ``source`` holds now, and no more: a process left behind may go on writing forever."""
+    import fcntl
+    import struct
+    import termios
+
+    queued = struct.unpack("i", fcntl.ioctl(source, termios.FIONREAD, b"\0" * 4))[0]
+    os.set_blocking(source, False)
+    while queued > 0:
+        try:
+            data = os.read(source, min(queued, _CHUNK))
+        except BlockingIOError:
+            return
+        if not data:
+            return
+        queued -= len(data)
+        _write_all(target, data)
+
+
 def _read(fd: int) -> bytes:
     try:
         return os.read(fd, _CHUNK)
@@ -142,21 +159,25 @@ def _read(fd: int) -> bytes:
 
 
 def _copy_output(source: int, target: int) -> bool:
-    """One read from ``source`` written whole to ``target``; False at EOF (or nothing more to read right now)."""
+    """One read from ``source`` written whole to ``target``; False at EOF."""
     try:
         data = os.read(source, _CHUNK)
     except BlockingIOError:
         return False
     if not data:
         return False
+    _write_all(target, data)
+    return True
+
+
+def _write_all(target: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         try:
             view = view[os.write(target, view):]
         except BrokenPipeError:
-            return True  # sbx's reader went away: keep draining so the command never blocks
+            return  # sbx's reader went away: the output is dropped, and the command never blocks on it
         except BlockingIOError:
             import select
 
             select.select([], [target], [])
-    return True

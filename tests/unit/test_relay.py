@@ -63,3 +63,4 @@ def test_more_input_than_a_pipe_holds_reaches_the_command_whole():
     os.close(reader)
     with os.fdopen(out_r, "rb") as out:
         assert out.read().strip() == str(len(data)).encode()
+
