@@ -5,6 +5,7 @@
 #   make test-unit         unit tests only (needs only .venv)
 #   make test-integration  integration tests only; PYTEST_ARGS='-k token -x' narrows them
 #   make lint              ruff
+#   make mutation          mutmut over the security-critical modules (slow; MUTANTS='sandbox.oci.*' narrows)
 #   make bench / demo      benchmarks / offline demo
 #   make clean             remove .venv, caches and (as root) the integration copy
 
@@ -34,10 +35,10 @@ define run_integration_tests
 	@bash scripts/test-integration.sh $(PYTEST_ARGS)
 endef
 
-.PHONY: help setup venv test test-unit test-integration lint bench demo clean
+.PHONY: help setup venv test test-unit test-integration lint bench demo clean mutation
 
 help:
-	@sed -n '1,10s/^# \{0,1\}//p' Makefile
+	@sed -n '1,11s/^# \{0,1\}//p' Makefile
 
 setup:
 	@bash scripts/setup.sh
@@ -58,6 +59,14 @@ test-integration: setup
 lint: venv
 	$(PY) -m ruff check .
 
+# not part of `make test`: a measurement of the unit tests (which mutants of security code they fail to notice)
+MUTANTS ?=
+mutation: venv
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[mutation]'
+	$(PY) -m mutmut run --max-children 2 $(MUTANTS)
+	$(PY) -m mutmut export-cicd-stats
+	@cat mutants/mutmut-cicd-stats.json; echo
+
 # bench: the baselines (podman, bwrap, matplotlib), sbx installed world-readable in $(TEST_ROOT), every benchmark
 bench: setup
 	@bash scripts/bench-setup.sh
@@ -69,6 +78,6 @@ demo: setup
 	@bash scripts/demo.sh
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis mutants
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 	@if [ "$$(id -u)" -eq 0 ] && [ -d "$(TEST_ROOT)" ]; then echo "rm -rf $(TEST_ROOT)"; rm -rf "$(TEST_ROOT)"; fi

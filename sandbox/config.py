@@ -26,7 +26,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from sandbox.errors import ConfigError
+from sandbox.errors import ConfigError, UnsafeRuntimeDir
 
 _STORAGE_DRIVERS = ("overlay", "fuse-overlayfs", "copy")
 
@@ -106,8 +106,7 @@ def load_settings(env: os._Environ[str] | dict[str, str] | None = None) -> Setti
     home = Path(env.get("HOME") or os.path.expanduser("~"))
     data_home = Path(env.get("XDG_DATA_HOME") or home / ".local" / "share")
     config_home = Path(env.get("XDG_CONFIG_HOME") or home / ".config")
-    runtime_dir = env.get("XDG_RUNTIME_DIR")
-    runtime_root = Path(runtime_dir) / "sbx" if runtime_dir else Path(f"/tmp/sbx-{os.getuid()}")
+    runtime_root = choose_runtime_root(env.get("XDG_RUNTIME_DIR"))
     config_file = Path(env["SBX_CONFIG"]) if env.get("SBX_CONFIG") else config_home / "sbx" / "config.toml"
     docker_config_dir = env.get("DOCKER_CONFIG")
     docker_config = Path(docker_config_dir) / "config.json" if docker_config_dir else home / ".docker" / "config.json"
@@ -215,3 +214,62 @@ def _apply_file(settings: Settings, path: Path) -> Settings:
         storage_driver=driver,
         layer_size_limit=limit,
     )
+
+
+# -- the runtime dir (sockets): another local user must not be able to make it or swap what is in it ---------------
+
+
+def private_dir_problem(path: str | Path, uid: int | None = None) -> str | None:
+    """Why ``path`` is not a private directory of ``uid`` (default: ours), or None when it is one.
+
+    Private means: a directory itself (lstat: a symlink does not count), owned by ``uid``, mode 0700. In a sticky
+    /tmp nobody else can rename or remove such a directory, so what it holds stays ours.
+    """
+    import stat
+
+    uid = os.getuid() if uid is None else uid
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        return "it is a symlink"
+    if not stat.S_ISDIR(info.st_mode):
+        return "it is not a directory"
+    if info.st_uid != uid:
+        return f"it is owned by uid {info.st_uid}, not {uid}"
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        return f"its mode is {stat.S_IMODE(info.st_mode):04o}, not 0700"
+    return None
+
+
+def choose_runtime_root(xdg_runtime_dir: str | None, uid: int | None = None, fallback_parent: str = "/tmp") -> Path:
+    """``$XDG_RUNTIME_DIR/sbx`` when XDG_RUNTIME_DIR is set and sane (an absolute path to a private directory of
+    ours, as the XDG spec demands), else ``/tmp/sbx-$UID``, which :func:`ensure_runtime_root` checks before use."""
+    uid = os.getuid() if uid is None else uid
+    if xdg_runtime_dir and os.path.isabs(xdg_runtime_dir):
+        try:
+            sane = private_dir_problem(xdg_runtime_dir, uid) is None
+        except OSError:
+            sane = False
+        if sane:
+            return Path(xdg_runtime_dir) / "sbx"
+    return Path(fallback_parent) / f"sbx-{uid}"
+
+
+def ensure_runtime_root(path: str | Path, uid: int | None = None) -> Path:
+    """Make the runtime root 0700 if it is missing; refuse it (one line naming the fix) when it exists as anything
+    but a private directory of ours: a /tmp/sbx-$UID made by another user could be swapped under us."""
+    path = Path(path)
+    try:
+        os.mkdir(path, 0o700)
+        os.chmod(path, 0o700)  # whatever the umask
+    except FileExistsError:
+        pass
+    try:
+        problem = private_dir_problem(path, uid)
+    except OSError as error:
+        problem = error.strerror or str(error)
+    if problem is not None:
+        raise UnsafeRuntimeDir(
+            f"refusing runtime dir {path}: {problem}",
+            hint=f"remove {path} (another user may have made it) or set XDG_RUNTIME_DIR to a private 0700 directory",
+        )
+    return path

@@ -331,3 +331,14 @@ class InvalidVolumeName(SbxError):
     """A volume name is not ``[a-zA-Z0-9][a-zA-Z0-9_.-]+``."""
 
     hint = "use letters, digits, '_', '.' and '-', starting with a letter or digit (at least 2 characters)"
+
+
+# --- hostile neighbours ----------------------------------------------------------------------------------------------
+
+
+class UnsafeRuntimeDir(SbxError):
+    """The runtime dir (sockets) is not a 0700 directory of this user: another local user may have made it."""
+
+
+class BindSourceChanged(RootfsError):
+    """A bind mount's source is no longer the file or directory the container was created with."""

@@ -23,10 +23,11 @@ case "${1:-}" in
 esac
 
 PACKAGES=(uidmap slirp4netns fuse-overlayfs libseccomp2 docker-registry busybox-static skopeo umoci
-          apache2-utils python3-venv passt
+          apache2-utils python3-venv passt tini
           gcc libc6-dev)  # gcc, libc6-dev: the seccomp probe of the integration tests is built static at test time
 PACKAGES+=(debootstrap)  # the nginx image of make demo and the integration tests (tests/fixtures/debian_image.py)
 TEST_USER=${SBX_TEST_USER:-sbxtest}
+FOREIGN_USER=${SBX_TEST_FOREIGN_USER:-sbxtest2}  # plays the other local user in the hostile-user tests
 SUBID_COUNT=65536
 VENV=.venv
 PROBLEMS=()
@@ -92,6 +93,10 @@ create_test_user() {
   if ! has_subids /etc/subgid "$TEST_USER" "$uid"; then
     say "adding subordinate gids $start-$((start + SUBID_COUNT - 1)) for $TEST_USER"
     usermod --add-subgids "$start-$((start + SUBID_COUNT - 1))" "$TEST_USER"
+  fi
+  if ! id -u "$FOREIGN_USER" >/dev/null 2>&1; then
+    say "creating user $FOREIGN_USER (the other local user of the hostile-user tests)"
+    useradd --no-create-home --shell /usr/sbin/nologin --user-group "$FOREIGN_USER"
   fi
 }
 

@@ -101,6 +101,20 @@ if ! mountpoint -q "$SMALL_FS"; then
 fi
 trap 'umount "$SMALL_FS" 2>/dev/null || true' EXIT
 
+
+# 4. what another local user plants (tests/integration/test_hostile.py): made here, as that user, because the
+# suite's own user cannot act as another one
+FOREIGN_USER=${SBX_TEST_FOREIGN_USER:-sbxtest2}
+FOREIGN=$TEST_ROOT/foreign
+rm -rf "$FOREIGN"
+if id -u "$FOREIGN_USER" >/dev/null 2>&1; then
+  install -d -m 0755 -o "$FOREIGN_USER" -g "$FOREIGN_USER" "$FOREIGN"
+  runuser -u "$FOREIGN_USER" -- sh -c 'cd "$1" && mkdir open private && chmod 0777 open && chmod 0700 private &&
+    ln -s /tmp link' sh "$FOREIGN"
+else
+  FOREIGN=
+fi
+
 # from the copy, so paths given as arguments read as they do in the checkout
 cd "$TEST_ROOT/src"
 echo "test-integration: running as $TEST_USER from $TEST_ROOT/src"
@@ -110,7 +124,7 @@ runuser -u "$TEST_USER" -- env -i \
   HOME="$TEST_HOME" USER="$TEST_USER" LOGNAME="$TEST_USER" SHELL=/bin/bash \
   LANG=C.UTF-8 TERM="${TERM:-dumb}" CI="${CI:-}" \
   XDG_RUNTIME_DIR= TMPDIR="$WORK/tmp" PYTHONDONTWRITEBYTECODE=1 \
-  HYPOTHESIS_STORAGE_DIRECTORY="$WORK/hypothesis" SBX_TEST_SMALL_FS="$SMALL_FS" \
+  HYPOTHESIS_STORAGE_DIRECTORY="$WORK/hypothesis" SBX_TEST_SMALL_FS="$SMALL_FS" SBX_TEST_FOREIGN="$FOREIGN" \
   "$VENV/bin/python" -m pytest -p no:cacheprovider --basetemp="$WORK/pytest" \
   --rootdir="$TEST_ROOT/src" "${targets[@]}" "$@"
 status=$?

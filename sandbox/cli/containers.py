@@ -346,7 +346,9 @@ def _create_command():
         try:
             lifecycle = _lifecycle()
             run_module._ensure_image(lifecycle.containers.images, image, flags["pull"], flags["platform"])
-            out(lifecycle.create(image, args, options, auto_remove=flags["remove"]))
+            container_id = lifecycle.create(image, args, options, auto_remove=flags["remove"])
+            run_module.print_warnings(lifecycle)
+            out(container_id)
         except SbxError as error:
             if getattr(error, "exit_code", None) is None:
                 error.exit_code = run_module.EXIT_SBX

@@ -40,10 +40,10 @@ def exec_command(
 def _attach(handle, request, detach_keys: bytes | None = None) -> int:
     """Drive an exec'ed command (see ``Execution.exec``); the exit code sbx leaves with.
 
-    Without a tty ``handle`` is the command itself: sbx's stdio is its stdio, signals are forwarded, its exit code
-    is waited for. With a tty ``handle`` is the exec holder's session: sbx attaches to it as to a container's
-    monitor, and the detach keys (``detach_keys``; None: the config's, else Ctrl-p Ctrl-q; b"" never) leave the
-    command running, print "read escape sequence" and return 0.
+    Without a tty ``handle`` is the command and the relay of its pipes: sbx copies its stdio through them,
+    forwards signals and waits for the exit code. With a tty ``handle`` is the exec holder's session: sbx
+    attaches to it as to a container's monitor, and the detach keys (``detach_keys``; None: the config's, else
+    Ctrl-p Ctrl-q; b"" never) leave the command running, print "read escape sequence" and return 0.
     """
     import os
     import sys
@@ -71,13 +71,15 @@ def _attach(handle, request, detach_keys: bytes | None = None) -> int:
     return code
 
 
-def _wait(started) -> int:
-    """Without -t the command shares sbx's stdio: forward the signals sbx gets and wait for its exit code."""
+def _wait(handle) -> int:
+    """Without -t: copy between sbx's stdio and the command's pipes, forward the signals sbx gets, and wait for
+    the command's exit code."""
     from sandbox.runtime import console, launcher
 
-    restore = console.forward_signals(started.container_pid)
+    restore = console.forward_signals(handle.started.container_pid)
     try:
-        return launcher.wait(started)
+        handle.relay.run(handle.started.stage1)
+        return launcher.wait(handle.started)
     finally:
         restore()
 

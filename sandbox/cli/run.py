@@ -87,6 +87,7 @@ def run(
         _ensure_image(lifecycle.containers.images, image, pull, platform)
         if detach:
             container_id = lifecycle.run_detached(image, list(args or []), options, auto_remove=remove)
+            print_warnings(lifecycle)
             sys.stdout.write(container_id + "\n")
             return
         code = _run_attached(lifecycle, image, list(args or []), options, auto_remove=remove, detach_keys=detach_keys)
@@ -128,6 +129,7 @@ def _run_attached(lifecycle, image: str, args: list[str], options, *, auto_remov
         if "sock" in connection:
             connection["sock"].close()
         raise
+    print_warnings(lifecycle)
     record = lifecycle.get(container_id)
     outcome, code = attach_streams(pid=record.pid, tty=options.tty, stdin=options.interactive, keys=keys,
                                    sock=connection["sock"], forward_signals=not options.tty,
@@ -135,6 +137,12 @@ def _run_attached(lifecycle, image: str, args: list[str], options, *, auto_remov
     if outcome == "detached":
         return 0
     return code if code is not None else lifecycle.wait(container_id)
+
+
+def print_warnings(lifecycle) -> None:
+    """What creating the container worked around (an image StopSignal that names no signal), as Docker prints it."""
+    for text in lifecycle.containers.warnings:
+        err(f"WARNING: {text}")
 
 
 def _ensure_image(images, image: str, pull: str, platform: str | None) -> None:

@@ -154,8 +154,10 @@ def socket_path(runtime_root: Path, container_id: str) -> Path:
 
 def listen(path: Path) -> socket.socket:
     """Bind and listen at ``path`` (its directory made 0700, the runtime root too if new; the socket 0600)."""
+    from sandbox.config import ensure_runtime_root
+
     directory = path.parent
-    directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ensure_runtime_root(directory.parent)
     with contextlib.suppress(FileExistsError):
         directory.mkdir(mode=0o700)
     info = directory.lstat()
@@ -256,13 +258,23 @@ class Client:
 # -- the client's side ----------------------------------------------------------------------------------------------
 
 
-def connect(path: Path) -> socket.socket:
+def connect(path: Path, uid: int | None = None) -> socket.socket:
+    """Connect to a monitor's (or exec holder's) socket, and refuse it unless its peer is ``uid`` (default: ours):
+    nothing, not even a resize, goes to a socket another local user serves (TESTPLAN 59)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(str(path))
     except OSError as error:
         sock.close()
         raise AttachError(f"cannot reach the container's attach socket {path}: {error.strerror}") from None
+    expected = os.getuid() if uid is None else uid
+    peer = peer_uid(sock)
+    if peer != expected:
+        sock.close()
+        raise AttachError(
+            f"refusing the attach socket {path}: it is served by uid {peer}, not {expected}",
+            hint="another local user may have replaced it; check the runtime dir (sbx info)",
+        )
     return sock
 
 

@@ -84,7 +84,7 @@ def spawn(
             os.close(read_fd)
             os.setsid()
             if os.fork() == 0:
-                _run_detached(main, write_fd)  # exits
+                _run_detached(main, write_fd, names)  # exits
             code = 0
         finally:
             os._exit(code)
@@ -154,10 +154,11 @@ def _reap(pid: int) -> None:
             return
 
 
-def _run_detached(main: Callable[[int], None], report_fd: int) -> None:
+def _run_detached(main: Callable[[int], None], report_fd: int, names: Names) -> None:
     code = 1
     try:
         detach(report_fd)
+        hide_command_line(names)
         main(report_fd)
         code = 0
     except BaseException:  # nowhere to report it: stdio is /dev/null
@@ -190,6 +191,14 @@ def detach(keep: int) -> None:
                 os.dup2(null, fd, inheritable=False)
     os.close(null)
     Kernel().prctl(k.PR_SET_CHILD_SUBREAPER, 1)
+
+
+def hide_command_line(names: Names) -> None:
+    """The supervisor outlives sbx with sbx's argv (``-e SECRET=...``, the command): ps would show it to every
+    local user (TESTPLAN 63), so it is blanked to a title before anything else runs."""
+    from sandbox.kernel.cmdline import blank_command_line
+
+    blank_command_line(f"sbx ({names.supervisor})")
 
 
 def start_error(error: BaseException) -> ContainerStartError:

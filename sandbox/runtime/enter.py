@@ -61,11 +61,13 @@ from dataclasses import dataclass
 
 from sandbox.errors import ContainerNotRunning, ContainerStartError, SbxError
 from sandbox.kernel import constants as k
+from sandbox.runtime import workdir
 from sandbox.runtime.console import open_pty
 from sandbox.runtime.identity import resolve_identity
 from sandbox.runtime.launcher import (
     EXIT_NOT_EXECUTABLE,
     Started,
+    _install_stdio,
     exec_error,
     fd_limit,
     give_terminal,
@@ -124,8 +126,14 @@ class _Joined:
     setgroups_allowed: bool
 
 
-def start(request: ExecRequest, verify: Callable[[], bool], kernel=None) -> Started:
+def start(request: ExecRequest, verify: Callable[[], bool], kernel=None, *,
+          stdio: tuple[int, int, int] | None = None, parent_ends: tuple[int, ...] = ()) -> Started:
     """Fork the joiner; returns once the command's process exists (it may still fail before exec).
+
+    ``stdio``: three fds (pipes of :mod:`sandbox.runtime.relay`) that become the command's 0, 1 and 2 instead of
+    sbx's own, so that without -t the user's terminal never reaches the container; the caller closes its copies.
+    ``parent_ends``: the caller's ends of those pipes, closed in the joiner (a joiner holding the write end of the
+    command's stdin would keep it from ever reading EOF).
 
     ``verify()`` (run in the joiner, after the container's fds are open) says whether ``request.pid`` still is the
     container's pid 1. Then: :func:`launcher.wait` for the command's exit code (it raises ContainerStartError with
@@ -145,6 +153,10 @@ def start(request: ExecRequest, verify: Callable[[], bool], kernel=None) -> Star
         parent_sock.close()
         code = EXIT_NOT_EXECUTABLE
         try:
+            if stdio is not None and not tty:
+                _install_stdio(stdio)
+                for fd in {*stdio, *parent_ends} - {0, 1, 2}:
+                    os.close(fd)
             code = _join(request, verify, kernel, Channel(child_sock), tty)
         except BaseException as error:  # report and leave: never return into the parent's code
             code = _report(Channel(child_sock), error)
@@ -266,10 +278,7 @@ def _command(request: ExecRequest, kernel, channel, tty: bool, null: int, joined
     slave_fd = send_pty(channel, open_pty, exit_code=EXIT_NOT_EXECUTABLE, size=request.console_size) if tty else None
     identity = resolve_identity(request.user, read_small("/etc/passwd"), read_small("/etc/group"))
     env = with_home(request.env, identity.home)
-    cwd = os.path.normpath(request.cwd or "/")
-    cwd = "/" + cwd.lstrip("/") if cwd.startswith("//") else cwd  # normpath keeps "//": //proc is /proc too
-    if not os.path.isabs(cwd) or cwd == "/proc" or cwd.startswith("/proc/"):
-        raise ContainerStartError(f"refusing working directory {cwd!r}: it must be an absolute path outside /proc")
+    cwd = workdir.checked_path(request.cwd, EXIT_NOT_EXECUTABLE)
     if slave_fd is not None:
         fcntl.ioctl(slave_fd, termios.TIOCSCTTY, 0)
         give_terminal(slave_fd, identity.uid)
@@ -282,15 +291,10 @@ def _command(request: ExecRequest, kernel, channel, tty: bool, null: int, joined
     os.close(null)
     apply_privileges(kernel, request.privileges, identity.uid, lambda: switch_user(identity, joined.setgroups_allowed),
                      EXIT_NOT_EXECUTABLE)
-    try:
-        os.chdir(cwd)
-    except OSError as error:
-        raise ContainerStartError(
-            f"cannot enter working directory {cwd}: {error.strerror}", exit_code=EXIT_NOT_EXECUTABLE
-        ) from None
     keep = channel.sock.fileno()
     os.closerange(3, keep)
     os.closerange(keep + 1, fd_limit())
+    workdir.enter(cwd, EXIT_NOT_EXECUTABLE)  # after the close: no fd of the host is left to chdir through
     for number in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores these; an exec would keep them ignored
         signal.signal(number, signal.SIG_DFL)
     try:

@@ -318,9 +318,10 @@ def _stage2(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
     from sandbox.cgroups.limits import apply_in_process
     from sandbox.kernel import constants as k
     from sandbox.network.modes import new_netns
+    from sandbox.runtime import workdir
     from sandbox.runtime.console import open_pty
     from sandbox.runtime.identity import resolve_identity
-    from sandbox.runtime.mounts import apply_mounts, plan_mounts
+    from sandbox.runtime.mounts import apply_mounts, init_args, plan_mounts
     from sandbox.runtime.privileges import apply as apply_privileges
     from sandbox.runtime.rootfs import mount_rootfs
 
@@ -342,11 +343,8 @@ def _stage2(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
     slave_fd = send_pty(channel, open_pty, size=spec.process.console_size) if spec.process.tty else None
     identity = resolve_identity(spec.process.user, read_small("/etc/passwd"), read_small("/etc/group"))
     env = with_home(spec.process.env, identity.home)
-    cwd = os.path.normpath(spec.process.cwd or "/")
-    cwd = "/" + cwd.lstrip("/") if cwd.startswith("//") else cwd  # normpath keeps "//": //proc is /proc too
-    if not os.path.isabs(cwd) or cwd == "/proc" or cwd.startswith("/proc/"):
-        # a WORKDIR like /proc/self/fd/N would start the process in a directory outside the root (CVE-2024-21626)
-        raise ContainerStartError(f"refusing working directory {cwd!r}: it must be an absolute path outside /proc")
+    # a WORKDIR like /proc/self/fd/N would start the process in a directory outside the root (CVE-2024-21626)
+    cwd = workdir.checked_path(spec.process.cwd)
     if slave_fd is not None:
         os.setsid()
         fcntl.ioctl(slave_fd, termios.TIOCSCTTY, 0)
@@ -362,24 +360,21 @@ def _stage2(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
             os.dup2(null, 0)
             os.close(null)
     apply_privileges(kernel, plan, identity.uid, lambda: switch_user(identity, not spec.idmap.single))
-    try:
-        os.chdir(cwd)
-    except OSError as error:
-        raise ContainerStartError(f"cannot enter working directory {cwd}: {error.strerror}") from None
     # pid 1 keeps only 0, 1, 2 and the close-on-exec sync socket (which exec closes): TESTPLAN 25
     keep = channel.sock.fileno()
     os.closerange(3, keep)
     os.closerange(keep + 1, fd_limit())
+    workdir.enter(cwd)  # after the close: no fd of the host is left to chdir through
     # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across exec: give them back
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
     apply_in_process(kernel, spec.limits)  # --ulimit, and the rlimits standing in for undelegated cgroup limits
-    if spec.init:
-        _become_init(channel)  # returns only in the forked child, which goes on to exec the command
+    # --init: pid 1 is the init bound at /dev/init, never this host process (its memory, environment, exe)
+    args = init_args(spec.process.args) if spec.init else list(spec.process.args)
     try:
-        os.execvpe(spec.process.args[0], list(spec.process.args), dict(split_env(env)))
+        os.execvpe(args[0], args, dict(split_env(env)))
     except OSError as error:
-        raise exec_error(spec.process.args[0], error) from None
+        raise exec_error(args[0], error) from None
 
 
 def switch_user(identity, set_groups: bool) -> None:
@@ -411,30 +406,6 @@ def _install_stdio(stdio: tuple[int, int, int]) -> None:
         os.dup2(copy, target)  # inheritable: exec keeps them
     for copy in copies:
         os.close(copy)
-
-
-def _become_init(channel) -> None:
-    """--init: stay as pid 1, a reaper that forwards signals to the command and exits with its status.
-
-    An orphan inside the container is re-parented to pid 1, and pid 1 ignores the signals it has no handler for;
-    a shell or a server run as pid 1 often neither reaps nor handles SIGTERM. Only the forked child returns.
-    """
-    child = os.fork()
-    if child == 0:
-        return
-    channel.sock.close()  # the child reports exec failures; the parent must not hold the socket open
-    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(number, lambda received, _frame: os.kill(child, received))
-    while True:
-        try:
-            pid, status = os.waitpid(-1, 0)
-        except InterruptedError:
-            continue
-        except ChildProcessError:
-            os._exit(EXIT_SBX)
-        if pid == child:
-            code = os.waitstatus_to_exitcode(status)
-            os._exit(128 - code if code < 0 else code)
 
 
 def exec_error(program: str, error: OSError) -> ContainerStartError:

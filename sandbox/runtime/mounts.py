@@ -62,6 +62,11 @@ ETC_FILES = ("hostname", "hosts", "resolv.conf")
 # An image may not replace these with symlinks: they are refused rather than followed.
 NO_SYMLINK_PATHS = ("/proc", "/sys", "/dev")
 
+# --init: a small static init from the host, bound read-only into the container's own /dev (as Docker binds its
+# docker-init, which is tini): the first of these that exists. A static binary runs in any image, libc or none.
+INIT_BINARIES = ("/usr/bin/tini-static", "/usr/bin/catatonit", "/usr/libexec/podman/catatonit")
+INIT_TARGET = "/dev/init"
+
 MAX_SYMLINK_HOPS = 40  # as the kernel's own path walk (ELOOP)
 DEV_SIZE = "size=65536k"
 TTY_GID = 5  # the tty group of Debian, Alpine, busybox images (and Docker's devpts gid=5)
@@ -90,6 +95,10 @@ class MountOp:
     read_only_remount: bool = False
     kind: str = "bind"
     link: str | None = None
+    # a user's bind: the executor opens ``source`` itself, without following symlinks, checks it against ``pin``
+    # ((st_dev, st_ino) at create, when known) and mounts from that fd (:func:`open_bind_source`)
+    open_source: bool = False
+    pin: tuple[int, int] | None = None
 
 
 # --- resolving container paths -----------------------------------------------------------------------------------
@@ -192,7 +201,67 @@ def _user_mount(mount) -> MountOp:
         create="dir" if stat.S_ISDIR(info.st_mode) else "file",
         read_only_remount=mount.read_only,
         kind="bind",
+        open_source=True,
+        pin=getattr(mount, "pin", None),
     )
+
+
+def open_bind_source(source: str, pin: tuple[int, int] | None) -> int:
+    """An ``O_PATH`` fd of the host path ``source``, walked one component at a time from ``/`` without following
+    a symlink anywhere (what openat2's RESOLVE_NO_SYMLINKS does, on every kernel), and, with ``pin``, still the
+    file or directory the container was created with. :class:`BindSourceChanged` otherwise.
+
+    The path was resolved by ``realpath`` at create, so a symlink on it now was put there since: by a container
+    that shares the parent directory, or another local user. Mounting from the fd (``/proc/self/fd/N``) mounts
+    exactly what was checked, whatever the path names a moment later.
+    """
+    from sandbox.errors import BindSourceChanged
+
+    def changed(why: str) -> BindSourceChanged:
+        return BindSourceChanged(
+            f"bind mount source {source} {why} since the container was created",
+            hint="a container or another user may have replaced it; if the change is yours, create the container again",
+            path=source,
+        )
+
+    flags = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open("/", flags | os.O_DIRECTORY)
+    try:
+        for part in _parts(source):
+            if part == "..":
+                raise changed("has a '..' component")
+            try:
+                following = os.open(part, flags, dir_fd=fd)
+            except (NotADirectoryError, FileNotFoundError) as error:
+                raise changed("changed" if isinstance(error, NotADirectoryError) else "is gone") from None
+            os.close(fd)
+            fd = following
+            if stat.S_ISLNK(os.fstat(fd).st_mode):
+                raise changed(f"became a symlink at {part!r}")
+        info = os.fstat(fd)
+        if pin is not None and (info.st_dev, info.st_ino) != tuple(pin):
+            raise changed("was replaced")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def find_init(candidates: tuple[str, ...] | None = None) -> str:
+    """The host's init binary for --init (the first of ``candidates``, default :data:`INIT_BINARIES`, that is an
+    executable file); RootfsError naming the package when there is none."""
+    for path in INIT_BINARIES if candidates is None else candidates:
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    raise RootfsError(
+        "--init needs tini or catatonit, and neither is installed",
+        hint="install Debian's tini package (apt-get install tini), or run without --init",
+    )
+
+
+def init_args(args: tuple[str, ...]) -> list[str]:
+    """The command as --init runs it: the init as pid 1, which forwards signals to it and reaps orphans."""
+    return [INIT_TARGET, "--", *args]
 
 
 def _etc_name(key: str) -> str:
@@ -220,6 +289,9 @@ def plan_mounts(spec: ContainerSpec, root: str, container_dir: str) -> tuple[Mou
         pts_options += f",gid={TTY_GID}"
     ops.append(MountOp("/dev/pts", "devpts", "devpts", MS_NOSUID | MS_NOEXEC, pts_options, "dir", kind="devpts"))
     ops += [MountOp(path, kind="symlink", link=link) for path, link in DEV_LINKS]
+    if spec.init:
+        ops.append(MountOp(INIT_TARGET, find_init(), None, MS_BIND | MS_NOSUID | MS_NODEV, create="file",
+                           read_only_remount=True, kind="bind"))
     ops += [
         MountOp("/dev/shm", "tmpfs", "tmpfs", _SAFE, f"mode=1777,{DEV_SIZE}", "dir", kind="tmpfs"),
         MountOp("/dev/mqueue", "mqueue", "mqueue", _SAFE, create="dir", kind="mqueue"),
@@ -414,6 +486,16 @@ def _apply(kernel, op: MountOp, root: str) -> None:
             return
         _mount(kernel, op, target, target, None, MS_BIND | MS_REC)
         _remount_read_only(kernel, op, target)
+    elif op.open_source:
+        _create(target, op.create)
+        assert op.source is not None
+        fd = open_bind_source(op.source, op.pin)
+        try:
+            _mount(kernel, op, f"/proc/self/fd/{fd}", target, op.fstype, op.flags, op.data)
+        finally:
+            os.close(fd)
+        if op.read_only_remount:
+            _remount_read_only(kernel, op, target)
     else:
         _create(target, op.create)
         try:

@@ -170,6 +170,7 @@ def _unpack(job: dict[str, Any]) -> dict[str, Any]:
                 max_bytes=max_bytes,
                 owner_map=mapping,
                 warn=warn,
+                lowers=layer.get("lowers") or (),
             )
         stats.append({"files": result.files, "bytes": result.bytes, "skipped_devices": result.skipped_devices})
     return {"layers": stats, "warnings": warnings}

@@ -23,6 +23,8 @@ class Mount:
     source: str | None = None  # host path for binds
     read_only: bool = False
     options: tuple[str, ...] = ()  # tmpfs: ("size=64m", "mode=1777")
+    # binds: (st_dev, st_ino) of the source when the container was created; every start checks it (TESTPLAN 57)
+    pin: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -202,12 +204,15 @@ def ports_from_json(reader: _Reader, data: object) -> tuple:
 
 
 def mount_to_json(mount: Mount) -> dict:
-    return {"kind": mount.kind, "target": mount.target, "source": mount.source, "read_only": mount.read_only,
+    data = {"kind": mount.kind, "target": mount.target, "source": mount.source, "read_only": mount.read_only,
             "options": list(mount.options)}
+    if mount.pin is not None:
+        data["pin"] = list(mount.pin)
+    return data
 
 
 def mount_from_json(data: object, where: str = "mount") -> Mount:
-    reader = _Reader(data, where, ("kind", "target", "source", "read_only", "options"))
+    reader = _Reader(data, where, ("kind", "target", "source", "read_only", "options"), optional=("pin",))
     kind = reader.string("kind")
     if kind not in ("bind", "tmpfs"):
         raise reader.damaged(f"field 'kind' must be bind or tmpfs, not {kind[:40]!r}")
@@ -217,7 +222,12 @@ def mount_from_json(data: object, where: str = "mount") -> Mount:
     source = reader.optional_string("source")
     if kind == "bind" and source is None:
         raise reader.damaged("a bind needs a 'source'")
-    return Mount(kind, target, source, reader.boolean("read_only"), reader.strings("options"))
+    pin = reader.data.get("pin")
+    if pin is not None and not (isinstance(pin, list) and len(pin) == 2
+                                and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in pin)):
+        raise reader.damaged("field 'pin' must be [device, inode]")
+    return Mount(kind, target, source, reader.boolean("read_only"), reader.strings("options"),
+                 tuple(pin) if pin is not None else None)
 
 
 def process_to_json(process: Process) -> dict:

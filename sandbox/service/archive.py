@@ -60,6 +60,7 @@ from sandbox.oci.layerdigest import DiffIDHasher
 from sandbox.oci.manifest import MAX_LAYERS, MAX_MANIFEST_BYTES, Index, Manifest, Platform, load_json, parse_document
 from sandbox.oci.reference import Reference
 from sandbox.service.images import named_tag
+from sandbox.store.tarheaders import BoundedTarInfo
 
 if TYPE_CHECKING:
     from sandbox.service.images import ImageService
@@ -120,7 +121,7 @@ class ImageArchive:
         self.members: dict[str, tarfile.TarInfo] = {}
         self.links: dict[str, str] = {}
         try:
-            self._tar = tarfile.open(path, "r:*")  # noqa: SIM115 - closed by close()
+            self._tar = tarfile.open(path, "r:*", tarinfo=BoundedTarInfo)  # noqa: SIM115 - closed by close()
         except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
             if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError):
                 raise
@@ -549,7 +550,7 @@ def _manifest_bytes(manifest_type: str, config_type: str, config_digest: Digest,
 
 # -- import: --change instructions -----------------------------------------------------------------------------------
 
-CHANGE_INSTRUCTIONS = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "USER", "WORKDIR")
+CHANGE_INSTRUCTIONS = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "USER", "WORKDIR", "STOPSIGNAL")
 
 
 def _json_or_shell(argument: str, instruction: str) -> list[str]:
@@ -626,10 +627,12 @@ def apply_changes(config: dict, changes: Iterable[str]) -> dict:
                     raise InvalidArchive(f"invalid --change EXPOSE port {item!r}", hint="use PORT[/tcp|udp]")
                 ports[f"{int(port)}/{proto}"] = {}
             config["ExposedPorts"] = ports
-        else:  # USER, WORKDIR
+        else:  # USER, WORKDIR, STOPSIGNAL (checked when a container is created from the image, as Docker's is)
             if not argument:
                 raise InvalidArchive(f"invalid --change {instruction!r}: it needs an argument")
-            if instruction == "USER":
+            if instruction == "STOPSIGNAL":
+                config["StopSignal"] = argument
+            elif instruction == "USER":
                 config["User"] = argument
             else:
                 previous = config.get("WorkingDir") or "/"
@@ -949,7 +952,7 @@ class ArchiveService:
             try:
                 tee = _Tee(_decompressed(handle, compression), out)
                 count = 0
-                with tarfile.open(fileobj=tee, mode="r|") as tar:  # type: ignore[call-overload]
+                with tarfile.open(fileobj=tee, mode="r|", tarinfo=BoundedTarInfo) as tar:  # type: ignore[call-overload]
                     for info in tar:
                         count += 1
                         if count > MAX_MEMBERS * 10:

@@ -52,6 +52,7 @@ class ContainerService:
     def __init__(self, settings: Settings, images=None) -> None:
         self.settings = settings
         self._images = images
+        self.warnings: list[str] = []  # what create had to work around, for the CLI to print ("WARNING: ...")
 
     @property
     def images(self):
@@ -81,6 +82,10 @@ class ContainerService:
         from sandbox.runtime.rootfs import create_dirs, plan_rootfs
         from sandbox.runtime.spec import ContainerSpec, Process
 
+        if options.init:
+            from sandbox.runtime.mounts import find_init
+
+            find_init()  # no init on this host: say so before anything is written
         network = self._network_mode(options.network or self.settings.network)
         security = self.security(options)
         record = record or self.images.resolve(image)
@@ -136,7 +141,7 @@ class ContainerService:
                 read_only=options.read_only,
                 network=network,
                 init=options.init,
-                stop_signal=config.stop_signal,
+                stop_signal=self._stop_signal(config.stop_signal),
                 etc_files=etc_files(hostname, network, options, self._joined_etc_files(network)),
                 limits=limits,
                 security=security,
@@ -209,6 +214,21 @@ class ContainerService:
         from sandbox.service.volumes import Volumes
 
         return Volumes(self.settings, containers=self).source(name)
+
+
+    def _stop_signal(self, name: str | None) -> str | None:
+        """The image's StopSignal when it names a signal; an unknown one is dropped with a warning (stop then sends
+        SIGTERM), as a `stop` that fails on it would leave the container unstoppable but for kill."""
+        from sandbox.service.lifecycle import parse_signal
+
+        if name is None:
+            return None
+        try:
+            parse_signal(name)
+        except InvalidRunOption:
+            self.warnings.append(f"image StopSignal {name[:40]!r} names no signal: sbx stop will send SIGTERM")
+            return None
+        return name
 
     def remove_dir(self, container_dir: Path) -> None:
         """Remove a container's directory: directly when everything in it is the user's own (the usual case, and
@@ -300,7 +320,7 @@ def parse_mounts(options: RunOptions, volume_source=None):
             raise InvalidRunOption(f"invalid volume mode {mode!r}", hint="use ro or rw")
         if not os.path.isabs(source):
             source = volume_source(source)
-        yield Mount("bind", _container_path(target), os.path.realpath(source), read_only=mode == "ro")
+        yield _pinned_bind(target, source, read_only=mode == "ro")
     for text in options.mounts:
         fields = {}
         for item in text.split(","):
@@ -315,12 +335,12 @@ def parse_mounts(options: RunOptions, volume_source=None):
             source = fields.pop("source", None) or fields.pop("src", None)
             if not source or not os.path.isabs(source):
                 raise InvalidRunOption(f"invalid --mount {text!r}: a bind needs an absolute source")
-            yield Mount("bind", _container_path(target), os.path.realpath(source), read_only=read_only)
+            yield _pinned_bind(target, source, read_only=read_only)
         elif kind == "volume" and volume_source is not None:
             name = fields.pop("source", None) or fields.pop("src", None)
             if not name or not is_volume_name(name):
                 raise InvalidRunOption(f"invalid --mount {text!r}: a volume needs a name as its source")
-            yield Mount("bind", _container_path(target), os.path.realpath(volume_source(name)), read_only=read_only)
+            yield _pinned_bind(target, volume_source(name), read_only=read_only)
         elif kind == "tmpfs":
             extra = []
             if "tmpfs-size" in fields:
@@ -333,6 +353,21 @@ def parse_mounts(options: RunOptions, volume_source=None):
     for text in options.tmpfs:
         target, _, opts = text.partition(":")
         yield Mount("tmpfs", _container_path(target), options=tuple(o for o in opts.split(",") if o))
+
+
+def _pinned_bind(target: str, source: str, *, read_only: bool):
+    """A bind whose source is resolved once, now, and pinned by device and inode: every start opens that path
+    without following symlinks and refuses anything else there (a source swapped for a symlink to the user's home
+    by a container that shares its parent directory, TESTPLAN 57). A source missing now is reported at start."""
+    from sandbox.runtime.spec import Mount
+
+    resolved = os.path.realpath(source)
+    try:
+        info = os.stat(resolved)
+        pin = (info.st_dev, info.st_ino)
+    except OSError:
+        pin = None
+    return Mount("bind", _container_path(target), resolved, read_only=read_only, pin=pin)
 
 
 def _container_path(path: str) -> str:

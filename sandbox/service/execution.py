@@ -21,6 +21,14 @@ class ExecOptions:
     console_size: tuple[int, int] | None = None  # with tty: (rows, columns) of the terminal sbx runs in
 
 
+@dataclass(frozen=True)
+class PipedCommand:
+    """An exec'ed command without a tty: ``started`` (``launcher.Started``) and the ``relay`` of its pipes."""
+
+    started: object
+    relay: object
+
+
 class Execution:
     def __init__(self, settings: Settings, lifecycle=None) -> None:
         if lifecycle is None:
@@ -41,7 +49,8 @@ class Execution:
         """Run ``args`` in the running container ``text``; its exit code (0 at once with ``options.detach``).
 
         ``attach(handle, request)`` drives the command's stdio and returns the exit code sbx leaves with. Without a
-        tty ``handle`` is the ``launcher.Started`` command, whose stdio is sbx's own. With ``options.tty`` it is an
+        tty ``handle`` is a :class:`PipedCommand`: the command's stdio are pipes its relay copies to and from sbx's
+        own (``handle.relay.run``), never sbx's terminal itself. With ``options.tty`` it is an
         :class:`~sandbox.monitor.exec_holder.ExecSession`: a detached exec holder owns the command's pty, so sbx
         can detach and leave the command running, and ``handle.sock`` is connected to it (before the command
         started: no output is lost); it is closed when ``attach`` returns.
@@ -88,8 +97,16 @@ class Execution:
                 return attach(session, request)
             finally:
                 session.sock.close()
-        started = enter.start(request, verify)
         if options.detach:
-            enter.confirm(started)
+            enter.confirm(enter.start(request, verify))
             return 0
-        return attach(started, request)
+        from sandbox.runtime.relay import Relay
+
+        relay = Relay(options.interactive)  # sbx's terminal never becomes the command's (TESTPLAN 58)
+        try:
+            started = enter.start(request, verify, stdio=relay.child_stdio(), parent_ends=relay.parent_ends())
+        except BaseException:
+            relay.close()
+            raise
+        relay.close_child_ends()
+        return attach(PipedCommand(started, relay), request)

@@ -75,7 +75,8 @@ class LayerUnpacker:
         on_layer = on_layer or (lambda _layer, _state: None)
         chains = chain_ids(diff_ids)
         held = []
-        pending: list[tuple[Descriptor, PendingLayer]] = []
+        pending: list[tuple[Descriptor, PendingLayer, list[str]]] = []
+        diffs: list[str] = []  # every layer's tree so far: a layer is unpacked seeing the ones below it
         try:
             for index, (layer, diff_id, chain) in enumerate(zip(layers, diff_ids, chains, strict=True)):
                 lock = self.layers.lock(chain)
@@ -83,7 +84,11 @@ class LayerUnpacker:
                 held.append(lock)
                 if not self.layers.has(chain):
                     parent = chains[index - 1] if index else None
-                    pending.append((layer, self.layers.begin(chain, diff_id, parent)))
+                    target = self.layers.begin(chain, diff_id, parent)
+                    pending.append((layer, target, list(reversed(diffs))))
+                    diffs.append(str(target.diff))
+                else:
+                    diffs.append(str(self.layers.diff(chain)))
             if pending:
                 self._unpack(pending, on_layer)
             yield chains
@@ -91,8 +96,8 @@ class LayerUnpacker:
             for lock in reversed(held):
                 lock.release()
 
-    def _unpack(self, pending: list[tuple[Descriptor, PendingLayer]], on_layer) -> None:
-        for layer, _ in pending:
+    def _unpack(self, pending: list[tuple[Descriptor, PendingLayer, list[str]]], on_layer) -> None:
+        for layer, _, _ in pending:
             on_layer(layer, "extracting")
         job = {
             "op": "unpack",
@@ -103,19 +108,22 @@ class LayerUnpacker:
                     "compression": mt.LAYER_COMPRESSION[layer.media_type],
                     "dest": str(target.diff),
                     "whiteout_format": "overlay",
+                    # the layers below, top first: a path through a symlink of theirs is followed (containerd's
+                    # semantics, and what the copy driver does), not shadowed by a new directory
+                    "lowers": lowers,
                 }
-                for layer, target in pending
+                for layer, target, lowers in pending
             ],
         }
         try:
             result = self.in_namespace(job)
         except BaseException:
             with contextlib.suppress(Exception):
-                self.in_namespace({"op": "remove", "paths": [str(target.tmp) for _, target in pending]})
+                self.in_namespace({"op": "remove", "paths": [str(target.tmp) for _, target, _ in pending]})
             raise
         for warning in result.get("warnings", []):
             self.notice(str(warning))
-        for layer, target in pending:
+        for layer, target, _ in pending:
             self.layers.commit(target)
             on_layer(layer, "extracted")
 

@@ -278,7 +278,13 @@ class Lifecycle:
         record = self.get(text)
         if record.state.value != "running":
             return
-        number = parse_signal(signal_name or (record.spec or {}).get("stop_signal") or "TERM")
+        if signal_name:
+            number = parse_signal(signal_name)
+        else:  # a record from before StopSignal was checked at create may hold a bad one: SIGTERM, as create does
+            try:
+                number = parse_signal((record.spec or {}).get("stop_signal") or "TERM")
+            except InvalidRunOption:
+                number = signal.SIGTERM
         if self.store.alive(record):
             _signal(record.pid, number)
             self._thaw(record.id)  # a paused container gets the signal once thawed

@@ -28,11 +28,12 @@ created in the directory itself.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -46,6 +47,7 @@ from sandbox.errors import (
     UnsafeLayer,
     WhiteoutUnsupported,
 )
+from sandbox.store.tarheaders import BoundedTarInfo, header_bytes
 from sandbox.store.trees import lstat_at as _lstat
 from sandbox.store.trees import open_dir as _open_dir
 from sandbox.store.trees import remove_at as _remove_at
@@ -161,6 +163,7 @@ class _Unpacker:
         self.privileged = os.geteuid() == 0
         self.files = 0
         self.bytes = 0
+        self.counted = 0  # file data and headers: what the layer size limit is about
         self.skipped_devices = 0
         self.warned: set[str] = set()
         # The last parent walked: its literal components (as named in the tar) and where they led.
@@ -168,9 +171,75 @@ class _Unpacker:
         # Canonical paths as "a/b/c" strings: a 5,000-level tree would make tuples cost depth squared pointers.
         self.created: set[str] = set()
         self.deferred_dirs: list[tuple[str, int, int | None]] = []
+        # dir fds of the layers below this one, top first (overlay format): see lower_entry
+        self.lowers: list[int] = []
+        self.lower_link = ""
 
     def close(self) -> None:
         self.cursor.close()
+        for fd in self.lowers:
+            os.close(fd)
+        self.lowers = []
+
+    def make_parent(self, name: str, below: os.stat_result | None) -> None:
+        """A parent directory the tar does not name: 0755, or the lower layers' directory's mode and owner (what
+        overlayfs shows, and a copy-up would keep)."""
+        cursor = self.cursor
+        os.mkdir(name, 0o755, dir_fd=cursor.fd)
+        cursor.down(name)
+        if below is not None:
+            os.chmod(cursor.fd, stat.S_IMODE(below.st_mode))
+            if self.privileged or self.owner_map is not None:
+                with contextlib.suppress(PermissionError):
+                    os.chown(cursor.fd, below.st_uid, below.st_gid)
+        self.created.add("/".join(cursor.canon))
+
+    def lower_entry(self, canon: list[str], name: str) -> os.stat_result | None:
+        """What the layers below show at ``canon/name`` (lstat; a symlink's target in :attr:`lower_link`), or None
+        when nothing: the merged view overlayfs gives of them, top layer first. A whiteout (a 0:0 character
+        device) or a non-directory on the way hides everything below it; an opaque directory hides the layers
+        under the one that holds it."""
+        for lower in self.lowers:
+            fd = os.dup(lower)
+            opaque = False
+            try:
+                try:
+                    for part in canon:
+                        following = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                            dir_fd=fd)
+                        os.close(fd)
+                        fd = following
+                        opaque = opaque or _is_opaque(fd)
+                except FileNotFoundError:
+                    continue  # this layer has nothing there: the next one down may
+                except OSError as error:
+                    if error.errno in (errno.ENOTDIR, errno.ELOOP):
+                        return None  # a file, link or whiteout here hides the layers below
+                    raise
+                try:
+                    info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    if opaque:
+                        return None
+                    continue
+                if stat.S_ISCHR(info.st_mode) and info.st_rdev == 0:
+                    return None  # a whiteout
+                if stat.S_ISLNK(info.st_mode):
+                    self.lower_link = os.readlink(name, dir_fd=fd)
+                return info
+            finally:
+                os.close(fd)
+        return None
+
+    def count(self, size: int, entry: str) -> None:
+        """Count file data and tar headers alike toward ``max_bytes`` (TESTPLAN 12, 61)."""
+        self.counted += size
+        if self.counted > self.max_bytes:
+            raise LayerTooLarge(
+                f"layer too large: more than {self.max_bytes} bytes at entry {_show(entry)}",
+                entry=entry,
+                limit=self.max_bytes,
+            )
 
     def warn_once(self, key: str, message: str) -> None:
         if key not in self.warned:
@@ -209,20 +278,21 @@ class _Unpacker:
             except FileNotFoundError:
                 if not create:
                     return False
-                os.mkdir(name, 0o755, dir_fd=cursor.fd)
-                cursor.down(name)
-                self.created.add("/".join(cursor.canon))
-                continue
+                st = self.lower_entry(cursor.canon, name) if self.lowers else None
+                if st is None or stat.S_ISDIR(st.st_mode):
+                    self.make_parent(name, st)
+                    continue
+                target = self.lower_link  # a symlink of a layer below (when st is one)
             except OSError as error:
                 if error.errno not in (errno.ELOOP, errno.ENOTDIR):
                     raise
-            st = os.stat(name, dir_fd=cursor.fd, follow_symlinks=False)
+                st = os.stat(name, dir_fd=cursor.fd, follow_symlinks=False)
+                target = os.readlink(name, dir_fd=cursor.fd) if stat.S_ISLNK(st.st_mode) else ""
             if not stat.S_ISLNK(st.st_mode):
                 raise InvalidLayer(f"invalid layer: a parent of entry {_show(entry)} is not a directory", entry=entry)
             hops += 1
             if hops > MAX_SYMLINK_HOPS:
                 raise UnsafeLayer(f"unsafe layer: too many symlinks under entry {_show(entry)}", entry=entry)
-            target = os.readlink(name, dir_fd=cursor.fd)
             if target.startswith("/"):
                 cursor.to_root()
             pending.extend(reversed(target.split("/")))
@@ -295,12 +365,7 @@ class _Unpacker:
             if source is not None:
                 while chunk := source.read(_CHUNK):
                     self.bytes += len(chunk)
-                    if self.bytes > self.max_bytes:
-                        raise LayerTooLarge(
-                            f"layer too large: more than {self.max_bytes} bytes at entry {_show(entry)}",
-                            entry=entry,
-                            limit=self.max_bytes,
-                        )
+                    self.count(len(chunk), entry)
                     view = memoryview(chunk)
                     while view:
                         view = view[os.write(fd, view) :]
@@ -548,6 +613,13 @@ def _mtime_ns(member: tarfile.TarInfo) -> int | None:
     return mtime if -(2**62) < mtime < 2**62 else None
 
 
+def _is_opaque(fd: int) -> bool:
+    try:
+        return os.getxattr(fd, OPAQUE_XATTR) == b"y"
+    except OSError:
+        return False
+
+
 def _identity(uid: int, gid: int) -> tuple[int, int]:
     return uid, gid
 
@@ -560,6 +632,7 @@ def unpack_layer(
     max_bytes: int = DEFAULT_MAX_BYTES,
     owner_map: OwnerMap | None = None,
     warn: Callable[[str], None] | None = None,
+    lowers: Sequence[Path | str] = (),
 ) -> UnpackStats:
     """Extract one layer's uncompressed tar ``stream`` (read sequentially) into the directory ``root``.
 
@@ -567,6 +640,11 @@ def unpack_layer(
     or ``"copy"`` (``root`` is the flattened rootfs; whiteouts delete). ``owner_map`` turns a tar's numeric owner
     into the one to store and may raise to refuse it; by default owners are kept when running as root and not set
     otherwise. On failure the partial tree is left for the caller to remove with :func:`remove_tree`.
+
+    ``lowers`` (overlay format): the trees of the layers below, top first. A path of this layer that goes through
+    a directory it does not name itself is resolved in their merged view, so ``a/file`` over a lower ``a -> /etc``
+    lands in ``etc/file``, as it does when a layer is applied onto the mounted layers below (containerd) and as
+    the copy driver does: the three drivers give the same tree (TESTPLAN 65).
     """
     if whiteout_format not in ("overlay", "copy"):
         raise ValueError(f"unknown whiteout format {whiteout_format!r}")
@@ -577,12 +655,20 @@ def unpack_layer(
     except OSError as error:
         raise StoreError(f"cannot open {root}: {(error.strerror or str(error)).lower()}", path=str(root)) from error
     unpacker = _Unpacker(root_fd, whiteout_format=whiteout_format, max_bytes=max_bytes, owner_map=owner_map, warn=warn)
+    try:
+        for lower in lowers:
+            unpacker.lowers.append(os.open(lower, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+    except OSError as error:
+        unpacker.close()
+        os.close(root_fd)
+        raise StoreError(f"cannot open the layer below {root}: {(error.strerror or str(error)).lower()}") from error
     entry = ""
     try:
         # A caller's fileobj stays open when the TarFile closes.
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
+        with tarfile.open(fileobj=stream, mode="r|", tarinfo=BoundedTarInfo) as tar:
             while (member := tar.next()) is not None:
                 entry = member.name
+                unpacker.count(header_bytes(member), entry)
                 unpacker.add(member, tar)
                 tar.members.clear()  # streaming: nothing needs earlier members, and 200,000 of them cost memory
         unpacker.finish()

@@ -190,3 +190,74 @@ def test_three_drivers_agree_on_a_hostile_image_and_nothing_lands_outside(sbx, r
         outside += [os.path.join(directory, name) for name in names + files if name in _ESCAPES]
     assert outside == []
     assert not any(os.path.lexists(f"/{name}") or os.path.lexists(f"/tmp/{name}") for name in _ESCAPES)
+
+
+def _tar(path, entries):
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as archive:
+        for name, kind, value in entries:
+            info = tarfile.TarInfo(name)
+            if kind == "dir":
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                archive.addfile(info)
+            elif kind == "symlink":
+                info.type, info.linkname = tarfile.SYMTYPE, value
+                archive.addfile(info)
+            else:
+                info.size, info.mode = len(value), 0o644
+                archive.addfile(info, io.BytesIO(value))
+    return str(path)
+
+
+def test_a_later_layer_writing_through_an_earlier_layers_symlink_gives_one_tree_on_every_driver(tmp_path):
+    """TESTPLAN 65: layer 1 makes `a -> /etc` (and `b -> sub`); layer 2 writes `a/file`, `b/g`, whiteouts `a/gone`.
+    containerd applies a layer onto the mounted layers below, so `a/file` lands in /etc: sbx's overlay layers are
+    unpacked the same way, and the copy driver always did."""
+    idmap = default_idmap()
+    first = _tar(tmp_path / "1.tar", [("etc", "dir", None), ("etc/keep", "file", b"keep\n"),
+                                      ("etc/gone", "file", b"gone\n"), ("a", "symlink", "/etc"),
+                                      ("sub", "dir", None), ("b", "symlink", "sub"), ("c", "symlink", "/made")])
+    second = _tar(tmp_path / "2.tar", [("a/file", "file", b"through the link\n"), ("a/.wh.gone", "file", b""),
+                                       ("b/g", "file", b"relative\n"), ("c/h", "file", b"new dir\n")])
+    layer_root = tmp_path / "layers"
+    for name in ("l1", "l2"):
+        (layer_root / name / "diff").mkdir(parents=True)
+    unpack = [{"blob": first, "compression": "none", "dest": str(layer_root / "l1" / "diff"),
+               "whiteout_format": "overlay", "lowers": []},
+              {"blob": second, "compression": "none", "dest": str(layer_root / "l2" / "diff"),
+               "whiteout_format": "overlay", "lowers": [str(layer_root / "l1" / "diff")]}]
+    containers = [str(layer_root)]
+    trees = {}
+    try:
+        run_job({"op": "unpack", "layers": unpack, "max_bytes": 1 << 30}, idmap)
+        for driver in DRIVERS:
+            container = tmp_path / driver
+            containers.append(str(container))
+            plan = plan_rootfs(driver, container, layer_root, ["l1", "l2"])
+            create_dirs(plan)
+            if driver == "copy":
+                layers = [{"blob": blob, "compression": "none", "dest": plan.copy, "whiteout_format": "copy"}
+                          for blob in (first, second)]
+                run_job({"op": "unpack", "layers": layers, "max_bytes": 1 << 30}, idmap)
+            target = container / "mnt"
+            target.mkdir()
+            job = {"op": "inventory", "plan": asdict(plan), "target": str(target)}
+            try:
+                trees[driver] = run_job(job, idmap, mount_namespace=True)["tree"]
+            except Exception as error:  # a driver this kernel lacks (the probe would not choose it)
+                if driver == "copy":
+                    raise
+                trees[driver] = None
+                print(f"{driver}: {error}")
+    finally:
+        run_job({"op": "remove", "paths": containers}, idmap)
+    copy = trees["copy"]
+    assert copy["a"][0] == stat.S_IFLNK and copy["etc/file"][0] == stat.S_IFREG and "etc/gone" not in copy
+    assert copy["sub/g"][0] == stat.S_IFREG and copy["made/h"][0] == stat.S_IFREG and "a/file" not in copy
+    assert "etc/keep" in copy
+    for driver in ("overlay", "fuse-overlayfs"):
+        if trees[driver] is not None:
+            assert trees[driver] == copy, driver
+    assert trees["overlay"] is not None or trees["fuse-overlayfs"] is not None

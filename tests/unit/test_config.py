@@ -38,6 +38,8 @@ def test_defaults_from_home(home):
 
 
 def test_xdg_variables(tmp_path, home):
+    (tmp_path / "run").mkdir(mode=0o700)  # XDG_RUNTIME_DIR is used only when it is a private directory of ours
+    (tmp_path / "run").chmod(0o700)
     env = {
         "HOME": str(home),
         "XDG_DATA_HOME": str(tmp_path / "data"),

@@ -261,7 +261,8 @@ def test_a_start_that_raises_reaches_sbx_with_its_code(holders):
 
 
 def test_a_neighbour_socket_keeps_the_directory(holders):
-    holders.directory.mkdir(parents=True, mode=0o700)
+    holders.directory.parent.mkdir(mode=0o700)  # the runtime root must be private (test_runtime_dir.py)
+    holders.directory.mkdir(mode=0o700)
     neighbour = attach.listen(holders.directory / attach.SOCKET_NAME)  # the container's own attach.sock
     try:
         session = holders(shell("exit 0"))

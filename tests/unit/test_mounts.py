@@ -289,7 +289,8 @@ def test_a_symlinked_dev_null_and_volume_target_stay_inside_the_root(tmp_path, r
     kernel = FakeKernel()
     apply_mounts(kernel, plan_mounts(spec, str(root), str(tmp_path)), str(root))
     calls = mounts(kernel)
-    assert (str(tmp_path / "volume"), str(root / "etc"), None, MS_BIND | MS_REC, None) in calls
+    (volume,) = [call for call in calls if call[1] == str(root / "etc")]
+    assert volume[0].startswith("/proc/self/fd/") and volume[2:] == (None, MS_BIND | MS_REC, None)  # from an fd
     assert ("/dev/null", str(root / str(host_file).lstrip("/")), None, MS_BIND, None) in calls
     assert all(call[1].startswith(str(root) + "/") for call in calls)
     assert host_file.read_text() == "keep"
@@ -349,3 +350,78 @@ def test_submounts_of_a_read_only_bind_are_found_from_mountinfo(tmp_path):
     assert _mounts_below("/r/sys", str(mountinfo)) == [
         "/r/sys/fs/cgroup", "/r/sys/fs/cgroup/cpu", "/r/sys/fs/cgroup/with space", "/r/sys/fs/cgroupx", "/r/sys/kernel"]
     assert _mounts_below("/elsewhere", str(mountinfo)) == []
+
+
+def test_init_is_the_hosts_static_init_bound_read_only_at_dev_init(tmp_path, monkeypatch):
+    from sandbox.runtime import mounts as module
+
+    init = tmp_path / "tini-static"
+    init.write_text("")
+    init.chmod(0o755)
+    monkeypatch.setattr(module, "INIT_BINARIES", (str(tmp_path / "missing"), str(init)))
+    op = by_target(plan_mounts(make_spec(init=True), "/r", "/c"), "/dev/init")
+    assert (op.source, op.kind, op.create, op.read_only_remount) == (str(init), "bind", "file", True)
+    assert op.flags & MS_NOSUID and op.flags & MS_NODEV
+    assert not [op for op in plan_mounts(make_spec(), "/r", "/c") if op.target == "/dev/init"]
+    assert module.init_args(("sh", "-c", "x")) == ["/dev/init", "--", "sh", "-c", "x"]
+
+
+def test_init_without_tini_or_catatonit_is_a_clear_error(tmp_path):
+    from sandbox.runtime.mounts import find_init
+
+    with pytest.raises(RootfsError, match="needs tini or catatonit") as caught:
+        find_init((str(tmp_path / "tini-static"), str(tmp_path / "catatonit")))
+    assert "apt-get install tini" in caught.value.hint
+
+
+def test_a_bind_source_is_mounted_from_an_fd_of_the_pinned_path(tmp_path, root):
+    source = tmp_path / "volume"
+    source.mkdir()
+    info = source.stat()
+    seen = []
+
+    class Recording(FakeKernel):
+        def mount(self, source_path, target, fstype, flags=0, data=None):
+            if source_path and source_path.startswith("/proc/self/fd/"):
+                seen.append(os.stat(source_path).st_ino)  # what the fd is, while it is open
+            return super().mount(source_path, target, fstype, flags, data)
+
+    spec = make_spec(etc_files={}, mounts=(Mount("bind", "/data", str(source), pin=(info.st_dev, info.st_ino)),))
+    apply_mounts(Recording(), plan_mounts(spec, str(root), str(tmp_path)), str(root))
+    assert seen == [info.st_ino]
+
+
+@pytest.mark.parametrize("swap", ["symlink", "symlinked parent", "other directory"])
+def test_a_bind_source_swapped_since_create_is_refused(tmp_path, root, swap):
+    from sandbox.errors import BindSourceChanged
+
+    parent = tmp_path / "shared"
+    source = parent / "volume"
+    source.mkdir(parents=True)
+    info = source.stat()
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "secret").write_text("s")
+    spec = make_spec(etc_files={}, mounts=(Mount("bind", "/data", str(source), pin=(info.st_dev, info.st_ino)),))
+    plan = plan_mounts(spec, str(root), str(tmp_path))  # planned at start, from the stored spec
+    if swap == "symlink":
+        source.rmdir()
+        source.symlink_to(home)
+    elif swap == "symlinked parent":
+        parent.rename(tmp_path / "moved")
+        parent.symlink_to(tmp_path / "moved")
+    else:
+        source.rename(tmp_path / "old")
+        source.mkdir()
+    kernel = FakeKernel()
+    with pytest.raises(BindSourceChanged, match="since the container was created"):
+        apply_mounts(kernel, plan, str(root))
+    assert not [call for call in mounts(kernel) if call[1] == str(root / "data")]
+
+
+def test_bind_pins_survive_the_stored_spec():
+    from sandbox.runtime.spec import mount_from_json, mount_to_json
+
+    pinned = Mount("bind", "/data", "/srv/x", pin=(2049, 1234))
+    assert mount_from_json(mount_to_json(pinned)) == pinned
+    assert "pin" not in mount_to_json(Mount("bind", "/data", "/srv/x"))  # records from before pins still load

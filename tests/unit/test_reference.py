@@ -190,3 +190,10 @@ def test_valid_names_parse(prefix, components, tag):
     assert ref.registry == (prefix.rstrip("/") or "docker.io")
     assert ref.repository in (path, f"library/{path}")
     assert ref.tag == (tag or "latest")
+
+
+@pytest.mark.parametrize("tag", ["v\u00e9", "\u0661\u0662", "caf\u00e9-1", "\uff11", "x\u00b2"])
+def test_tags_with_non_ascii_letters_or_digits_are_refused(tag):
+    # `\w` matches é, Arabic-Indic and full-width digits: Docker's tag grammar is [\w][\w.-]{0,127} over ASCII only
+    with pytest.raises(InvalidReference):
+        Reference.parse(f"busybox:{tag}")

@@ -295,3 +295,22 @@ def test_unknown_scheme_or_missing_challenge(registry, config):
     registry.route("GET", "/v2/", Reply(401))
     with pytest.raises(AuthenticationRequired, match="without a challenge"):
         client(registry, config).ping()
+
+
+@pytest.mark.parametrize("realm", ["https://evilregistry.example.com/token", "https://xregistry.example.com/token",
+                                   "https://attacker-registry.example.com:5000/token"])
+def test_a_realm_host_that_merely_ends_with_the_registrys_name_gets_no_credentials(realm):
+    assert may_send_credentials(Endpoint("https", "registry.example.com", "registry.example.com"), realm) is False
+
+
+@pytest.mark.parametrize("realm", ["https://user@registry.example.com/token", "https://:pw@registry.example.com/t",
+                                   "https://user:pw@registry.example.com/token"])
+def test_a_realm_with_any_credentials_in_its_url_is_refused_before_any_request(config, realm):
+    class NoNetwork:
+        def request(self, *args, **kwargs):
+            raise AssertionError("no request may be sent")
+
+    auth = Authenticator(Transport(config, session=NoNetwork()), StaticCredentials("u", "p"))
+    endpoint = Endpoint("https", "registry.example.com", "registry.example.com")
+    with pytest.raises(RegistryError, match="carries credentials"):
+        auth.authorize(endpoint, f'Bearer realm="{realm}"', "repository:a:pull")

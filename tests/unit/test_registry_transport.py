@@ -191,3 +191,29 @@ def test_network_errors_from_the_session_are_typed(config):
     regclient = RegistryClient("registry.example.com", config, session=Failing(), retries=0)
     with pytest.raises(RegistryUnreachable):
         regclient.ping()
+
+
+def test_a_second_hop_on_the_storage_host_gets_no_authorization_either(registry, storage, config):
+    """registry → storage → storage: the hop that stays on the storage host must not get the header back."""
+    registry.require_basic("ana", "pw")
+    registry.redirect("GET", BLOB_PATH, f"{storage.url}/first")
+    storage.redirect("GET", "/first", f"{storage.url}/second")
+    storage.route("GET", "/second", Reply(body=DATA))
+    assert client(registry, config).get_blob("a", descriptor()) == DATA
+    assert registry.requests_to(BLOB_PATH)[-1].header("authorization") is not None
+    assert [request.header("authorization") for request in storage.requests] == [None, None]
+
+
+def test_an_endless_body_without_content_length_is_cut_at_the_bound(registry, config):
+    from sandbox.errors import ResponseTooLarge
+    from sandbox.registry.transport import Transport
+
+    registry.route("GET", "/endless", Reply(body=b"z" * 65536, endless=True))
+    transport = Transport(config)
+    response = transport.request("GET", f"{registry.url}/endless")
+    assert response.headers.get("Content-Length") is None
+    with pytest.raises(ResponseTooLarge, match="larger than the 1048576 bytes"):
+        transport.read_bounded(response, 1024 * 1024, "the body")
+    assert registry.wait_idle()
+    (request,) = registry.requests_to("/endless")
+    assert request.bytes_sent < 32 * 1024 * 1024  # the client hung up soon after the bound

@@ -671,3 +671,29 @@ def test_remove_tree_run_by_several_processes_at_once_succeeds_in_each(tmp_path)
         worker.join(30)
     assert sorted(results.get(timeout=5) for _ in workers) == ["ok"] * 4
     assert not top.exists()
+
+
+def test_a_path_through_a_lower_layers_symlink_is_followed_in_the_overlay_format(tmp_path):
+    """TESTPLAN 65: layer 2's `a/file` over layer 1's `a -> /etc` is `etc/file` (containerd, and the copy driver),
+    never a new directory `a` that shadows the link; a whiteout through the link hides the lower file."""
+    lower, upper = tmp_path / "l1", tmp_path / "l2"
+    lower.mkdir()
+    upper.mkdir()
+    unpack_layer(tar_of(d("etc", mode=0o711), f("etc/keep"), f("etc/gone"), sym("a", "/etc"), d("opaque"),
+                        f("opaque/x"), sym("opaque/link", "/etc")), lower)
+    unpack_layer(tar_of(f("a/file", b"through"), f("a/.wh.gone", b""), f("new/dir/f")), upper, lowers=[lower])
+    assert not (upper / "a").exists() and (upper / "etc" / "file").read_bytes() == b"through"
+    assert stat.S_IMODE((upper / "etc").stat().st_mode) == 0o711  # the lower directory's mode, as a copy-up keeps
+    assert stat.S_ISCHR((upper / "etc" / "gone").lstat().st_mode)  # the whiteout, in the right place
+    assert (upper / "new" / "dir" / "f").exists()
+
+
+def test_a_lower_symlink_under_an_opaque_or_whited_out_directory_is_not_followed(tmp_path):
+    base, middle, upper = tmp_path / "l1", tmp_path / "l2", tmp_path / "l3"
+    for path in (base, middle, upper):
+        path.mkdir()
+    unpack_layer(tar_of(d("o"), sym("o/link", "/etc"), sym("w", "/etc")), base)
+    unpack_layer(tar_of(d("o"), f("o/.wh..wh..opq", b""), f(".wh.w", b"")), middle, lowers=[base])
+    unpack_layer(tar_of(f("o/link/f"), f("w/f")), upper, lowers=[middle, base])
+    assert (upper / "o" / "link" / "f").is_file() and (upper / "w" / "f").is_file()
+    assert not (upper / "etc").exists()
