@@ -175,6 +175,11 @@ number() { if [[ ${1:-} =~ ^[0-9]+$ ]]; then echo "$1"; else echo -1; fi; }  # f
 STDERR=$ROOT/stderr
 
 # -- the test image ------------------------------------------------------------------------------------------------
+# this machine has no slirp4netns (and no network to reach): the containers get only lo, as --network none
+install -d -o "$USER_ID" -g "$GROUP_ID" -m 0700 "$HOME_DIR/.config" "$HOME_DIR/.config/sbx"
+printf 'network = "none"\n' > "$HOME_DIR/.config/sbx/config.toml"
+chown "$USER_ID:$GROUP_ID" "$HOME_DIR/.config/sbx/config.toml"
+
 note "image"
 rootfs=$ROOT/rootfs
 mkdir -p "$rootfs/bin" "$rootfs/etc" "$rootfs/tmp" "$rootfs/proc" "$rootfs/sys" "$rootfs/dev"
