@@ -16,7 +16,9 @@ from sandbox.errors import (
     InvalidHostname,
     InvalidReference,
     InvalidRunOption,
+    InvalidSecurityProfile,
     InvalidUser,
+    LimitUnavailable,
     NameInUse,
     NoCommand,
     SbxError,
@@ -42,7 +44,7 @@ _STATUS = (
     ((NameInUse, ContainerRunning, ImageInUse, ContainerNotRunning), 409),
     (
         (InvalidRunOption, InvalidUser, InvalidEnv, InvalidHostname, InvalidCommand, InvalidContainerName,
-         InvalidReference, NoCommand, AmbiguousContainer, AmbiguousImage),
+         InvalidReference, NoCommand, AmbiguousContainer, AmbiguousImage, InvalidSecurityProfile, LimitUnavailable),
         400,
     ),
 )

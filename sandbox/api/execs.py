@@ -73,8 +73,7 @@ def _in_child(api, exec_, conn, options) -> int:
             sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - the child ends with os._exit
             sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
             execution = Execution(api.settings, api.lifecycle)
-            code = execution.exec(exec_.container_id, exec_.args, options,
-                                  attach=lambda started, _request: launcher.wait(started))
+            code = execution.exec(exec_.container_id, exec_.args, options, attach=_relay_and_wait)
         except SbxError as error:
             with contextlib.suppress(OSError):
                 os.write(2, f"{error.message}\n".encode())
@@ -92,6 +91,15 @@ def _in_child(api, exec_, conn, options) -> int:
     output = streams.Output(conn, tty=False, stdout=exec_.stdout, stderr=exec_.stderr)
     streams.pump_pipes(conn, output, out_read, err_read, stdin[1] if stdin else None)
     return _wait(pid)
+
+
+def _relay_and_wait(handle, _request) -> int:
+    """In the child: copy the command's pipes (``handle.relay``) to this process's stdio, the server's pipes, until
+    the command has exited; its exit code. (A detached exec never gets here: it returns once the command runs.)"""
+    from sandbox.runtime import launcher
+
+    handle.relay.run(handle.started.stage1)
+    return launcher.wait(handle.started)
 
 
 def _wait(pid: int) -> int:

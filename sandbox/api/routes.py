@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -16,6 +17,8 @@ from sandbox.api.errors import ApiError, unsupported
 from sandbox.api.server import API_VERSION, MIN_API_VERSION, Request, Routes
 from sandbox.config import Settings
 from sandbox.errors import ContainerNotRunning, ContainerStartError, ImageNotFound, SbxError
+from sandbox.network.ports import PortMapping, port_bindings, summary_ports
+from sandbox.service.lifecycle import published_ports
 
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
 _MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
@@ -246,7 +249,7 @@ class Api:
         if wanted.labels:
             record = self.lifecycle.store.get(container_id)
             self.lifecycle.store.update(container_id, spec={**(record.spec or {}), "labels": wanted.labels})
-        request.send_json(201, {"Id": container_id, "Warnings": []})
+        request.send_json(201, {"Id": container_id, "Warnings": wanted.warnings})
 
     def container_list(self, request: Request) -> None:
         filters = _filters(request, {"id", "name", "label", "status"})
@@ -265,18 +268,20 @@ class Api:
         spec = record.spec or {}
         state = info["State"]
         state.update({"Paused": False, "Restarting": False, "OOMKilled": False, "Dead": False})
+        asked = _asked_ports(record)
         info["Config"].update({
             "Labels": spec.get("labels") or {}, "OpenStdin": bool(spec.get("stdin")), "AttachStdin": False,
-            "AttachStdout": False, "AttachStderr": False, "StdinOnce": False, "ExposedPorts": {},
-            "Entrypoint": None, "Volumes": None,
+            "AttachStdout": False, "AttachStderr": False, "StdinOnce": False,
+            "ExposedPorts": {mapping.key: {} for mapping in asked}, "Entrypoint": None, "Volumes": None,
         })
         info["HostConfig"].update({
-            "PortBindings": {}, "Binds": None, "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+            "PortBindings": port_bindings(asked), "Binds": None,
+            "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
             "LogConfig": {"Type": "json-file", "Config": {}},
         })
         info.update({
             "RestartCount": 0, "Driver": info.get("GraphDriver", {}).get("Name", ""), "Platform": "linux",
-            "Mounts": [], "NetworkSettings": {"Ports": {}, "Networks": {}, "IPAddress": "", "Gateway": ""},
+            "Mounts": [], "NetworkSettings": {**info.get("NetworkSettings", {}), "Networks": {}},
             "LogPath": str(self.lifecycle.store.dir(record.id) / "ctr.log"),
         })
         return info
@@ -556,11 +561,21 @@ def _summary(record, now: float) -> dict:
     spec = record.spec or {}
     return {
         "Id": record.id, "Names": [f"/{record.name}"], "Image": record.image, "ImageID": record.image_id,
-        "Command": " ".join(record.command), "Created": int(record.created), "Ports": [],
+        "Command": " ".join(record.command), "Created": int(record.created),
+        "Ports": summary_ports(published_ports(record)),
         "Labels": spec.get("labels") or {}, "State": record.state.value, "Status": _status(record, now),
         "HostConfig": {"NetworkMode": spec.get("network", "none")}, "NetworkSettings": {"Networks": {}},
         "Mounts": [],
     }
+
+
+def _asked_ports(record) -> tuple:
+    """The ports the container's spec asks to publish (a host port 0 is chosen at start)."""
+    mappings = []
+    for item in ((record.spec or {}).get("spec") or {}).get("ports") or []:
+        with contextlib.suppress(ValueError):
+            mappings.append(PortMapping.from_json(item))
+    return tuple(mappings)
 
 
 def _status(record, now: float) -> str:

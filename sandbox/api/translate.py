@@ -1,9 +1,13 @@
 """Docker's `POST /containers/create` body into sbx's run options.
 
 Every field the body carries is either translated or, when it asks for something sbx does not do, refused with a
-400 that names it: a client that set ``Privileged`` or a memory limit must not get a container without them. The
+400 that names it: a client that set ``CpuQuota`` or ``Devices`` must not get a container without them. The
 docker CLI and docker-py send every field with its zero value (``"Memory": 0``, ``"CapAdd": null``,
 ``"RestartPolicy": {"Name": "no"}``), so a field counts as asked for only when it differs from its zero value.
+
+Published ports, capabilities, security options and resource limits become the texts of the matching `sbx run`
+flags (``-p 8080:80/tcp``, ``--memory 8388608``, ``--ulimit nofile=64:64``), so the API and the command line are
+checked by the same parsers and refused with the same messages.
 """
 
 from __future__ import annotations
@@ -18,12 +22,22 @@ _CONFIG_READ = {
     "ExposedPorts",
 }
 _CONFIG_IGNORED = {"Volumes", "AttachStdin", "AttachStdout", "AttachStderr", "StdinOnce", "ArgsEscaped", "Domainname"}
-_HOST_READ = {
+# HostConfig's resource fields → the name of the `sbx run` flag (sandbox.cli.run.LIMIT_FLAGS) that takes them
+_LIMITS = {
+    "Memory": "memory", "MemorySwap": "memory_swap", "MemoryReservation": "memory_reservation", "NanoCpus": "cpus",
+    "CpuShares": "cpu_shares", "CpusetCpus": "cpuset_cpus", "PidsLimit": "pids_limit", "BlkioWeight": "blkio_weight",
+    "Ulimits": "ulimit",
+}
+_HOST_READ = set(_LIMITS) | {
     "Binds", "Mounts", "Tmpfs", "AutoRemove", "NetworkMode", "Init", "ReadonlyRootfs", "PortBindings",
-    "PublishAllPorts", "ConsoleSize", "RestartPolicy", "LogConfig",
+    "PublishAllPorts", "ConsoleSize", "RestartPolicy", "LogConfig", "CapAdd", "CapDrop", "SecurityOpt", "Privileged",
+    "Dns", "DnsSearch", "ExtraHosts",
 }
 _HOST_DEFAULTS = {"MemorySwappiness": -1}  # what the docker CLI sends when the flag is not given
-_NETWORKS = {"": None, "default": None, "bridge": None, "none": "none", "host": "host"}
+# Docker's names for the default network, and the modes sbx has (``container:NAME`` too); None: the config's
+_NETWORKS = {"": None, "default": None, "bridge": None, "none": "none", "host": "host",
+             "slirp4netns": "slirp4netns", "pasta": "pasta"}
+_CONTAINER_NETWORK = "container:"
 _MOUNT_TYPES = ("bind", "volume", "tmpfs")
 
 
@@ -34,6 +48,7 @@ class CreateRequest:
     options: object  # sandbox.service.containers.RunOptions
     auto_remove: bool = False
     labels: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # what create could not enforce (the response's Warnings)
 
 
 def create_request(body: object, name: str | None) -> CreateRequest:
@@ -77,11 +92,7 @@ def create_request(body: object, name: str | None) -> CreateRequest:
     options.tmpfs = [f"{path}:{opts}" if opts else str(path) for path, opts in tmpfs.items()]
     options.read_only = bool(host.get("ReadonlyRootfs"))
     options.init = bool(host.get("Init"))
-    mode = host.get("NetworkMode") or ""
-    if mode not in _NETWORKS:
-        raise unsupported(f"HostConfig.NetworkMode {mode!r}", "is not supported: use none or host (or the default)")
-    if _NETWORKS[mode] is not None:
-        options.network = _NETWORKS[mode]
+    options.network = _network(host.get("NetworkMode"))
     console = host.get("ConsoleSize")
     if options.tty and isinstance(console, list) and len(console) == 2 and all(
         isinstance(n, int) and n > 0 for n in console
@@ -93,13 +104,65 @@ def create_request(body: object, name: str | None) -> CreateRequest:
     log = host.get("LogConfig") or {}
     if isinstance(log, dict) and (log.get("Type") not in (None, "", "json-file") or not _is_zero(log.get("Config"))):
         raise unsupported("HostConfig.LogConfig", "is not supported: sbx keeps Docker's json-file log")
-    publish = publish_args(config.get("ExposedPorts"), host.get("PortBindings"), bool(host.get("PublishAllPorts")))
-    if publish:
-        raise ApiError(400, f"publishing ports ({', '.join(publish)}) is not available in this build of sbx")
+    options.publish_all = bool(host.get("PublishAllPorts"))  # the image's exposed ports; the body's are below
+    options.publish = publish_args(config.get("ExposedPorts"), host.get("PortBindings"), options.publish_all)
+    options.dns = _strings("HostConfig.Dns", host.get("Dns"))
+    options.dns_search = _strings("HostConfig.DnsSearch", host.get("DnsSearch"))
+    options.add_hosts = _strings("HostConfig.ExtraHosts", host.get("ExtraHosts"))
+    options.cap_add = _strings("HostConfig.CapAdd", host.get("CapAdd"))
+    options.cap_drop = _strings("HostConfig.CapDrop", host.get("CapDrop"))
+    options.security_opts = _strings("HostConfig.SecurityOpt", host.get("SecurityOpt"))
+    options.privileged = _bool("HostConfig.Privileged", host.get("Privileged"))
+    options.limit_flags = limit_flags(host)
     labels = config.get("Labels") or {}
     if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
         raise ApiError(400, "Labels must be an object of strings")
-    return CreateRequest(image, args, options, auto_remove=bool(host.get("AutoRemove")), labels=labels)
+    wanted = CreateRequest(image, args, options, auto_remove=bool(host.get("AutoRemove")), labels=labels)
+    options.notice = wanted.warnings.append  # best-effort limits: what stands in for a missing controller
+    return wanted
+
+
+def limit_flags(host: dict) -> dict:
+    """HostConfig's resource fields as the values of `sbx run`'s limit flags (``None`` where a field is zero).
+
+    ``Memory: 8388608`` → ``memory="8388608"`` (bytes), ``NanoCpus: 1500000000`` → ``cpus="1.5"``,
+    ``Ulimits: [{"Name": "nofile", "Soft": 64, "Hard": 128}]`` → ``ulimit=["nofile=64:128"]``. ``PidsLimit`` and
+    ``MemorySwap`` keep -1 (no limit)."""
+    flags: dict = {}
+    for key, flag in _LIMITS.items():
+        value = host.get(key)
+        if key == "Ulimits":
+            flags[flag] = [_ulimit(item) for item in value or []]
+        elif key == "CpusetCpus":
+            flags[flag] = _text(f"HostConfig.{key}", value) or None
+        elif value is None or value == 0:
+            flags[flag] = None
+        elif not isinstance(value, int) or isinstance(value, bool):
+            raise ApiError(400, f"HostConfig.{key} must be an integer")
+        elif key == "NanoCpus":
+            flags[flag] = str(value / 1e9)
+        else:
+            flags[flag] = str(value)
+    return flags
+
+
+def _ulimit(item: object) -> str:
+    if not (isinstance(item, dict) and isinstance(item.get("Name"), str)
+            and all(isinstance(item.get(key), int) and not isinstance(item.get(key), bool)
+                    for key in ("Soft", "Hard"))):
+        raise ApiError(400, "HostConfig.Ulimits entries must be {Name, Soft, Hard}")
+    return f"{item['Name']}={item['Soft']}:{item['Hard']}"
+
+
+def _network(mode: object) -> str | None:
+    """HostConfig.NetworkMode as sbx's mode; None for Docker's default network (sbx's configured one)."""
+    mode = _text("HostConfig.NetworkMode", mode)
+    if mode in _NETWORKS:
+        return _NETWORKS[mode]
+    if mode.startswith(_CONTAINER_NETWORK) and mode[len(_CONTAINER_NETWORK):]:
+        return mode
+    raise unsupported(f"HostConfig.NetworkMode {mode[:80]!r}",
+                      "is not supported: use slirp4netns, pasta, none, host or container:NAME (or the default)")
 
 
 def publish_args(exposed: object, bindings: object, publish_all: bool) -> list[str]:
@@ -175,7 +238,7 @@ def _check_networking(networking: object) -> None:
     if not isinstance(endpoints, dict):
         raise ApiError(400, "NetworkingConfig must be an object")
     for name, endpoint in endpoints.items():
-        if name not in ("default", "bridge", "none", "host") or not _is_zero(endpoint):
+        if (name not in _NETWORKS and not name.startswith(_CONTAINER_NETWORK)) or not _is_zero(endpoint):
             raise unsupported(f"NetworkingConfig for network {name!r}", "is not supported: sbx has no user networks")
 
 
@@ -203,6 +266,14 @@ def _strings(name: str, value: object) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise ApiError(400, f"{name} must be a list of strings")
     return list(value)
+
+
+def _bool(name: str, value: object) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ApiError(400, f"{name} must be true or false")
+    return value
 
 
 def _text(name: str, value: object) -> str:

@@ -268,3 +268,19 @@ def inspect_ports(mappings, exposed: tuple[str, ...] = ()) -> dict:
             ports[mapping.key] = []
         ports[mapping.key].append({"HostIp": mapping.host_ip, "HostPort": str(mapping.host_port)})
     return ports
+
+
+def port_bindings(mappings) -> dict:
+    """``HostConfig.PortBindings``: what was asked for, ``{"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}``,
+    with ``""`` for a host port chosen at start."""
+    bindings: dict = {}
+    for mapping in sorted(mappings):
+        bindings.setdefault(mapping.key, []).append(
+            {"HostIp": mapping.host_ip, "HostPort": str(mapping.host_port) if mapping.host_port else ""})
+    return bindings
+
+
+def summary_ports(mappings) -> list[dict]:
+    """The container list's ``Ports``: ``[{"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"}]``."""
+    return [{"IP": mapping.host_ip, "PrivatePort": mapping.container_port, "PublicPort": mapping.host_port,
+             "Type": mapping.proto} for mapping in sorted(mappings)]

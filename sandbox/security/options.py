@@ -2,7 +2,8 @@
 ``--privileged``, as frozen data the container spec keeps (so ``start`` and ``exec`` apply the same).
 
 - ``seccomp=NAME`` (a profile shipped in ``sandbox/policies``: ``default``, ``ci``), ``seccomp=PATH`` (a JSON
-  profile in Docker's schema, read at create and kept in the spec, as Docker does), ``seccomp=unconfined``;
+  profile in Docker's schema, read at create and kept in the spec, as Docker does), ``seccomp=unconfined``, and
+  ``seccomp={...}`` (the profile's JSON itself, as the docker CLI sends a file's to the Engine API);
 - ``no-new-privileges`` (also ``=true``/``=false``, and Docker's older ``:`` spelling);
 - ``unmask=PATH[:PATH...]`` or ``unmask=ALL`` (see :mod:`sandbox.security.paths`);
 - ``--privileged``: every capability of the user namespace, no seccomp filter, nothing masked. In a rootless
@@ -99,6 +100,8 @@ def parse(security_opts: list[str], cap_add: list[str] = (), cap_drop: list[str]
         if key == "seccomp" and sep and value:
             if value == UNCONFINED:
                 seccomp, text = UNCONFINED, None
+            elif value.startswith("{"):  # the profile's JSON itself: what the docker CLI sends to the API
+                seccomp, text = _PROFILE_FILE, _checked_text(value.encode("utf-8"), "given inline")
             else:
                 path = profile.locate(value)
                 if "/" in value or value.endswith(".json"):
@@ -124,12 +127,17 @@ def parse(security_opts: list[str], cap_add: list[str] = (), cap_drop: list[str]
 
 def _profile_text(path: str) -> str:
     """The profile's text, checked to parse (read once: what is checked is what the spec keeps)."""
+    from sandbox.security import profile
+
+    return _checked_text(profile.read_limited(path), path)
+
+
+def _checked_text(raw: bytes, name: str) -> str:
     from sandbox.errors import InvalidSecurityProfile
     from sandbox.security import profile
 
-    raw = profile.read_limited(path)
-    profile.parse(raw, path)
+    profile.parse(raw, name)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise InvalidSecurityProfile(f"invalid seccomp profile {path}: it is not UTF-8 text") from None
+        raise InvalidSecurityProfile(f"invalid seccomp profile {name}: it is not UTF-8 text") from None

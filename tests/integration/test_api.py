@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.helpers import wait_for
+from tests.integration.test_network import HTTPD, free_port, http_get
 
 pytestmark = pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed")
 
@@ -125,10 +126,59 @@ def test_images_pull_tag_and_rmi(docker):
 
 
 def test_unsupported_fields_are_refused(docker):
-    result = docker("run", "--rm", "--privileged", "busybox", "true", check=False)
-    assert result.returncode != 0 and "Privileged is not supported" in result.stderr
-    result = docker("run", "--rm", "-p", "18080:80", "busybox", "true", check=False)
-    assert result.returncode != 0 and "publishing ports (18080:80/tcp) is not available" in result.stderr
+    result = docker("run", "--rm", "--cpu-quota", "50000", "busybox", "true", check=False)
+    assert result.returncode != 0 and "CpuQuota is not supported" in result.stderr
+    result = docker("run", "--rm", "--network", "none", "-p", f"{free_port()}:80", "busybox", "true", check=False)
+    assert result.returncode != 0 and "cannot publish ports with --network none" in result.stderr
+
+
+def test_published_port_serves_http_and_shows_in_port_ps_and_inspect(docker):
+    port = free_port()
+    docker("run", "-d", "--name", "web", "--network", "slirp4netns", "-p", f"{port}:80", "busybox", "sh", "-c",
+           HTTPD.format(port=80))  # the suite's config makes none the default network
+    try:
+        assert http_get(port).startswith("hello from ")
+        assert docker("port", "web").stdout.splitlines()[0] == f"80/tcp -> 0.0.0.0:{port}"
+        assert docker("port", "web", "80").stdout.splitlines()[0] == f"0.0.0.0:{port}"
+        assert docker("ps", "--format", "{{.Names}} {{.Ports}}").stdout.strip() == f"web 0.0.0.0:{port}->80/tcp"
+        bindings = json.loads(docker("inspect", "-f", "{{json .HostConfig.PortBindings}}", "web").stdout)
+        assert bindings == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(port)}]}
+    finally:
+        docker("rm", "-f", "web")
+
+
+def test_capabilities_security_options_and_ulimits_reach_the_container(docker):
+    def status(*flags: str) -> str:
+        return docker("run", "--rm", *flags, "busybox", "sh", "-c",
+                      "grep CapEff /proc/self/status; grep NoNewPrivs /proc/self/status; ulimit -n").stdout
+
+    assert status("--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--ulimit", "nofile=64:64").split() == [
+        "CapEff:", "0000000000000000", "NoNewPrivs:", "1", "64"]
+    default = status().split()
+    assert default[1] != "0000000000000000" and default[3] == "0"
+    net_admin = 1 << 12
+    added = int(status("--cap-drop", "ALL", "--cap-add", "NET_ADMIN").split()[1], 16)
+    assert added == net_admin
+
+
+def test_resource_limits_reach_the_container(docker):
+    from sandbox.cgroups.delegation import discover
+
+    delegated = discover().controllers
+    big = docker("run", "--rm", "--memory", "32m", "busybox", "sh", "-c",
+                 "dd if=/dev/zero of=/dev/null bs=64M count=1 2>&1 && echo allocated", check=False)
+    assert "allocated" not in big.stdout, big.stdout
+    if "memory" not in delegated:  # the create response's Warnings, printed by the CLI
+        assert "WARNING: " in big.stderr and "--memory as RLIMIT_DATA" in big.stderr
+    docker("create", "--name", "limited", "--memory", "64m", "--pids-limit", "50", "--cpuset-cpus", "0", "busybox",
+           "true")
+    host = json.loads(docker("inspect", "-f", "{{json .HostConfig}}", "limited").stdout)
+    assert (host["Memory"], host["MemorySwap"], host["PidsLimit"], host["CpusetCpus"]) == (64 << 20, 128 << 20, 50,
+                                                                                           "0")
+    docker("rm", "limited")
+    if "cpu" not in delegated:
+        refused = docker("run", "--rm", "--cpus", "0.5", "busybox", "true", check=False)
+        assert refused.returncode != 0 and "cannot enforce --cpus" in refused.stderr
 
 
 def test_named_volume_is_kept_across_containers(docker):
@@ -189,6 +239,20 @@ def test_testcontainers_waits_for_a_log_line_and_execs(docker, monkeypatch):
     with container.waiting_for(LogMessageWaitStrategy("ready")) as running:
         result = running.exec(["sh", "-c", "echo hello from exec"])
         assert (result.exit_code, result.output) == (0, b"hello from exec\n")
+    assert docker.sbx("ps", "-aq").stdout == ""
+
+
+def test_testcontainers_maps_an_exposed_port(docker, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{docker.socket_path}")
+    monkeypatch.setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
+    monkeypatch.setenv("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
+    from testcontainers.core.container import DockerContainer
+
+    container = (DockerContainer("busybox").with_command(["sh", "-c", HTTPD.format(port=80)])
+                 .with_exposed_ports(80).with_kwargs(network_mode="slirp4netns"))  # the suite's default is none
+    with container as running:
+        port = int(running.get_exposed_port(80))
+        assert http_get(port).startswith("hello from ")
     assert docker.sbx("ps", "-aq").stdout == ""
 
 

@@ -63,9 +63,12 @@ def test_an_empty_entrypoint_list_keeps_the_images_and_one_empty_word_clears_it(
 
 
 @pytest.mark.parametrize(("changes", "field"), [
-    ({"HostConfig_Privileged": True}, "HostConfig.Privileged"),
-    ({"HostConfig_CapAdd": ["NET_ADMIN"]}, "HostConfig.CapAdd"),
-    ({"HostConfig_Memory": 1 << 20}, "HostConfig.Memory"),
+    ({"HostConfig_CpuQuota": 50000}, "HostConfig.CpuQuota"),
+    ({"HostConfig_Devices": [{"PathOnHost": "/dev/kvm"}]}, "HostConfig.Devices"),
+    ({"HostConfig_DnsOptions": ["ndots:1"]}, "HostConfig.DnsOptions"),
+    ({"HostConfig_Memory": True}, "HostConfig.Memory"),
+    ({"HostConfig_Privileged": "yes"}, "HostConfig.Privileged"),
+    ({"HostConfig_Ulimits": [{"Name": "nofile"}]}, "HostConfig.Ulimits"),
     ({"HostConfig_MemorySwappiness": 10}, "HostConfig.MemorySwappiness"),
     ({"HostConfig_RestartPolicy": {"Name": "always"}}, "HostConfig.RestartPolicy"),
     ({"HostConfig_LogConfig": {"Type": "syslog"}}, "HostConfig.LogConfig"),
@@ -80,10 +83,84 @@ def test_what_sbx_cannot_honour_is_refused_by_name(changes, field):
     assert caught.value.status == 400 and field in caught.value.message
 
 
-def test_published_ports_are_refused_until_publishing_is_built():
-    body = cli_body(HostConfig_PortBindings={"80/tcp": [{"HostIp": "", "HostPort": "18080"}]})
-    with pytest.raises(ApiError, match=r"publishing ports \(18080:80/tcp\) is not available"):
-        create_request(body, None)
+def test_published_ports_become_publish_options():
+    body = cli_body(ExposedPorts={"80/tcp": {}, "443/tcp": {}},
+                    HostConfig_PortBindings={"80/tcp": [{"HostIp": "", "HostPort": "18080"}]})
+    options = create_request(body, None).options
+    assert (options.publish, options.publish_all) == (["18080:80/tcp"], False)
+    options = create_request({**body, "HostConfig": {**body["HostConfig"], "PublishAllPorts": True}}, None).options
+    assert (options.publish, options.publish_all) == (["18080:80/tcp", "443/tcp"], True)
+
+
+@pytest.mark.parametrize(("mode", "network"), [
+    ("default", None), ("bridge", None), ("", None), ("none", "none"), ("host", "host"),
+    ("slirp4netns", "slirp4netns"), ("pasta", "pasta"), ("container:web", "container:web"),
+])
+def test_network_modes(mode, network):
+    assert create_request(cli_body(HostConfig_NetworkMode=mode), None).options.network == network
+    endpoints = {"NetworkingConfig": {"EndpointsConfig": {mode or "default": {"Aliases": None}}}}
+    assert create_request(cli_body(HostConfig_NetworkMode=mode, **endpoints), None).options.network == network
+
+
+def test_security_and_limits_become_the_clis_flags():
+    body = cli_body(
+        HostConfig_CapAdd=["CAP_NET_ADMIN"], HostConfig_CapDrop=["ALL"], HostConfig_Privileged=True,
+        HostConfig_SecurityOpt=["no-new-privileges", "seccomp=unconfined"], HostConfig_Memory=64 << 20,
+        HostConfig_MemorySwap=-1, HostConfig_MemoryReservation=32 << 20, HostConfig_NanoCpus=1_500_000_000,
+        HostConfig_CpuShares=512, HostConfig_CpusetCpus="0", HostConfig_PidsLimit=-1, HostConfig_BlkioWeight=300,
+        HostConfig_Ulimits=[{"Name": "nofile", "Soft": 64, "Hard": 128}], HostConfig_Dns=["10.0.0.1"],
+        HostConfig_DnsSearch=["example.org"], HostConfig_ExtraHosts=["db:10.0.0.2"],
+    )
+    options = create_request(body, None).options
+    assert (options.cap_add, options.cap_drop, options.privileged) == (["CAP_NET_ADMIN"], ["ALL"], True)
+    assert options.security_opts == ["no-new-privileges", "seccomp=unconfined"]
+    assert options.limit_flags == {
+        "memory": str(64 << 20), "memory_swap": "-1", "memory_reservation": str(32 << 20), "cpus": "1.5",
+        "cpu_shares": "512", "cpuset_cpus": "0", "pids_limit": "-1", "blkio_weight": "300",
+        "ulimit": ["nofile=64:128"],
+    }
+    assert (options.dns, options.dns_search, options.add_hosts) == (["10.0.0.1"], ["example.org"], ["db:10.0.0.2"])
+
+
+def test_the_clis_zero_limits_ask_for_nothing():
+    from sandbox.cgroups.limits import parse_resources
+
+    options = create_request(cli_body(), None).options
+    resources = parse_resources(options.limit_flags, frozenset({0}))
+    assert not resources.requested() and not resources.ulimits
+    assert (options.cap_add, options.cap_drop, options.security_opts, options.privileged) == ([], [], [], False)
+
+
+def test_limits_are_checked_by_the_clis_parser():
+    from sandbox.cgroups.limits import parse_resources
+    from sandbox.errors import InvalidRunOption
+
+    options = create_request(cli_body(HostConfig_Memory=1 << 20), None).options
+    with pytest.raises(InvalidRunOption, match="minimum memory limit allowed is 6MB"):
+        parse_resources(options.limit_flags, frozenset({0}))
+    resources = parse_resources(create_request(cli_body(HostConfig_NanoCpus=500_000_000), None).options.limit_flags,
+                                frozenset({0}))
+    assert resources.nano_cpus == 500_000_000
+
+
+def test_an_inline_seccomp_profile_is_what_the_docker_cli_sends():
+    from sandbox.errors import InvalidSecurityProfile
+    from sandbox.security.options import parse
+
+    inline = json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": []})
+    security = parse([f"seccomp={inline}"])
+    assert (security.seccomp, security.seccomp_profile) == ("file", inline)
+    with pytest.raises(InvalidSecurityProfile, match="given inline"):
+        parse(['seccomp={"defaultAction": "SCMP_ACT_NOPE"}'])
+
+
+def test_ports_in_dockers_shapes():
+    from sandbox.network.ports import PortMapping, port_bindings, summary_ports
+
+    mappings = (PortMapping(80, "tcp", "0.0.0.0", 8080), PortMapping(53, "udp", "127.0.0.1", 0))
+    assert port_bindings(mappings) == {"53/udp": [{"HostIp": "127.0.0.1", "HostPort": ""}],
+                                       "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}
+    assert summary_ports(mappings[:1]) == [{"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"}]
 
 
 def test_port_bindings_become_the_clis_publish_texts():
