@@ -167,4 +167,4 @@ def render(result: dict[str, Any]) -> str:
 
 def figures(result: dict[str, Any]) -> list[Figure]:
     """docker run through sbx's service beside the same through podman's, and beside sbx run without the API."""
-    return compare("B13 docker run --rm true via the API", result["tools"], "docker>sbx", ["docker>podman", "sbx"])
+    return compare("B13 docker run via API", result["tools"], "docker>sbx", ["docker>podman", "sbx"])

@@ -515,9 +515,9 @@ def figures(result: dict[str, Any]) -> list[Figure]:
             if (e.get("gbit_s") or {}).get("median")}
     found: list[Figure] = []
     for net in ("slirp4netns", "pasta"):
-        found += compare(f"B1n run -d -p until HTTP 200, {net}", b1n_s, f"sbx {net}",
+        found += compare(f"B1n run -d -p to HTTP 200, {net}", b1n_s, f"sbx {net}",
                          ["podman slirp4netns", "podman pasta"])
     for net in ("slirp4netns", "pasta"):
-        found += compare(f"B8 TCP through -p, s per GB, {net}", b8_s, f"sbx {net}",
+        found += compare(f"B8 TCP via -p, s/GB, {net}", b8_s, f"sbx {net}",
                          [b for a, b in B8_PAIRS if a == f"sbx {net}"])
     return found

@@ -193,5 +193,5 @@ def render(result: dict[str, Any]) -> str:
 def figures(result: dict[str, Any]) -> list[Figure]:
     """sbx beside podman, both with their default policy, and beside itself without one (the filter's cost)."""
     tools = result["tools"]
-    return (compare("B9 run --rm true, default seccomp", tools, "sbx", ["podman"])
-            + compare("B9 seccomp on vs off (sbx)", tools, "sbx", ["sbx_unconfined"]))
+    return (compare("B9 run, default seccomp", tools, "sbx", ["podman"])
+            + compare("B9 seccomp on/off (sbx)", tools, "sbx", ["sbx_unconfined"]))
