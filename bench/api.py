@@ -8,7 +8,9 @@ Columns, each run as the bench user by B1's timer (spawn + wait, rotating order)
 * ``docker>podman``: the same docker command against ``podman system service`` (runc, cgroupfs, overlay);
 * ``podman``: ``podman run --rm --network none IMG /bin/true`` directly, for scale.
 
-``docker>sbx`` − ``sbx`` is what the API adds (the CLI's start, its five requests, the server's work).
+``docker>sbx`` − ``sbx`` is what the API adds (the CLI's start, its five requests, the server's work). Without the
+docker CLI (scripts/bench-setup.sh does not install it) the two docker columns are reported unavailable. The summary's
+figures: ``docker>sbx`` beside ``docker>podman`` and beside ``sbx`` run directly.
 """
 
 from __future__ import annotations
@@ -16,31 +18,42 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
-from bench.common import BenchError, Table, User, drop_tree, exclusive, log, machine_facts, run, tail, write_json
-from bench.start import (
-    CMD_TIMEOUT,
-    IMAGE_REF,
-    PODMAN_REF,
-    TIMER_SOURCE,
-    WORK,
-    Podman,
-    Sbx,
-    _entry,
-    base_env,
-    build_root,
+from bench.common import (
+    BenchError,
+    Figure,
+    User,
+    columns_table,
+    compare,
+    drop_tree,
+    exclusive,
+    log,
+    machine_facts,
+    ratios_line,
+    run,
+    tail,
+    timed_column,
 )
+from bench.start import IMAGE_REF, PODMAN_REF, WORK, Podman, Sbx, base_env, build_root, time_columns
+
+TITLE = "B13: docker CLI -> sbx system service vs sbx run vs docker CLI -> podman system service"
+ORDER = 23  # place in `python -m bench` and its summary
 
 COLUMNS = ("sbx", "docker>sbx", "docker>podman", "podman")
+MIN_ITERATIONS = 20
+MIN_WARMUP = 2
 
 
-def bench_api(iterations: int, warmup: int) -> dict[str, Any]:
+def measure(iterations: int, warmup: int, only: list[str] | None = None) -> dict[str, Any]:
+    del only  # the figures are pairs of these four columns: all of them always run
     with exclusive():
-        return _bench_api(iterations, warmup)
+        return _bench_api(max(MIN_ITERATIONS, iterations), max(MIN_WARMUP, warmup))
 
 
-def _service(user: User, argv: list[str], env: dict[str, str], sock, docker_env: dict[str, str]) -> subprocess.Popen:
+def _service(user: User, argv: list[str], env: dict[str, str], sock: Path,
+             docker_env: dict[str, str]) -> subprocess.Popen:
     """Start a service as the bench user and wait until the docker CLI gets an answer from it."""
     process = subprocess.Popen(user.wrap(argv, env), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)
@@ -70,8 +83,6 @@ def _stop(process: subprocess.Popen | None) -> None:
 
 
 def _bench_api(iterations: int, warmup: int) -> dict[str, Any]:
-    if shutil.which("docker") is None:
-        raise BenchError("the docker CLI is not installed")
     t_start = time.monotonic()
     user = User.resolve()
     drop_tree(WORK)
@@ -80,6 +91,10 @@ def _bench_api(iterations: int, warmup: int) -> dict[str, Any]:
     archive = WORK / "busybox-image.tar"
     docker_env = base_env(user, {"DOCKER_CONFIG": str(user.mkdir(WORK / "docker-config", 0o700))})
     status = {column: "ok" for column in COLUMNS}
+    have_docker = shutil.which("docker") is not None
+    if not have_docker:
+        status["docker>sbx"] = status["docker>podman"] = "unavailable: the docker CLI is not installed"
+        log("docker: unavailable: the docker CLI is not installed")
     argvs: dict[str, list[str]] = {}
     envs: dict[str, dict[str, str]] = {}
     services: list[subprocess.Popen] = []
@@ -87,44 +102,38 @@ def _bench_api(iterations: int, warmup: int) -> dict[str, Any]:
     try:
         sbx.prepare(tar, archive)
         argvs["sbx"], envs["sbx"] = sbx.argv(), base_env(user, sbx.env)
-        sbx_sock = WORK / "sbx-api.sock"
-        services.append(_service(user, [*sbx.cmd, "system", "service", "--time", "0", f"unix://{sbx_sock}"],
-                                 sbx.env, sbx_sock, docker_env))
-        argvs["docker>sbx"] = ["docker", "-H", f"unix://{sbx_sock}", "run", "--rm", "--network", "none", IMAGE_REF,
-                               "/bin/true"]
-        envs["docker>sbx"] = docker_env
+        if have_docker:
+            sbx_sock = WORK / "sbx-api.sock"
+            services.append(_service(user, [*sbx.cmd, "system", "service", "--time", "0", f"unix://{sbx_sock}"],
+                                     sbx.env, sbx_sock, docker_env))
+            argvs["docker>sbx"] = ["docker", "-H", f"unix://{sbx_sock}", "run", "--rm", "--network", "none",
+                                   IMAGE_REF, "/bin/true"]
+            envs["docker>sbx"] = docker_env
         try:
             podman.prepare(archive)
             argvs["podman"], envs["podman"] = podman.argv(), base_env(user, podman.env)
-            podman_sock = WORK / "podman-api.sock"
-            services.append(_service(user, [*podman.base(), "system", "service", "--time", "0",
-                                            f"unix://{podman_sock}"], podman.env, podman_sock, docker_env))
-            argvs["docker>podman"] = ["docker", "-H", f"unix://{podman_sock}", "run", "--rm", "--network", "none",
-                                      PODMAN_REF, "/bin/true"]
-            envs["docker>podman"] = docker_env
+            if have_docker:
+                podman_sock = WORK / "podman-api.sock"
+                services.append(_service(user, [*podman.base(), "system", "service", "--time", "0",
+                                                f"unix://{podman_sock}"], podman.env, podman_sock, docker_env))
+                argvs["docker>podman"] = ["docker", "-H", f"unix://{podman_sock}", "run", "--rm", "--network",
+                                          "none", PODMAN_REF, "/bin/true"]
+                envs["docker>podman"] = docker_env
         except BenchError as error:
             for column in ("podman", "docker>podman"):
-                if column not in argvs:
+                if column not in argvs and status[column] == "ok":
                     status[column] = f"unavailable: {error}"
             log(f"podman: unavailable: {error}")
-        timer = WORK / "timer.py"
-        timer.write_text(TIMER_SOURCE)
-        timer.chmod(0o644)
-        plan = {"columns": {c: {"argv": argvs[c], "env": envs[c]} for c in COLUMNS if c in argvs},
-                "warmup": warmup, "iterations": iterations, "timeout": CMD_TIMEOUT}
-        import json
-
-        log(f"B13: {warmup} warm-up + {iterations} iterations of {', '.join(plan['columns'])} (rotating order)")
-        cp = run(user.wrap(["/usr/bin/python3", "-I", "-S", str(timer)]), input=json.dumps(plan),
-                 timeout=CMD_TIMEOUT * 3 + (warmup + iterations) * len(plan["columns"]) * 10, what="B13 timer")
-        out = json.loads(cp.stdout)
+        out = time_columns(user, {c: {"argv": argvs[c], "env": envs[c]} for c in COLUMNS if c in argvs}, warmup,
+                           iterations, "B13")
         status.update(out["status"])
         samples = out["samples"]
     finally:
         for process in services:
             _stop(process)
         podman.cleanup()
-    tools = {c: _entry(c, argvs.get(c), status[c], samples.get(c, []) if status[c] == "ok" else []) for c in COLUMNS}
+    tools = {c: timed_column(c, argvs.get(c), status[c], samples.get(c, []) if status[c] == "ok" else [])
+             for c in COLUMNS}
     median = {c: e["median_s"] for c, e in tools.items() if "median_s" in e}
     ratios: dict[str, Any] = {}
     if "sbx" in median and "docker>sbx" in median:
@@ -139,7 +148,7 @@ def _bench_api(iterations: int, warmup: int) -> dict[str, Any]:
         "machine": machine_facts(),
         "protocol": {"warmup": warmup, "iterations": iterations, "order": "rotating",
                      "timing": "B1's timer: perf_counter around spawn + wait, as the bench user"},
-        "docker": run(["docker", "--version"], check=False).stdout.strip(),
+        "docker": run(["docker", "--version"], check=False).stdout.strip() if have_docker else None,
         "tools": tools,
         "ratios": ratios,
         "wall_s": round(time.monotonic() - t_start, 1),
@@ -148,19 +157,14 @@ def _bench_api(iterations: int, warmup: int) -> dict[str, Any]:
 
 def render(result: dict[str, Any]) -> str:
     p = result["protocol"]
-    lines = [f"B13 api: {p['warmup']} warm-up + {p['iterations']} iterations; rotating order ({result['docker']})"]
-    table = Table(["column", "median ms", "p90 ms", "status"])
-    for name, entry in result["tools"].items():
-        table.add(name, entry.get("median_ms"), entry.get("p90_ms"), tail(entry["status"], 1)[:100])
-    lines.append(table.render())
-    lines.append("ratios: " + (", ".join(f"{k} = {v}" for k, v in result["ratios"].items()) or "none"))
-    lines.append(f"wall time {result['wall_s']} s")
+    lines = [f"B13 api: {p['warmup']} warm-up + {p['iterations']} iterations; rotating order "
+             f"({result['docker'] or 'no docker CLI'})",
+             columns_table(result["tools"], "column"),
+             ratios_line(result["ratios"]),
+             f"wall time {result['wall_s']} s"]
     return "\n".join(lines)
 
 
-def main(iterations: int = 20, warmup: int = 2) -> dict[str, Any]:
-    result = bench_api(iterations, warmup)
-    path = write_json("api", result)
-    print(render(result))
-    print(f"wrote {path}")
-    return result
+def figures(result: dict[str, Any]) -> list[Figure]:
+    """docker run through sbx's service beside the same through podman's, and beside sbx run without the API."""
+    return compare("B13 docker run via API", result["tools"], "docker>sbx", ["docker>podman", "sbx"])

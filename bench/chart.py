@@ -23,7 +23,7 @@ OTHER = "#8c8c8c"
 
 
 def _color(baseline: str) -> str:
-    return next((color for key, color in COLORS.items() if baseline.startswith(key)), OTHER)
+    return next((color for key, color in COLORS.items() if key in baseline), OTHER)  # docker>podman: podman
 
 
 def draw(figures: list[Figure], path: Path, machine: dict[str, Any]) -> Path:
@@ -49,7 +49,8 @@ def draw(figures: list[Figure], path: Path, machine: dict[str, Any]) -> Path:
               loc="lower right", fontsize=8)
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}x"))
     ax.set_xlabel("sbx median / baseline median (log scale; left of 1x: sbx is faster)")
-    ax.set_title(f"sbx vs rootless podman (runc) and bubblewrap - {machine.get('cpus')} CPUs, "
+    # over the whole figure: centred over the axes alone it ran off the right edge when the labels were long
+    fig.suptitle(f"sbx vs rootless podman (runc) and bubblewrap - {machine.get('cpus')} CPUs, "
                  f"kernel {machine.get('kernel')}", fontsize=10)
     ax.grid(axis="x", which="both", alpha=0.25)
     fig.tight_layout()

@@ -324,6 +324,30 @@ class Table:
         return "\n".join(out)
 
 
+def timed_column(label: str, argv: list[str] | None, status: str, samples: list[float]) -> dict[str, Any]:
+    """One column of a result: what ran, its status and, when it has samples (seconds), summary() of them with the
+    median and p90 in ms too (what columns_table shows and compare() reads)."""
+    entry: dict[str, Any] = {"label": label, "status": status, "command": shlex.join(argv) if argv else None}
+    if samples:
+        entry.update(summary(samples))
+        entry["median_ms"] = round(entry["median_s"] * 1000, 2)
+        entry["p90_ms"] = round(entry["p90_s"] * 1000, 2)
+        entry["samples_s"] = [round(x, 5) for x in samples]
+    return entry
+
+
+def columns_table(columns: dict[str, dict[str, Any]], header: str = "tool") -> str:
+    """Median, p90 and status of each timed_column()."""
+    table = Table([header, "median ms", "p90 ms", "status"])
+    for name, entry in columns.items():
+        table.add(name, entry.get("median_ms"), entry.get("p90_ms"), tail(entry["status"], 1)[:100])
+    return table.render()
+
+
+def ratios_line(ratios: dict[str, Any]) -> str:
+    return "ratios: " + (", ".join(f"{k} = {v}" for k, v in ratios.items()) or "none")
+
+
 def write_json(name: str, data: dict[str, Any]) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"

@@ -45,8 +45,8 @@ from bench.common import (
     machine_facts,
     percentile,
     run,
-    summary,
     tail,
+    timed_column,
     version_of,
 )
 from bench.start import BUSYBOX, IMAGE_REF, PODMAN_REF, Podman, Sbx, base_env
@@ -402,16 +402,6 @@ def helpers_of(pids: dict[str, int], extra_shared: list[int]) -> dict[str, Any]:
     return res
 
 
-def _entry(label: str, argv: list[str] | None, status: str, xs: list[float]) -> dict[str, Any]:
-    e: dict[str, Any] = {"label": label, "status": status, "command": shlex.join(argv) if argv else None}
-    if xs:
-        e.update(summary(xs))
-        e["median_ms"] = round(e["median_s"] * 1000, 2)
-        e["p90_ms"] = round(e["p90_s"] * 1000, 2)
-        e["samples_s"] = [round(x, 5) for x in xs]
-    return e
-
-
 def _timed_phase(lab: Lab, label: str, cols: dict[str, dict[str, Any]], labels: dict[str, str], warmup: int,
                  iterations: int) -> dict[str, dict[str, Any]]:
     log(f"{label}: {warmup} warm-up + {iterations} iterations of {', '.join(cols)} (rotating order)")
@@ -421,7 +411,7 @@ def _timed_phase(lab: Lab, label: str, cols: dict[str, dict[str, Any]], labels: 
         st = out["status"].get(c, "not run")
         if st != "ok":
             log(f"{label} {c}: {st}")
-        res[c] = _entry(labels[c], spec["argv"], st, out["samples"].get(c, []))
+        res[c] = timed_column(labels[c], spec["argv"], st, out["samples"].get(c, []))
         if spec.get("setup"):
             res[c]["setup_untimed"] = [shlex.join(s) for s in spec["setup"]]
     return res
@@ -460,7 +450,7 @@ def b2_exec(lab: Lab, warmup: int, iterations: int) -> dict[str, Any]:
                            "env": lab.env()}
     tools = _timed_phase(lab, "B2", cols, labels, warmup, iterations)
     for t, st in status.items():
-        tools[t] = _entry(labels[t], None, st, [])
+        tools[t] = timed_column(labels[t], None, st, [])
     for tool in lab.tools():
         run(lab.user.wrap(lab.rm_force(tool, f"{PREFIX}-exec"), lab.env(tool)), check=False, timeout=120)
     ratios = {k: v for k, v in (("sbx/podman", _ratio(tools, "sbx", "podman")),

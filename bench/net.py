@@ -14,7 +14,8 @@ The image is a busybox-static root with ``httpd``, ``nc`` and one page in ``/www
   Gbit/s. Podman 4.3 (Debian 12) has no ``--network pasta``: that column reports the failure.
 
 Timing: B1n in one timer process (system python3 as the bench user: spawn + wait of ``run -d``, then the HTTP poll),
-warm-ups first, rotating order; B8's sender is the harness itself (loopback only).
+warm-ups first, rotating order; B8's sender is the harness itself (loopback only). The summary's figures: B1n sbx /
+podman per network; B8 as seconds per GB (8 / Gbit/s), sbx / raw helper and sbx / host loopback.
 """
 
 from __future__ import annotations
@@ -32,25 +33,33 @@ from typing import Any
 from bench.common import (
     BENCH_DIR,
     BenchError,
+    Figure,
     Table,
     User,
+    compare,
     drop_tree,
     exclusive,
     log,
     machine_facts,
     run,
     summary,
+    tail,
     version_of,
-    write_json,
 )
 from bench.lifecycle import Lab
 from bench.start import BUSYBOX
+
+TITLE = "B1n: run -d -p until the port answers vs podman; B8: TCP through -p vs raw slirp4netns/pasta and loopback"
+ORDER = 21  # place in `python -m bench` and its summary
 
 WORK = BENCH_DIR / "work" / "net"
 SINK_PORT = 5001
 SECONDS = float(os.environ.get("SBX_BENCH_NET_SECONDS", "5"))
 HTTP_TIMEOUT = 30.0
 B8_ITERATIONS = 5
+# sbx beside the raw helper it drives and beside host loopback (the ceiling)
+B8_PAIRS = (("sbx slirp4netns", "raw slirp4netns"), ("sbx pasta", "raw pasta"), ("sbx slirp4netns", "host loopback"),
+            ("sbx pasta", "host loopback"))
 
 # Runs as the bench user with the system python3: {"columns": {name: {"start", "stop", "env", "port"}}, "warmup",
 # "iterations"}; "{i}" in argv is the iteration. Output: {"samples": {name: [s...]}, "status": {name: str}}.
@@ -431,7 +440,7 @@ def render(result: dict[str, Any]) -> str:
     table = Table(["B1n: run -d -p until HTTP 200", "median ms", "p90 ms", "status"])
     for name, entry in result["b1n"].items():
         s = entry.get("summary_ms") or {}
-        table.add(name, _f(s.get("median")), _f(s.get("p90")), entry["status"])
+        table.add(name, _f(s.get("median")), _f(s.get("p90")), tail(entry["status"], 1)[:100])
     lines.append(table.render())
     ratios = result.get("b1n_ratios", {})
     if ratios:
@@ -439,11 +448,13 @@ def render(result: dict[str, Any]) -> str:
     table = Table(["B8: one TCP stream through -p", "median Gbit/s", "p90 Gbit/s", "status"])
     for name, entry in result["b8"].items():
         s = entry.get("gbit_s") or {}
-        table.add(name, _f(s.get("median"), 2), _f(s.get("p90"), 2), entry["status"])
+        table.add(name, _f(s.get("median"), 2), _f(s.get("p90"), 2), tail(entry["status"], 1)[:100])
     lines.append(table.render())
     ratios = result.get("b8_ratios", {})
     if ratios:
         lines.append("  " + ", ".join(f"{k}: {v:.2f}x" for k, v in ratios.items()))
+    if "wall_s" in result:
+        lines.append(f"wall time {result['wall_s']} s")
     return "\n\n".join(lines)
 
 
@@ -458,14 +469,17 @@ def _ratio(a: dict | None, b: dict | None, key: str) -> float | None:
         return None
 
 
-def main(iterations: int = 30, warmup: int = 3, only: list[str] | None = None) -> dict[str, Any]:
-    del only
+def measure(iterations: int, warmup: int, only: list[str] | None = None) -> dict[str, Any]:
+    del only  # every figure is sbx beside a baseline of the same network: all columns always run
     user = User.resolve()
+    t_start = time.monotonic()
     with exclusive():
         lab = NetLab(user)
         try:
             lab.prepare()
             result: dict[str, Any] = {
+                "benchmark": "B1n, B8",
+                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "machine": machine_facts(),
                 "versions": {"slirp4netns": version_of(["slirp4netns", "--version"]),
                              "podman": version_of(["podman", "--version"])},
@@ -483,14 +497,27 @@ def main(iterations: int = 30, warmup: int = 3, only: list[str] | None = None) -
                             {"x": (b1n_.get(f"podman {net}") or {}).get("summary_ms")}, "x")) is not None
     }
     b8_ = result["b8"]
-    pairs = (("sbx slirp4netns", "raw slirp4netns"), ("sbx pasta", "raw pasta"), ("sbx slirp4netns", "host loopback"),
-             ("sbx pasta", "host loopback"))
     result["b8_ratios"] = {
-        f"{a} / {b}": value for a, b in pairs
+        f"{a} / {b}": value for a, b in B8_PAIRS
         if (value := _ratio({"x": (b8_.get(a) or {}).get("gbit_s")}, {"x": (b8_.get(b) or {}).get("gbit_s")}, "x"))
         is not None
     }
-    path = write_json("net", result)
-    print(render(result))
-    print(f"wrote {path}")
+    result["wall_s"] = round(time.monotonic() - t_start, 1)
     return result
+
+
+def figures(result: dict[str, Any]) -> list[Figure]:
+    """B1n: sbx (each network) beside podman (each network). B8 as seconds per GB moved (8 / Gbit/s), so that, as in
+    every other figure, the ratio is sbx / baseline and below 1 means sbx is faster."""
+    b1n_s = {name: {"median_s": e["summary_ms"]["median"] / 1000} for name, e in result["b1n"].items()
+             if (e.get("summary_ms") or {}).get("median")}
+    b8_s = {name: {"median_s": 8 / e["gbit_s"]["median"]} for name, e in result["b8"].items()
+            if (e.get("gbit_s") or {}).get("median")}
+    found: list[Figure] = []
+    for net in ("slirp4netns", "pasta"):
+        found += compare(f"B1n run -d -p to HTTP 200, {net}", b1n_s, f"sbx {net}",
+                         ["podman slirp4netns", "podman pasta"])
+    for net in ("slirp4netns", "pasta"):
+        found += compare(f"B8 TCP via -p, s/GB, {net}", b8_s, f"sbx {net}",
+                         [b for a, b in B8_PAIRS if a == f"sbx {net}"])
+    return found

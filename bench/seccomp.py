@@ -10,7 +10,8 @@ Two parts, both as the bench user:
   /bin/true`` with the default profile and with ``--security-opt seccomp=unconfined``; rootless podman the same way
   with and without ``--security-opt seccomp=unconfined``.
 
-Targets (BENCHMARKS.md): build + load ≤ 2 ms; start-up delta ≤ 3 ms.
+Targets (BENCHMARKS.md): build + load ≤ 2 ms; start-up delta ≤ 3 ms. The summary's figures: sbx beside podman
+(both with their default policy) and sbx beside itself unconfined (the filter's whole cost in a start).
 """
 
 from __future__ import annotations
@@ -21,19 +22,27 @@ import shlex
 import time
 from typing import Any
 
-from bench.common import BenchError, Table, User, drop_tree, exclusive, log, machine_facts, run, write_json
-from bench.start import (
-    CMD_TIMEOUT,
-    MIN_ITERATIONS,
-    MIN_WARMUP,
-    TIMER_SOURCE,
-    WORK,
-    Podman,
-    Sbx,
-    _entry,
-    base_env,
-    build_root,
+from bench.common import (
+    BenchError,
+    Figure,
+    Table,
+    User,
+    columns_table,
+    compare,
+    drop_tree,
+    exclusive,
+    log,
+    machine_facts,
+    run,
+    tail,
+    timed_column,
 )
+from bench.start import MIN_ITERATIONS, MIN_WARMUP, WORK, Podman, Sbx, base_env, build_root, time_columns
+
+TITLE = "B9: seccomp filter build + load in sbx; run --rm true with vs without the default policy, sbx and podman"
+ORDER = 22  # place in `python -m bench` and its summary
+
+COLUMNS = ("sbx", "sbx_unconfined", "podman", "podman_unconfined")
 
 # Runs in sbx's interpreter as the bench user; prints one JSON object.
 INPROCESS_SOURCE = r'''
@@ -86,14 +95,15 @@ json.dump(out, sys.stdout)
 '''
 
 
-def bench_seccomp(iterations: int = 30, warmup: int = 3) -> dict[str, Any]:
+def measure(iterations: int, warmup: int, only: list[str] | None = None) -> dict[str, Any]:
+    del only  # each column is half of a pair (with and without the policy): all four always run
     with exclusive():
-        return _bench(iterations, warmup)
+        return _bench(max(MIN_ITERATIONS, iterations), max(MIN_WARMUP, warmup))
 
 
 def _bench(iterations: int, warmup: int) -> dict[str, Any]:
+    t_start = time.monotonic()
     user = User.resolve()
-    iterations, warmup = max(MIN_ITERATIONS, iterations), max(MIN_WARMUP, warmup)
     drop_tree(WORK)
     user.mkdir(WORK)
     _root, tar = build_root(user)
@@ -110,7 +120,7 @@ def _bench(iterations: int, warmup: int) -> dict[str, Any]:
     argvs["sbx_unconfined"] = [*sbx.cmd, "run", "--rm", "--network", "none", "--security-opt", "seccomp=unconfined",
                                *sbx.argv()[len(sbx.cmd) + 4:]]
     envs = {"sbx": base_env(user, sbx.env), "sbx_unconfined": base_env(user, sbx.env)}
-    status = {name: "ok" for name in ("sbx", "sbx_unconfined", "podman", "podman_unconfined")}
+    status = {name: "ok" for name in COLUMNS}
     podman = Podman(user)
     try:
         podman.prepare(archive)
@@ -121,54 +131,67 @@ def _bench(iterations: int, warmup: int) -> dict[str, Any]:
         envs["podman"] = envs["podman_unconfined"] = base_env(user, podman.env)
     except BenchError as error:
         status["podman"] = status["podman_unconfined"] = f"unavailable: {error}"
-    timer = WORK / "timer.py"
-    timer.write_text(TIMER_SOURCE)
-    os.chmod(timer, 0o644)
-    plan = {"columns": {c: {"argv": argvs[c], "env": envs[c]} for c in status if status[c] == "ok"},
-            "warmup": warmup, "iterations": iterations, "timeout": CMD_TIMEOUT}
-    log(f"B9: {warmup} warm-up + {iterations} iterations of {', '.join(plan['columns'])} (rotating order)")
-    cp = run(user.wrap(["/usr/bin/python3", "-I", "-S", str(timer)]), input=json.dumps(plan),
-             timeout=CMD_TIMEOUT * 3 + (warmup + iterations) * len(plan["columns"]) * 10, what="B9 timer")
-    timed = json.loads(cp.stdout)
-    for name, st in timed["status"].items():
-        status[name] = st
-    tools = {c: _entry(c, argvs.get(c), status[c], timed["samples"].get(c, [])) for c in status}
+        log(f"podman: unavailable: {error}")
+    columns = {c: {"argv": argvs[c], "env": envs[c]} for c in COLUMNS if status[c] == "ok"}
+    timed = time_columns(user, columns, warmup, iterations, "B9")
+    status.update(timed["status"])
+    tools = {c: timed_column(c, argvs.get(c), status[c], timed["samples"].get(c, [])) for c in COLUMNS}
     podman.cleanup()
+    drop_tree(WORK)
 
     def delta(a: str, b: str) -> float | None:
         if "median_ms" in tools[a] and "median_ms" in tools[b]:
             return round(tools[a]["median_ms"] - tools[b]["median_ms"], 2)
         return None
 
-    result = {
+    return {
         "benchmark": "B9",
+        "what": "seccomp: the filter's build, cached read and load inside sbx; run --rm true with and without it",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "protocol": {"warmup": warmup, "iterations": iterations, "order": "rotating",
+                     "timing": "B1's timer: perf_counter around spawn + wait, as the bench user"},
         "inprocess": inprocess,
         "tools": tools,
         "sbx_seccomp_delta_ms": delta("sbx", "sbx_unconfined"),
         "podman_seccomp_delta_ms": delta("podman", "podman_unconfined"),
         "machine": machine_facts(),
         "commands": {c: shlex.join(argv) for c, argv in argvs.items()},
+        "wall_s": round(time.monotonic() - t_start, 1),
     }
-    write_json("seccomp", result)
-    return result
 
 
-def main(iterations: int = 30, warmup: int = 3) -> None:
-    started = time.monotonic()
-    result = bench_seccomp(iterations, warmup)
+INPROCESS_ROWS = (
+    ("build_default", "compile sbx's default.json (x86_64 + i386 + x32)"),
+    ("build_podman_profile", "compile Podman's seccomp.json"),
+    ("cached_read", "read default.json, hash it, read the cached BPF (a start's cost)"),
+    ("load", "seccomp(2) of the default filter"),
+)
+
+
+def render(result: dict[str, Any]) -> str:
+    p = result["protocol"]
+    lines = [f"B9 seccomp: {p['warmup']} warm-up + {p['iterations']} iterations; rotating order"]
     inprocess = result["inprocess"]
-    table = Table(["figure", "median ms", "note"])
-    for key, note in (("build_default", "compile sbx's default.json (x86_64 + i386 + x32)"),
-                      ("build_podman_profile", "compile Podman's seccomp.json"),
-                      ("cached_read", "read default.json, hash it, read the cached BPF (a start's cost)"),
-                      ("load", "seccomp(2) of the default filter")):
-        if isinstance(inprocess.get(key), dict):
-            table.add(key, f"{inprocess[key]['median_ms']:.3f}", note)
-    if "import_pyseccomp_ms" in inprocess:
-        table.add("import pyseccomp", f"{inprocess['import_pyseccomp_ms']:.2f}", "avoided when the filter is cached")
-    for name, entry in result["tools"].items():
-        table.add(name, f"{entry['median_ms']:.1f}" if "median_ms" in entry else "-", entry["status"][:60])
-    table.add("sbx delta", result["sbx_seccomp_delta_ms"], "default - unconfined")
-    table.add("podman delta", result["podman_seccomp_delta_ms"], "default - unconfined")
-    print(table.render())
-    log(f"B9 took {time.monotonic() - started:.0f} s")
+    if "status" in inprocess:
+        lines.append(f"in-process: {tail(inprocess['status'], 2)}")
+    else:
+        table = Table(["in sbx's interpreter", "median ms", "note"])
+        for key, note in INPROCESS_ROWS:
+            if isinstance(inprocess.get(key), dict):
+                table.add(key, f"{inprocess[key]['median_ms']:.3f}", note)
+        if "import_pyseccomp_ms" in inprocess:
+            table.add("import pyseccomp", f"{inprocess['import_pyseccomp_ms']:.2f}",
+                      "avoided when the filter is cached")
+        lines.append(table.render())
+    lines.append(columns_table(result["tools"], "run --rm true"))
+    lines.append(f"start-up delta (default - unconfined): sbx {result['sbx_seccomp_delta_ms']} ms, "
+                 f"podman {result['podman_seccomp_delta_ms']} ms")
+    lines.append(f"wall time {result['wall_s']} s")
+    return "\n".join(lines)
+
+
+def figures(result: dict[str, Any]) -> list[Figure]:
+    """sbx beside podman, both with their default policy, and beside itself without one (the filter's cost)."""
+    tools = result["tools"]
+    return (compare("B9 run, default seccomp", tools, "sbx", ["podman"])
+            + compare("B9 seccomp on/off (sbx)", tools, "sbx", ["sbx_unconfined"]))

@@ -35,17 +35,18 @@ from bench.common import (
     RESULTS_DIR,
     BenchError,
     Figure,
-    Table,
     User,
+    columns_table,
     compare,
     drop_tree,
     exclusive,
     log,
     machine_facts,
+    ratios_line,
     run,
     sbx_cmd,
-    summary,
     tail,
+    timed_column,
     version_of,
 )
 
@@ -290,14 +291,20 @@ class Podman:
         drop_tree(self.work)
 
 
-def _entry(label: str, argv: list[str] | None, status: str, xs: list[float]) -> dict[str, Any]:
-    e: dict[str, Any] = {"label": label, "status": status, "command": shlex.join(argv) if argv else None}
-    if xs:
-        e.update(summary(xs))
-        e["median_ms"] = round(e["median_s"] * 1000, 2)
-        e["p90_ms"] = round(e["p90_s"] * 1000, 2)
-        e["samples_s"] = [round(x, 5) for x in xs]
-    return e
+def time_columns(user: User, columns: dict[str, dict[str, Any]], warmup: int, iterations: int,
+                 what: str) -> dict[str, Any]:
+    """B1's timer (TIMER_SOURCE, one process as the bench user) over {name: {"argv", "env"}}, rotating order:
+    {"samples": {name: [seconds...]}, "status": {name: "ok" | "failed: ..."}}."""
+    if not columns:
+        return {"samples": {}, "status": {}}
+    timer = WORK / "timer.py"
+    timer.write_text(TIMER_SOURCE)
+    os.chmod(timer, 0o644)
+    plan = {"columns": columns, "warmup": warmup, "iterations": iterations, "timeout": CMD_TIMEOUT}
+    log(f"{what}: {warmup} warm-up + {iterations} iterations of {', '.join(columns)} (rotating order)")
+    cp = run(user.wrap(["/usr/bin/python3", "-I", "-S", str(timer)]), input=json.dumps(plan),
+             timeout=CMD_TIMEOUT * 3 + (warmup + iterations) * len(columns) * 10, what=f"{what} timer")
+    return json.loads(cp.stdout)
 
 
 def overlay_from_b6() -> float | None:
@@ -358,26 +365,13 @@ def _bench_start(iterations: int, warmup: int, only: list[str] | None) -> dict[s
     for c in ("bwrap", "python", "unshare"):
         envs[c] = base_env(user)
 
-    timer = WORK / "timer.py"
-    timer.write_text(TIMER_SOURCE)
-    os.chmod(timer, 0o644)
-    plan = {
-        "columns": {c: {"argv": argvs[c], "env": envs[c]} for c in want if status[c] == "ok"},
-        "warmup": warmup,
-        "iterations": iterations,
-        "timeout": CMD_TIMEOUT,
-    }
-    log(f"B1: {warmup} warm-up + {iterations} iterations of {', '.join(plan['columns'])} (rotating order)")
-    samples: dict[str, list[float]] = {}
-    if plan["columns"]:
-        cp = run(user.wrap(["/usr/bin/python3", "-I", "-S", str(timer)]), input=json.dumps(plan),
-                 timeout=CMD_TIMEOUT * 3 + (warmup + iterations) * len(plan["columns"]) * 10, what="B1 timer")
-        out = json.loads(cp.stdout)
-        samples = out["samples"]
-        for c, st in out["status"].items():
-            status[c] = st
-            if st != "ok":
-                log(f"{c}: {st}")
+    columns = {c: {"argv": argvs[c], "env": envs[c]} for c in want if status[c] == "ok"}
+    out = time_columns(user, columns, warmup, iterations, "B1")
+    samples: dict[str, list[float]] = out["samples"]
+    for c, st in out["status"].items():
+        status[c] = st
+        if st != "ok":
+            log(f"{c}: {st}")
 
     labels = {
         "sbx": "sbx run --rm --network none IMG /bin/true",
@@ -386,7 +380,7 @@ def _bench_start(iterations: int, warmup: int, only: list[str] | None) -> dict[s
         "python": "python3 -I -S -c pass (sbx's interpreter): floor part 1",
         "unshare": "unshare -Urnmpiuf true: floor part 2",
     }
-    tools = {c: _entry(labels[c], argvs.get(c), status[c], samples.get(c, [])) for c in want}
+    tools = {c: timed_column(labels[c], argvs.get(c), status[c], samples.get(c, [])) for c in want}
 
     importtime: dict[str, Any] = {"status": "skipped"}
     exec_trace: dict[str, Any] = {"status": "skipped"}
@@ -464,16 +458,13 @@ def _bench_start(iterations: int, warmup: int, only: list[str] | None) -> dict[s
 def render(result: dict[str, Any]) -> str:
     p = result["protocol"]
     lines = [f"B1 start: {p['warmup']} warm-up + {p['iterations']} iterations; rotating order"]
-    table = Table(["tool", "median ms", "p90 ms", "status"])
-    for name, e in result["tools"].items():
-        table.add(name, e.get("median_ms"), e.get("p90_ms"), tail(e["status"], 1)[:100])
-    lines.append(table.render())
+    lines.append(columns_table(result["tools"]))
     fl = result["floor"]
     if "median_ms" in fl:
         extra = f" (+ B6 overlay {fl['overlay_mount_ms_from_b6']} ms = {fl['median_ms_with_b6_overlay']} ms)" \
             if "overlay_mount_ms_from_b6" in fl else ""
         lines.append(f"floor: python + unshare = {fl['median_ms']} ms{extra}")
-    lines.append("ratios: " + (", ".join(f"{k} = {v}" for k, v in result["ratios"].items()) or "none"))
+    lines.append(ratios_line(result["ratios"]))
     lines.append("targets: " + ", ".join(f"{k}: {v}" for k, v in result["targets"].items()))
     it = result["sbx_importtime"]
     if it.get("status") == "ok":
