@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import urllib.request
 
+import pytest
+
 from tests.fixtures.registry import free_port
 from tests.integration.helpers import wait_for
 
@@ -36,4 +38,18 @@ def test_nginx_serves_the_default_page_and_logs_to_stdout(sbx, nginx_image) -> N
     assert wait_for(lambda: '"GET / HTTP/1.1" 200' in sbx("logs", "web").stdout, timeout=10)
     top = sbx("top", "web").stdout
     assert "nginx: master process" in top and "nginx: worker process" in top
+    sbx("rm", "-f", "web")
+
+
+@pytest.mark.parametrize("network", ["slirp4netns", "pasta"])
+def test_nginx_served_through_a_published_port(sbx, nginx_image, network) -> None:
+    """What `make demo` does, on a free port: the image's own CMD on port 80 inside, reached from the host's
+    loopback through -p with a real HTTP client, for each network backend."""
+    port = free_port()
+    sbx("run", "-d", "--name", "web", "--network", network, "-p", f"{port}:80", "nginx")
+    pages: list[str] = []
+    assert wait_for(lambda: pages.append(fetch(f"http://127.0.0.1:{port}/") or "") or pages[-1], timeout=30), (
+        sbx("logs", "web", check=False).stderr)
+    assert "<title>Welcome to nginx!</title>" in pages[-1]
+    assert f"0.0.0.0:{port}->80/tcp" in sbx("ps").stdout
     sbx("rm", "-f", "web")
