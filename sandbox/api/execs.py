@@ -15,6 +15,7 @@ import sys
 
 from sandbox.api import streams
 from sandbox.errors import SbxError
+from sandbox.runtime.launcher import exit_code_of
 
 
 def run_exec(api, exec_, conn) -> None:
@@ -87,10 +88,10 @@ def _in_child(api, exec_, conn, options) -> int:
     if conn is None:  # detached: the child returns once the command runs; reap it without waiting here
         for fd in (out_read, err_read):
             os.close(fd)
-        return _wait(pid)
+        return exit_code_of(pid)
     output = streams.Output(conn, tty=False, stdout=exec_.stdout, stderr=exec_.stderr)
     streams.pump_pipes(conn, output, out_read, err_read, stdin[1] if stdin else None)
-    return _wait(pid)
+    return exit_code_of(pid)
 
 
 def _relay_and_wait(handle, _request) -> int:
@@ -100,14 +101,3 @@ def _relay_and_wait(handle, _request) -> int:
 
     handle.relay.run(handle.started.stage1)
     return launcher.wait(handle.started)
-
-
-def _wait(pid: int) -> int:
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except InterruptedError:
-            continue
-    code = os.waitstatus_to_exitcode(status)
-    return code if code >= 0 else 128 - code

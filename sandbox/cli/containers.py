@@ -8,7 +8,7 @@ import sys
 import time
 
 from sandbox.cli.params import Argument, Option, to_typer
-from sandbox.cli.render import escape, human_duration, json_line, out, since, table
+from sandbox.cli.render import escape, human_duration, json_line, listing_template_given, out, since, table
 
 
 def _lifecycle():
@@ -49,11 +49,7 @@ def ps(
     ),
 ) -> None:
     """List containers."""
-    template = output_format not in ("table", "json", "")
-    if template:  # parsed before anything is read: a bad template is the one error
-        from sandbox.cli.formatting import listing_template
-
-        listing_template(output_format)
+    template = listing_template_given(output_format)
     lifecycle = _lifecycle()
     records = lifecycle.list(all_containers=all_containers or last > 0 or latest)
     records = [record for record in records if _matches(record, filters)]

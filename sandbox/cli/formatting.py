@@ -23,7 +23,7 @@ import json
 import re
 import sys
 
-from sandbox.cli.gotemplate import CallError, Template
+from sandbox.cli.gotemplate import CallError, Template, type_name
 from sandbox.cli.render import escape
 from sandbox.errors import TemplateError
 
@@ -40,28 +40,14 @@ def _string(value) -> str:
     if value is None:
         raise CallError("invalid value; expected string")
     if not isinstance(value, str):
-        raise CallError(f"wrong type for value; expected string; got {_go_type(value)}")
+        raise CallError(f"wrong type for value; expected string; got {type_name(value)}")
     return value
 
 
 def _integer(value) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
-        raise CallError(f"wrong type for value; expected int; got {_go_type(value)}")
+        raise CallError(f"wrong type for value; expected int; got {type_name(value)}")
     return value
-
-
-def _go_type(value) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float64"
-    if isinstance(value, list | tuple):
-        return "[]interface {}"
-    if isinstance(value, dict):
-        return "map[string]interface {}"
-    return "<nil>" if value is None else type(value).__name__
 
 
 def to_json(value) -> str:

@@ -607,7 +607,7 @@ class _ExecError(Exception):
         self.message = message
 
 
-def _type_name(value: object) -> str:
+def type_name(value: object) -> str:
     """Go's name for the type of a JSON-like value (as reflect prints it)."""
     if value is None or value is MISSING:
         return "<nil>"
@@ -736,7 +736,7 @@ class Template:
         if value is None or value is MISSING:
             return "<no value>"
         if callable(value):
-            raise _ExecError(node, f"can't print {node} of type {_type_name(value)}")
+            raise _ExecError(node, f"can't print {node} of type {type_name(value)}")
         return go_string(value)
 
     # expressions
@@ -809,7 +809,7 @@ class Template:
             if args or has_final:
                 raise _ExecError(node, f"{name} is not a method but has arguments")
             return value
-        raise _ExecError(node, f"can't evaluate field {name} in type {_type_name(receiver)}")
+        raise _ExecError(node, f"can't evaluate field {name} in type {type_name(receiver)}")
 
     def _arg(self, node: _Node, dot, variables):
         kind = node.kind
@@ -960,7 +960,7 @@ def go_quote(text: str, quote: str = '"') -> str:
 def _bad_verb(verb: str, value: object) -> str:
     if value is None or value is MISSING:
         return f"%!{verb}(<nil>)"
-    return f"%!{verb}({_type_name(value)}={go_string(value, False)})"
+    return f"%!{verb}({type_name(value)}={go_string(value, False)})"
 
 
 def _format_one(verb: str, flags: str, precision: int | None, value: object) -> str:
@@ -1084,7 +1084,7 @@ def go_sprintf(template: str, *values: object) -> str:
                 text = text.rjust(width)
         out.append(text)
     if used < len(values):
-        extra = ", ".join("<nil>" if value is None else f"{_type_name(value)}={go_string(value, False)}"
+        extra = ", ".join("<nil>" if value is None else f"{type_name(value)}={go_string(value, False)}"
                           for value in values[used:])
         out.append(f"%!(EXTRA {extra})")
     return "".join(out)
@@ -1118,7 +1118,7 @@ def _eq(first, *others) -> bool:
                 raise CallError("incompatible types for comparison")
             continue
         if kind == "other":
-            raise CallError(f"non-comparable type {go_string(first, False)}: {_type_name(first)}")
+            raise CallError(f"non-comparable type {go_string(first, False)}: {type_name(first)}")
         if first == other:
             return True
     return False
@@ -1138,7 +1138,7 @@ def _length(value) -> int:
         return len(value.encode())
     if isinstance(value, list | tuple | dict):
         return len(value)
-    raise CallError(f"len of type {_type_name(value)}")
+    raise CallError(f"len of type {type_name(value)}")
 
 
 def _index(item, *keys):
@@ -1148,31 +1148,31 @@ def _index(item, *keys):
         if isinstance(item, str | list | tuple):
             sequence = item.encode() if isinstance(item, str) else item
             if not isinstance(key, int) or isinstance(key, bool):
-                raise CallError(f"cannot index slice/array with type {_type_name(key)}")
+                raise CallError(f"cannot index slice/array with type {type_name(key)}")
             if key < 0 or key >= len(sequence):
                 raise CallError(f"index out of range: {key}")
             item = sequence[key]
         elif isinstance(item, dict):
             if not isinstance(key, str):
-                raise CallError(f"value has type {_type_name(key)}; should be string")
+                raise CallError(f"value has type {type_name(key)}; should be string")
             item = item.get(key)
         elif item is None:
             raise CallError("index of nil pointer")
         else:
-            raise CallError(f"can't index item of type {_type_name(item)}")
+            raise CallError(f"can't index item of type {type_name(item)}")
     return item
 
 
 def _slice(item, *indexes):
     if not isinstance(item, str | list | tuple):
-        raise CallError(f"can't slice item of type {_type_name(item)}")
+        raise CallError(f"can't slice item of type {type_name(item)}")
     if len(indexes) > 2:
         raise CallError(f"too many slice indexes: {len(indexes)}")
     sequence = item.encode() if isinstance(item, str) else item
     bounds = [0, len(sequence)]
     for at, index in enumerate(indexes):
         if not isinstance(index, int) or isinstance(index, bool):
-            raise CallError(f"cannot index slice/array with type {_type_name(index)}")
+            raise CallError(f"cannot index slice/array with type {type_name(index)}")
         bounds[at] = index
     low, high = bounds
     if low < 0 or high > len(sequence) or low > high:
@@ -1208,7 +1208,7 @@ def _urlquery(*values) -> str:
 
 def _call(function, *args):
     if not callable(function):
-        raise CallError(f"non-function of type {_type_name(function)}")
+        raise CallError(f"non-function of type {type_name(function)}")
     return function(*args)
 
 
@@ -1244,5 +1244,5 @@ def _string_arg(value) -> str:
     if value is None:
         raise CallError("invalid value; expected string")
     if not isinstance(value, str):
-        raise CallError(f"wrong type for value; expected string; got {_type_name(value)}")
+        raise CallError(f"wrong type for value; expected string; got {type_name(value)}")
     return value

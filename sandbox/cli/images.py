@@ -12,6 +12,7 @@ from sandbox.cli.render import (
     escape,
     human_size,
     json_line,
+    listing_template_given,
     out,
     parse_time,
     since,
@@ -198,11 +199,7 @@ def images(
     ),
 ) -> None:
     """List images."""
-    template = output_format not in ("table", "json", "")
-    if template:  # parsed before anything is read: a bad template is the one error
-        from sandbox.cli.formatting import listing_template
-
-        listing_template(output_format)
+    template = listing_template_given(output_format)
     filters = list(filters)
     if repository:
         filters.append(f"reference={repository}")

@@ -123,3 +123,14 @@ def out(text: str = "") -> None:
 
 def err(text: str) -> None:
     sys.stderr.write(text + "\n")
+
+
+def listing_template_given(output_format: str) -> bool:
+    """Whether a listing's --format is a Go template (anything but table and json). The template is parsed here,
+    before anything is read, so that a bad one is the one error; the template engine is imported only then."""
+    if output_format in ("table", "json", ""):
+        return False
+    from sandbox.cli.formatting import listing_template
+
+    listing_template(output_format)
+    return True

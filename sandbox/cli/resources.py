@@ -7,7 +7,7 @@ import sys
 import time
 
 from sandbox.cli.params import Argument, Option, to_typer
-from sandbox.cli.render import escape, human_size, json_line, out, table
+from sandbox.cli.render import escape, human_size, json_line, listing_template_given, out, table
 
 HEADERS = ["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "BLOCK I/O", "PIDS"]
 TEMPLATE_HEADERS = {"Container": "CONTAINER", "ID": "CONTAINER ID", "Name": "NAME", "CPUPerc": "CPU %",
@@ -29,11 +29,7 @@ def stats(
     """Display a live stream of container(s) resource usage statistics."""
     from sandbox.cli.containers import _lifecycle
 
-    template = output_format not in ("table", "json", "")
-    if template:  # parsed before anything is read: a bad template is the one error
-        from sandbox.cli.formatting import listing_template
-
-        listing_template(output_format)
+    template = listing_template_given(output_format)
     lifecycle = _lifecycle()
     before = _readings(lifecycle, list(names or []), all_containers)
     try:

@@ -69,6 +69,7 @@ from sandbox.runtime.launcher import (
     Started,
     _install_stdio,
     exec_error,
+    exit_code_of,
     fd_limit,
     give_terminal,
     read_small,
@@ -262,14 +263,7 @@ def _join(request: ExecRequest, verify: Callable[[], bool], kernel, channel, tty
     os.close(go_write)
     for number in _FORWARDED:
         signal.signal(number, signal.SIG_IGN)  # sbx signals the command directly
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except InterruptedError:
-            continue
-    code = os.waitstatus_to_exitcode(status)
-    return 128 - code if code < 0 else code
+    return exit_code_of(pid)
 
 
 def _command(request: ExecRequest, kernel, channel, tty: bool, null: int, joined: _Joined) -> None:

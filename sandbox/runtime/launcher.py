@@ -153,15 +153,7 @@ def start(
 
 def wait(started: Started) -> int:
     """Wait for the container to exit; its exit code, or ContainerStartError if it failed before exec."""
-    while True:
-        try:
-            _, status = os.waitpid(started.stage1, 0)
-            break
-        except InterruptedError:
-            continue
-    code = os.waitstatus_to_exitcode(status)
-    if code < 0:
-        code = 128 - code
+    code = exit_code_of(started.stage1)
     report = None
     try:
         report = started.channel.recv(1)
@@ -294,14 +286,7 @@ def _stage1(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
     channel.close()
     for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(number, signal.SIG_IGN)  # the parent signals pid 1 directly
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except InterruptedError:
-            continue
-    code = os.waitstatus_to_exitcode(status)
-    return 128 - code if code < 0 else code
+    return exit_code_of(pid)
 
 
 # -- stage 2: the container's pid 1 -------------------------------------------------------------------------------
@@ -417,6 +402,18 @@ def exec_error(program: str, error: OSError) -> ContainerStartError:
     if error.errno in (errno.EACCES, errno.EPERM, errno.ENOEXEC, errno.EISDIR):
         return ContainerStartError(f'exec: "{program}": {error.strerror.lower()}', exit_code=EXIT_NOT_EXECUTABLE)
     return ContainerStartError(f'exec: "{program}": {error.strerror}', exit_code=EXIT_SBX)
+
+
+def exit_code_of(pid: int) -> int:
+    """Wait for the child ``pid`` and give its exit code as a shell would: its status, or 128+N for signal N."""
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
 
 
 def fd_limit() -> int:
