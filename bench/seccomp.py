@@ -59,11 +59,11 @@ import pyseccomp  # noqa: F401
 import_ms = (time.perf_counter() - t0) * 1000
 from sandbox.kernel import Kernel
 from sandbox.kernel import constants as k
-from sandbox.security import capabilities, compiler, profile
+from sandbox.security import cache, capabilities, compiler, profile, sources
 
 caps = capabilities.container_set()
 out = {"import_pyseccomp_ms": round(import_ms, 2)}
-default = profile.load(profile.locate("default"))
+default = profile.load(sources.locate("default"))
 out["build_default"] = median_ms(lambda: compiler.build(default, caps), int(sys.argv[1]))
 bpf = compiler.build(default, caps).bpf
 out["default_instructions"] = len(bpf) // 8
@@ -75,7 +75,7 @@ if os.path.exists(podman_path):
 with tempfile.TemporaryDirectory() as cache:
     from pathlib import Path
     def cached():
-        return compiler.compile_cached(profile.read_limited(profile.locate("default")), "default", caps, Path(cache))
+        return cache.compile_cached(sources.read_limited(sources.locate("default")), "default", caps, Path(cache))
     cached()
     out["cached_read"] = median_ms(cached, 200)
 

@@ -11,16 +11,16 @@ def ls(quiet: bool = Option(False, "--quiet", "-q", help="Only show names.")) ->
     import json
 
     from sandbox.config import load_settings
-    from sandbox.security import profile
+    from sandbox.security import sources
 
     configured = load_settings().seccomp_profile or "default"
     rows = []
-    for name in profile.shipped():
+    for name in sources.shipped():
         if quiet:
             out(name)
             continue
         try:
-            with open(profile.locate(name), "rb") as handle:
+            with open(sources.locate(name), "rb") as handle:
                 comment = str(json.load(handle).get("comment", ""))
         except (OSError, ValueError):
             comment = "(unreadable)"
@@ -35,9 +35,9 @@ def check(
     cap_drop: list[str] = Option([], "--cap-drop", help="Resolve the profile without these capabilities."),
 ) -> None:
     """Validate a seccomp profile (Docker's JSON schema) and show what it allows and refuses."""
-    from sandbox.security import capabilities, compiler, profile
+    from sandbox.security import capabilities, compiler, profile, sources
 
-    loaded = profile.load(profile.locate(path))
+    loaded = profile.load(sources.locate(path))
     caps = capabilities.container_set(tuple(cap_add), tuple(cap_drop))
     summary = compiler.summarize(loaded, caps)
     out(f"profile: {loaded.name} ({loaded.digest[:19]})")

@@ -65,7 +65,7 @@ def prepare(security, cache: Path | None = None) -> PrivilegePlan:
     source = security.profile_source()
     if source is None:
         return PrivilegePlan(caps, security.no_new_privileges, None)
-    from sandbox.security.compiler import compile_cached
+    from sandbox.security.cache import compile_cached
 
     program, profile_asks = compile_cached(*source, caps, cache)
     return PrivilegePlan(caps, security.no_new_privileges or profile_asks, program)

@@ -48,13 +48,13 @@ class SecurityOptions:
 
     def profile_source(self) -> tuple[bytes, str] | None:
         """(the profile's bytes, its name for errors), or None when unconfined."""
-        from sandbox.security import profile
-
         if not self.confined:
             return None
         if self.seccomp == _PROFILE_FILE:
             return (self.seccomp_profile or "").encode(), "given with --security-opt seccomp=PATH"
-        return profile.read_limited(profile.locate(self.seccomp)), self.seccomp
+        from sandbox.security import sources
+
+        return sources.read_limited(sources.locate(self.seccomp)), self.seccomp
 
     def to_json(self) -> dict:
         return {"seccomp": self.seccomp, "seccomp_profile": self.seccomp_profile, "cap_add": list(self.cap_add),
@@ -90,8 +90,6 @@ def parse(security_opts: list[str], cap_add: list[str] = (), cap_drop: list[str]
           default_profile: str | None = None) -> SecurityOptions:
     """Docker's flags → SecurityOptions; InvalidRunOption / InvalidSecurityProfile name the bad one. A profile
     from a path is read here (at create), so a later change to the file does not change the container."""
-    from sandbox.security import profile
-
     seccomp, text, no_new_privileges, unmask = default_profile or DEFAULT_PROFILE, None, False, []
     for option in security_opts:
         key, sep, value = option.partition("=")
@@ -103,7 +101,9 @@ def parse(security_opts: list[str], cap_add: list[str] = (), cap_drop: list[str]
             elif value.startswith("{"):  # the profile's JSON itself: what the docker CLI sends to the API
                 seccomp, text = _PROFILE_FILE, _checked_text(value.encode("utf-8"), "given inline")
             else:
-                path = profile.locate(value)
+                from sandbox.security import sources
+
+                path = sources.locate(value)
                 if "/" in value or value.endswith(".json"):
                     seccomp, text = _PROFILE_FILE, _profile_text(path)
                 else:
@@ -127,9 +127,9 @@ def parse(security_opts: list[str], cap_add: list[str] = (), cap_drop: list[str]
 
 def _profile_text(path: str) -> str:
     """The profile's text, checked to parse (read once: what is checked is what the spec keeps)."""
-    from sandbox.security import profile
+    from sandbox.security import sources
 
-    return _checked_text(profile.read_limited(path), path)
+    return _checked_text(sources.read_limited(path), path)
 
 
 def _checked_text(raw: bytes, name: str) -> str:

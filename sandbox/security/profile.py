@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from sandbox.errors import InvalidSecurityProfile
 from sandbox.security import capabilities
+from sandbox.security.sources import PROFILE_LIMIT, read_limited
 
 ACTIONS = (
     "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_TRAP", "SCMP_ACT_ERRNO",
@@ -47,7 +48,6 @@ MACHINES = {"x86_64": ("SCMP_ARCH_X86_64", "amd64"), "aarch64": ("SCMP_ARCH_AARC
 # the keys of the top level and of a rule that are known but change nothing for sbx
 _IGNORED_TOP = ("comment", "flags", "listenerPath", "listenerMetadata")
 _SYSCALL_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
-_PROFILE_LIMIT = 4 * 1024 * 1024
 _U64 = (1 << 64) - 1
 
 
@@ -115,8 +115,8 @@ class Profile:
 
 def parse(raw: bytes, name: str) -> Profile:
     """The profile in ``raw`` (named ``name`` in errors); InvalidSecurityProfile names the first problem."""
-    if len(raw) > _PROFILE_LIMIT:
-        raise _invalid(name, f"is larger than {_PROFILE_LIMIT // (1024 * 1024)} MiB")
+    if len(raw) > PROFILE_LIMIT:
+        raise _invalid(name, f"is larger than {PROFILE_LIMIT // (1024 * 1024)} MiB")
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError) as error:
@@ -155,43 +155,6 @@ def load(path: str, name: str | None = None) -> Profile:
     return parse(read_limited(path), name or path)
 
 
-def read_limited(path: str) -> bytes:
-    """The bytes of the profile file at ``path``, at most one more than the size limit (so parse refuses it)."""
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(_PROFILE_LIMIT + 1)
-    except OSError as error:
-        raise InvalidSecurityProfile(
-            f"cannot read seccomp profile {path}: {error.strerror or error}",
-            hint="give a path to a JSON profile, a name from sbx policy ls, or unconfined",
-        ) from None
-
-
-def policies_dir() -> str:
-    """The profiles shipped with sbx (package data: ``sandbox/policies``)."""
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "policies")
-
-
-def shipped() -> list[str]:
-    """The names ``--security-opt seccomp=NAME`` accepts, sorted."""
-    try:
-        return sorted(entry[:-5] for entry in os.listdir(policies_dir()) if entry.endswith(".json"))
-    except OSError:
-        return []
-
-
-def locate(choice: str) -> str:
-    """``NAME`` (a shipped profile) or ``PATH`` → the file to read; InvalidSecurityProfile when it is neither."""
-    if "/" in choice or choice.endswith(".json"):
-        return os.path.abspath(choice)
-    if choice in shipped():
-        return os.path.join(policies_dir(), choice + ".json")
-    raise InvalidSecurityProfile(
-        f"no seccomp profile named {choice[:60]!r}",
-        hint=f"use one of {', '.join(shipped())}, a path to a JSON profile, or unconfined",
-    )
-
-
 def native_machine() -> tuple[str, str]:
     """(libseccomp's arch name, Go's arch name) of this machine."""
     machine = os.uname().machine
@@ -199,12 +162,6 @@ def native_machine() -> tuple[str, str]:
         raise InvalidSecurityProfile(f"seccomp profiles are not supported on {machine}",
                                      hint="run with --security-opt seccomp=unconfined")
     return MACHINES[machine]
-
-
-def kernel_version(release: str | None = None) -> tuple[int, int]:
-    """``6.1.0-18-amd64`` → (6, 1)."""
-    match = re.match(r"(\d+)\.(\d+)", release or os.uname().release)
-    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
 
 
 # -- validation -----------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import os
 import pytest
 
 from sandbox.errors import InvalidSecurityProfile
-from sandbox.security import capabilities, compiler, profile
+from sandbox.security import cache, capabilities, compiler, profile, sources
 from tests.fixtures import seccomp_bpf as bpf
 
 pytestmark = pytest.mark.skipif(os.uname().machine != "x86_64", reason="syscall numbers below are x86_64's")
@@ -26,7 +26,7 @@ DEFAULT_CAPS = capabilities.container_set()
 
 @pytest.fixture(scope="module")
 def default_program() -> bytes:
-    return compiler.build(profile.load(profile.locate("default")), DEFAULT_CAPS).bpf
+    return compiler.build(profile.load(sources.locate("default")), DEFAULT_CAPS).bpf
 
 
 def decide(program: bytes, name: str, *args, arch=bpf.AUDIT_ARCH_X86_64, table=NR, x32=False) -> str:
@@ -79,13 +79,13 @@ def test_sub_architectures_are_filtered_too(default_program):
 
 
 def test_sys_admin_allows_the_namespace_calls():
-    admin = compiler.build(profile.load(profile.locate("default")), capabilities.container_set(add=("SYS_ADMIN",)))
+    admin = compiler.build(profile.load(sources.locate("default")), capabilities.container_set(add=("SYS_ADMIN",)))
     assert decide(admin.bpf, "mount") == "ALLOW" and decide(admin.bpf, "unshare", 0x10000000) == "ALLOW"
     assert decide(admin.bpf, "clone3") == "ALLOW" and decide(admin.bpf, "keyctl") == "EPERM"
 
 
 def test_ci_profile_is_stricter_and_asks_for_no_new_privs():
-    ci = profile.load(profile.locate("ci"))
+    ci = profile.load(sources.locate("ci"))
     assert ci.no_new_privs
     program = compiler.build(ci, capabilities.container_set(add=("SYS_ADMIN", "SYS_PTRACE"))).bpf
     assert decide(program, "mount") == "EPERM" and decide(program, "ptrace") == "EPERM"
@@ -177,21 +177,21 @@ def test_an_unknown_syscall_in_a_refusing_rule_fails_the_compile():
 
 def test_compiled_filters_are_cached_per_profile_bytes_and_caps(tmp_path, monkeypatch):
     raw = json.dumps({**DOCKER_SHAPED, "noNewPrivileges": True}).encode()
-    first, no_new_privs = compiler.compile_cached(raw, "docker", DEFAULT_CAPS, tmp_path)
+    first, no_new_privs = cache.compile_cached(raw, "docker", DEFAULT_CAPS, tmp_path)
     assert len(list(tmp_path.iterdir())) == 1 and len(first) % 8 == 0 and no_new_privs
 
     def no_build(*_args, **_kwargs):
         raise AssertionError("built again")
 
     monkeypatch.setattr(compiler, "build", no_build)
-    assert compiler.compile_cached(raw, "docker", DEFAULT_CAPS, tmp_path) == (first, True)
+    assert cache.compile_cached(raw, "docker", DEFAULT_CAPS, tmp_path) == (first, True)
     with pytest.raises(AssertionError):  # other caps, other filter
-        compiler.compile_cached(raw, "docker", capabilities.container_set(add=("SYS_ADMIN",)), tmp_path)
+        cache.compile_cached(raw, "docker", capabilities.container_set(add=("SYS_ADMIN",)), tmp_path)
     with pytest.raises(AssertionError):  # other bytes, other filter
-        compiler.compile_cached(raw + b" ", "docker", DEFAULT_CAPS, tmp_path)
+        cache.compile_cached(raw + b" ", "docker", DEFAULT_CAPS, tmp_path)
     (next(tmp_path.iterdir())).write_bytes(b"1" + first[:5])  # a torn entry is never used
     with pytest.raises(AssertionError):
-        compiler.compile_cached(raw, "docker", DEFAULT_CAPS, tmp_path)
+        cache.compile_cached(raw, "docker", DEFAULT_CAPS, tmp_path)
 
 
 def test_capability_sets_follow_docker_s_rules():
