@@ -263,27 +263,28 @@ class Api:
         request.send_json(200, self._inspect(name))
 
     def _inspect(self, name: str) -> dict:
+        """``sbx inspect``'s object, with the fields the docker CLI and docker-py read that it does not carry; what it
+        carries (State.Paused and OOMKilled, Mounts, HostConfig.Binds, LogPath, Driver, ...) is kept as it is."""
         info = self.lifecycle.inspect(name)
         record = self.lifecycle.get(name)
         spec = record.spec or {}
-        state = info["State"]
-        state.update({"Paused": False, "Restarting": False, "OOMKilled": False, "Dead": False})
         asked = _asked_ports(record)
-        info["Config"].update({
+        _missing(info["State"], {"Paused": False, "Restarting": False, "OOMKilled": False, "Dead": False})
+        _missing(info["Config"], {
             "Labels": spec.get("labels") or {}, "OpenStdin": bool(spec.get("stdin")), "AttachStdin": False,
-            "AttachStdout": False, "AttachStderr": False, "StdinOnce": False,
-            "ExposedPorts": {mapping.key: {} for mapping in asked}, "Entrypoint": None, "Volumes": None,
+            "AttachStdout": False, "AttachStderr": False, "StdinOnce": False, "Entrypoint": None, "Volumes": None,
         })
-        info["HostConfig"].update({
-            "PortBindings": port_bindings(asked), "Binds": None,
-            "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+        info["Config"]["ExposedPorts"] = {mapping.key: {} for mapping in asked}
+        _missing(info["HostConfig"], {
+            "Binds": None, "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
             "LogConfig": {"Type": "json-file", "Config": {}},
         })
-        info.update({
+        info["HostConfig"]["PortBindings"] = port_bindings(asked)
+        _missing(info, {
             "RestartCount": 0, "Driver": info.get("GraphDriver", {}).get("Name", ""), "Platform": "linux",
-            "Mounts": [], "NetworkSettings": {**info.get("NetworkSettings", {}), "Networks": {}},
-            "LogPath": str(self.lifecycle.store.dir(record.id) / "ctr.log"),
+            "Mounts": [], "LogPath": str(self.lifecycle.store.dir(record.id) / "ctr.log"),
         })
+        info["NetworkSettings"] = {**info.get("NetworkSettings", {}), "Networks": {}}
         return info
 
     def container_top(self, request: Request, name: str) -> None:
@@ -723,3 +724,9 @@ def _mem_total() -> int:
             return int(handle.readline().split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def _missing(target: dict, defaults: dict) -> None:
+    """Add the ``defaults`` whose keys ``target`` lacks; what it has stays."""
+    for key, value in defaults.items():
+        target.setdefault(key, value)

@@ -188,6 +188,12 @@ def test_named_volume_is_kept_across_containers(docker):
     assert result.stdout == "kept\n"
     assert "data" in docker("volume", "ls", "--format", "{{.Name}}").stdout.split()
     assert docker.sbx("volume", "ls", "-q").stdout.split() == ["data"]
+    # inspect through the API shows the mount as sbx inspect does (the API once replaced it with an empty list)
+    docker("create", "--name", "holder", "-v", "data:/data:ro", "busybox", "true")
+    mounts = json.loads(docker("inspect", "-f", "{{json .Mounts}}", "holder").stdout)
+    assert [(mount["Destination"], mount["RW"]) for mount in mounts] == [("/data", False)]
+    assert docker("inspect", "-f", "{{json .HostConfig.Binds}}", "holder").stdout.strip().endswith(':/data:ro"]')
+    docker("rm", "holder")
     docker("volume", "rm", "data")
     assert docker.sbx("volume", "ls", "-q").stdout == ""
 
