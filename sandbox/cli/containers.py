@@ -400,20 +400,12 @@ def rename(
 
 def prune(force: bool = Option(False, "--force", "-f", help="Do not prompt for confirmation.")) -> None:
     """Remove all stopped containers."""
-    from sandbox.cli.render import human_size
+    from sandbox.cli.render import confirm, report_pruned
 
-    if not force:
-        sys.stdout.write("WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] ")
-        sys.stdout.flush()
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-            return
+    if not force and not confirm("This will remove all stopped containers."):
+        return
     removed, reclaimed = _lifecycle().prune()
-    if removed:
-        out("Deleted Containers:")
-        for container_id in removed:
-            out(container_id)
-        out()
-    out(f"Total reclaimed space: {human_size(reclaimed)}")
+    report_pruned("Containers", removed, reclaimed)
 
 
 def top(container: str = Argument(..., metavar="CONTAINER")) -> None:

@@ -134,3 +134,22 @@ def listing_template_given(output_format: str) -> bool:
 
     listing_template(output_format)
     return True
+
+
+def confirm(warning: str) -> bool:
+    """Docker's prune prompt: ``WARNING! {warning}`` and the y/N question; True only for y or yes."""
+    sys.stdout.write(f"WARNING! {warning}\nAre you sure you want to continue? [y/N] ")
+    sys.stdout.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def report_pruned(title: str, removed: Iterable[str], reclaimed: int) -> None:
+    """Docker's prune report: ``Deleted {title}:`` and one line each (when any), then the space reclaimed."""
+    removed = list(removed)
+    if removed:
+        out(f"Deleted {title}:")
+        for line in removed:
+            out(line)
+        out()
+    out(f"Total reclaimed space: {human_size(reclaimed)}")
+

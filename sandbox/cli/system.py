@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-
 import typer
 
-from sandbox.cli.render import human_size, out, table
+from sandbox.cli.render import confirm, human_size, out, report_pruned, table
 
 
 def _service():
@@ -38,23 +36,11 @@ def prune(
     force: bool = typer.Option(False, "--force", "-f", help="Do not prompt for confirmation."),
 ) -> None:
     """Remove dangling images (all unused ones with -a) and unreferenced blobs."""
-    if not force:
-        what = "all images without at least one container" if all_images else "all dangling images"
-        sys.stdout.write(
-            f"WARNING! This will remove:\n  - {what}\n  - all blobs no image uses\n\n"
-            "Are you sure you want to continue? [y/N] "
-        )
-        sys.stdout.flush()
-        answer = sys.stdin.readline().strip().lower()
-        if answer not in ("y", "yes"):
-            raise typer.Exit(1)
+    what = "all images without at least one container" if all_images else "all dangling images"
+    if not force and not confirm(f"This will remove:\n  - {what}\n  - all blobs no image uses\n"):
+        raise typer.Exit(1)
     removed, freed = _service().prune(all_images=all_images)
-    if removed:
-        out("Deleted Images:")
-        for image_id in removed:
-            out(f"deleted: {image_id}")
-        out()
-    out(f"Total reclaimed space: {human_size(freed)}")
+    report_pruned("Images", (f"deleted: {image_id}" for image_id in removed), freed)
 
 
 def check() -> None:

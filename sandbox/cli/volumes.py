@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import typer
 
@@ -73,21 +72,12 @@ def rm(
 
 def prune(force: bool = typer.Option(False, "--force", "-f", help="Do not prompt for confirmation.")) -> None:
     """Remove all volumes no container uses."""
-    from sandbox.cli.render import human_size
+    from sandbox.cli.render import confirm, report_pruned
 
-    if not force:
-        sys.stdout.write("WARNING! This will remove all volumes not used by at least one container.\n"
-                         "Are you sure you want to continue? [y/N] ")
-        sys.stdout.flush()
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-            raise typer.Exit(1)
+    if not force and not confirm("This will remove all volumes not used by at least one container."):
+        raise typer.Exit(1)
     removed, reclaimed = _volumes().prune()
-    if removed:
-        out("Deleted Volumes:")
-        for name in removed:
-            out(name)
-        out()
-    out(f"Total reclaimed space: {human_size(reclaimed)}")
+    report_pruned("Volumes", removed, reclaimed)
 
 
 def register(app: typer.Typer) -> None:
