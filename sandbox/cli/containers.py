@@ -105,6 +105,8 @@ def ps_fields(record, now: float, no_trunc: bool) -> dict:
         "Mounts": ",".join(mount if no_trunc or len(mount) <= 15 else mount[:14] + "…" for mount in mounts),
         "LocalVolumes": "0", "Networks": spec.get("network", ""), "Label": lambda _name: "",
     }
+
+
 def _ports(record) -> str:
     """Docker's PORTS column (``0.0.0.0:8080->80/tcp``); nothing is imported for a record that publishes none."""
     if record.state.value != "running" or not ((record.spec or {}).get("network_settings") or {}).get("ports"):

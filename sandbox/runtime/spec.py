@@ -11,8 +11,6 @@ from sandbox.runtime.idmap import IdMap, IdRange
 from sandbox.runtime.rootfs import RootfsPlan
 from sandbox.security.options import SecurityOptions
 
-NETWORKS = ("none", "host", "slirp4netns", "pasta")  # and container:ID (sandbox.network.modes)
-
 
 @dataclass(frozen=True)
 class Mount:
@@ -192,11 +190,15 @@ def _security_from_json(reader: _Reader) -> SecurityOptions:
         return SecurityOptions.from_json(reader.data["security"])
     except ValueError as error:
         raise reader.damaged(f"field 'security' {error}") from None
-def ports_from_json(reader: _Reader, data: object) -> tuple:
-    from sandbox.network.ports import PortMapping
 
+
+def ports_from_json(reader: _Reader, data: object) -> tuple:
     if not isinstance(data, list):
         raise reader.damaged("field 'ports' must be a list")
+    if not data:  # nothing published: the port parser (and ipaddress) stay off the start path
+        return ()
+    from sandbox.network.ports import PortMapping
+
     try:
         return tuple(PortMapping.from_json(item) for item in data)
     except (ValueError, SbxError) as error:

@@ -276,6 +276,8 @@ def etc_files(hostname: str, network: str, options: RunOptions | None = None,
 
 def published_ports(options: RunOptions, network: str, exposed: tuple[str, ...], bind_address: str) -> tuple:
     """-p and -P as PortMappings, refused early when the mode cannot publish or a host port is privileged."""
+    if not options.publish and not options.publish_all:  # the common run: no port parser, no sysctl read
+        return ()
     from sandbox.network.modes import publishes
     from sandbox.network.ports import (
         check_unprivileged,
