@@ -102,13 +102,14 @@ class Monitor(Supervisor):
         container_dir: Path | None = None
         record = None
         self.network = None
+        self.running_spec = None  # the spec summary with the network's settings, written with the running state
         try:
             record = self.store.get(self.id)
             spec, container_dir = self.build_spec(record)
             self._listen()
             self.network = network.attach(self.store, record, spec, self._runtime_dir(container_dir))
             started, sources = self._start(launcher, spec, container_dir, record)
-            network.record_settings(self.store, self.id, self.network)
+            self.running_spec = network.with_settings(record.spec, self.network)
         except BaseException as error:
             network.stop(self.network)
             self._finish(start_error(error), None, container_dir, record)
@@ -166,6 +167,7 @@ class Monitor(Supervisor):
             exit_code=None,
             finished_at=None,
             error=None,
+            **({"spec": self.running_spec} if self.running_spec is not None else {}),
         )
         super()._running(pid)
 

@@ -73,18 +73,18 @@ def holder(store, mapping, own_id: str) -> str | None:
     return None
 
 
-def record_settings(store, container_id: str, attachment) -> None:
-    """Keep the forwarded ports and the addresses in the record's spec summary (``ps``, ``port``, ``inspect``)."""
+def with_settings(spec: dict | None, attachment) -> dict | None:
+    """The record's spec summary with the forwarded ports and the addresses (``ps``, ``port``, ``inspect``), for
+    the monitor's "running" write; None when there is nothing to add (none, host, container:ID)."""
     backend = getattr(attachment, "backend", None)
     if backend is None:
-        return  # none, host, container:ID: nothing of their own to show (and none's start stays one write shorter)
-    settings = {"ports": [mapping.to_json() for mapping in backend.ports], "backend": backend.name,
-                **backend.settings()}
+        return None
     try:
-        record = store.get(container_id)
-        store.update(container_id, spec={**(record.spec or {}), SETTINGS_KEY: settings})
+        settings = {"ports": [mapping.to_json() for mapping in backend.ports], "backend": backend.name,
+                    **backend.settings()}
     except Exception:  # noqa: BLE001 - the container runs; only what ps shows of it is missing
-        pass
+        return None
+    return {**(spec or {}), SETTINGS_KEY: settings}
 
 
 def stop(attachment) -> None:
