@@ -401,7 +401,7 @@ class Api:
             raise ContainerNotRunning(f"container {name} is not running")
         sock = protocol.connect(protocol.socket_path(self.settings.runtime_root, record.id))
         try:
-            streams.send_resize(sock, rows, cols)
+            streams.resize_once(sock, rows, cols)
         finally:
             sock.close()
         request.send(200)

@@ -133,6 +133,17 @@ def send_resize(sock: socket.socket, rows: int, cols: int, lock: threading.Lock 
         sock.sendall(protocol.encode_json(protocol.RESIZE, {"rows": rows, "cols": cols}))
 
 
+def resize_once(sock: socket.socket, rows: int, cols: int, timeout: float = 5.0) -> None:
+    """Set a container's terminal size over a connection of its own, and return once the monitor has applied it:
+    RESIZE then DETACH, and the monitor's close (after both frames) is the acknowledgement; the output it sends
+    meanwhile is dropped."""
+    sock.settimeout(timeout)
+    sock.sendall(protocol.encode_json(protocol.RESIZE, {"rows": rows, "cols": cols}) + protocol.encode(protocol.DETACH))
+    with contextlib.suppress(OSError):
+        while sock.recv(_CHUNK):
+            pass
+
+
 def _recv(sock: socket.socket) -> bytes:
     try:
         return sock.recv(_CHUNK)

@@ -412,8 +412,10 @@ class Supervisor:
         if self.clients:
             frames = attach.encode_data(attach.STDOUT if stream == "stdout" else attach.STDERR, data)
             for client_fd, client in list(self.clients.items()):
-                if not (client.queue(frames) and client.flush()):
-                    self._drop(client_fd)  # gone, or too far behind to wait for
+                if not client.queue(frames):
+                    self._drop(client_fd)  # too far behind to wait for
+                elif not client.flush():
+                    self._serve(client_fd, selectors.EVENT_WRITE)  # gone: what it sent before it went still counts
         return True
 
     def _accept(self) -> None:
@@ -433,19 +435,32 @@ class Supervisor:
             self.clients[client.fileno()] = client
 
     def _serve(self, fd: int, mask: int) -> None:
+        """Flush a client's output and act on what it sent. A client whose output cannot be written is gone, but what
+        it sent before it went still counts (the API's resize connects, sends RESIZE, and closes at once), so every
+        frame it left is applied before it is dropped."""
+        client = self.clients.get(fd)
+        if client is None:
+            return
+        gone = bool(mask & selectors.EVENT_WRITE) and not client.flush()
+        if not (gone or mask & selectors.EVENT_READ):
+            return
+        frames = client.receive()
+        if not gone:
+            if frames:
+                self._apply(fd, frames)
+            if frames is None:
+                self._drop(fd)
+            return
+        while frames and fd in self.clients:
+            self._apply(fd, frames)
+            frames = client.receive()
+        self._drop(fd)
+
+    def _apply(self, fd: int, frames: list) -> None:
+        """Act on a client's frames: input to the process, a new terminal size, a detach."""
         from sandbox.monitor import attach
         from sandbox.runtime import console
 
-        client = self.clients[fd]
-        if mask & selectors.EVENT_WRITE and not client.flush():
-            self._drop(fd)
-            return
-        if not mask & selectors.EVENT_READ:
-            return
-        frames = client.receive()
-        if frames is None:
-            self._drop(fd)
-            return
         for frame in frames:
             if frame.type == attach.STDIN:
                 if self.input_fd is not None:

@@ -22,6 +22,7 @@ import pytest
 from sandbox.errors import ContainerNotRunning, ContainerStartError, SbxError
 from sandbox.monitor import attach, exec_holder
 from sandbox.monitor.session import Names, answer, read_message, start_error
+from sandbox.runtime import console
 from sandbox.runtime.launcher import Started
 from sandbox.runtime.userns import Channel
 
@@ -233,6 +234,22 @@ def test_resize_reaches_the_pty(holders):
     output, code = collect(session.sock, attach.encode_json(attach.RESIZE, {"rows": 33, "cols": 101})
                            + attach.encode(attach.STDIN, b"\n"))
     assert b"33 101" in output and code == 0
+
+
+def test_a_resize_sent_just_before_closing_is_applied_while_output_flows(holders):
+    """The API's resize connects, sends RESIZE and closes: output written to it meanwhile fails (EPIPE), and the
+    frame it left must still be applied before the client is dropped."""
+    session = holders(shell("while :; do echo tick; done"))
+    (path,) = sockets(holders.directory)
+    terminal = os.open(f"/proc/{session.pid}/fd/1", os.O_RDWR | os.O_NOCTTY)  # the pty's slave end
+    try:
+        for rows in range(10, 60):
+            once = attach.connect(path)
+            once.sendall(attach.encode_json(attach.RESIZE, {"rows": rows, "cols": 77}))
+            once.close()
+            assert wait_until(lambda size=(rows, 77): console.get_window_size(terminal) == size, timeout=5), rows
+    finally:
+        os.close(terminal)
 
 
 def test_an_exec_failure_is_the_spawn_error(holders):
