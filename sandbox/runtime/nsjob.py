@@ -20,102 +20,18 @@ but the one JSON result on stdout. Ops (``job["op"]``):
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import sys
 import traceback
-import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from sandbox.errors import InvalidLayer, SbxError, StoreError, UnsafeLayer
+from sandbox.errors import SbxError, StoreError, UnsafeLayer
 from sandbox.kernel import constants as k
 
-_READ = 1 << 16
 _MAX_WARNINGS = 100
-
-
-# --- decompression -----------------------------------------------------------------------------------------------
-
-
-class _GzipReader(io.RawIOBase):
-    """A gzip stream of one or more members (pigz, concatenating builders), decompressed as it is read."""
-
-    def __init__(self, raw: BinaryIO, name: str) -> None:
-        self.raw = raw
-        self.name = name
-        self.decompressor = zlib.decompressobj(wbits=31)
-        self.pending = b""  # compressed input not yet given to the decompressor
-        self.done = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        while not self.done:
-            if self.decompressor.eof:
-                rest = self.decompressor.unused_data + self.pending
-                self.pending = b""
-                if not rest:
-                    rest = self.raw.read(_READ)
-                if not rest:
-                    self.done = True
-                    break
-                self.decompressor = zlib.decompressobj(wbits=31)
-                self.pending = rest
-            data = self.decompressor.unconsumed_tail or self.pending
-            self.pending = b""
-            if not data:
-                data = self.raw.read(_READ)
-                if not data:
-                    if not self.decompressor.eof:
-                        raise InvalidLayer(f"invalid layer: {self.name} ends inside a gzip member", path=self.name)
-                    self.done = True
-                    break
-            try:
-                out = self.decompressor.decompress(data, len(view))
-            except zlib.error as error:
-                raise InvalidLayer(f"invalid layer: {self.name} is not valid gzip: {error}", path=self.name) from error
-            if out:
-                view[: len(out)] = out
-                return len(out)
-        return 0
-
-
-def _open_layer(blob: Path, compression: str) -> BinaryIO:
-    raw = open(blob, "rb")  # noqa: SIM115 - closed by the returned reader
-    if compression == "none":
-        return raw
-    if compression == "gzip":
-        return io.BufferedReader(_ClosingRaw(_GzipReader(raw, str(blob)), raw), _READ)
-    if compression == "zstd":
-        import zstandard
-
-        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)
-    raw.close()
-    raise InvalidLayer(f"unsupported layer compression {compression!r}", path=str(blob))
-
-
-class _ClosingRaw(io.RawIOBase):
-    """Closes the compressed file with the decompressing reader."""
-
-    def __init__(self, inner: io.RawIOBase, raw: BinaryIO) -> None:
-        self.inner = inner
-        self.raw = raw
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        return self.inner.readinto(buffer)
-
-    def close(self) -> None:
-        if not self.closed:
-            self.raw.close()
-        super().close()
 
 
 # --- ops ---------------------------------------------------------------------------------------------------------
@@ -144,6 +60,7 @@ def owner_map(uids: int | None, gids: int | None) -> Callable[[int, int], tuple[
 
 
 def _unpack(job: dict[str, Any]) -> dict[str, Any]:
+    from sandbox.oci.decompress import open_layer
     from sandbox.store.unpack import DEFAULT_MAX_BYTES, unpack_layer
 
     warnings: list[str] = []
@@ -158,7 +75,7 @@ def _unpack(job: dict[str, Any]) -> dict[str, Any]:
     for layer in job["layers"]:
         blob = Path(layer["blob"])
         try:
-            stream = _open_layer(blob, layer.get("compression", "gzip"))
+            stream = open_layer(blob, layer.get("compression", "gzip"))
         except OSError as error:
             message = f"cannot open layer {blob}: {(error.strerror or str(error)).lower()}"
             raise StoreError(message, path=str(blob)) from error

@@ -8,13 +8,12 @@ import os
 import socket
 import tarfile
 import time
-import zlib
 from pathlib import Path
 
 import pytest
 
 from sandbox import errors
-from sandbox.errors import InvalidLayer, SbxError, UnsafeLayer
+from sandbox.errors import SbxError, UnsafeLayer
 from sandbox.runtime import nsjob, userns
 from sandbox.runtime.idmap import IdMap, IdRange
 
@@ -83,53 +82,6 @@ def test_owner_map_passes_checks_and_squashes() -> None:
     assert nsjob.owner_map(1, 1)(33, 70000) == (0, 0)
     assert nsjob.owner_map(None, None)(70000, 5) == (70000, 5)
     assert nsjob.owner_map(65537, 1)(33, 33) == (33, 0)
-
-
-def test_gzip_reader_follows_members(tmp_path: Path) -> None:
-    data = [b"first member " * 10000, b"", b"third"]
-    blob = tmp_path / "blob"
-    blob.write_bytes(b"".join(gzip.compress(part) for part in data))
-    with nsjob._open_layer(blob, "gzip") as stream:
-        assert stream.read() == b"".join(data)
-
-
-@pytest.mark.parametrize("cut", [1, 10, 30])
-def test_gzip_reader_refuses_truncated_streams(tmp_path: Path, cut: int) -> None:
-    blob = tmp_path / "blob"
-    blob.write_bytes(gzip.compress(b"payload " * 1000)[:-cut])
-    with pytest.raises(InvalidLayer), nsjob._open_layer(blob, "gzip") as stream:
-        stream.read()
-
-
-def test_gzip_reader_refuses_garbage(tmp_path: Path) -> None:
-    blob = tmp_path / "blob"
-    blob.write_bytes(b"not gzip at all")
-    with pytest.raises(InvalidLayer), nsjob._open_layer(blob, "gzip") as stream:
-        stream.read()
-
-
-def test_gzip_reader_bounds_each_read(tmp_path: Path) -> None:
-    blob = tmp_path / "blob"
-    compressor = zlib.compressobj(wbits=31)
-    blob.write_bytes(compressor.compress(b"\0" * (64 << 20)) + compressor.flush())
-    with nsjob._open_layer(blob, "gzip") as stream:
-        assert len(stream.read(4096)) == 4096
-
-
-def test_zstd_reader_follows_frames(tmp_path: Path) -> None:
-    zstandard = pytest.importorskip("zstandard")
-    blob = tmp_path / "blob"
-    compressor = zstandard.ZstdCompressor()
-    blob.write_bytes(compressor.compress(b"one ") + compressor.compress(b"two"))
-    with nsjob._open_layer(blob, "zstd") as stream:
-        assert stream.read() == b"one two"
-
-
-def test_unknown_compression(tmp_path: Path) -> None:
-    blob = tmp_path / "blob"
-    blob.write_bytes(b"")
-    with pytest.raises(InvalidLayer, match="unsupported layer compression"):
-        nsjob._open_layer(blob, "lz4")
 
 
 def test_unknown_op() -> None:
