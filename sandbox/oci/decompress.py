@@ -146,10 +146,11 @@ class Decompressor:
 class LayerReader(io.RawIOBase):
     """Pull decompression: the uncompressed stream of a compressed file object, read in bounded steps.
 
-    Errors name the layer (``name``) and carry it as ``path``; ``closefd`` closes the compressed file with this one.
+    With a ``name``, errors name the layer and carry it as ``path``; ``closefd`` closes the compressed file with
+    this one.
     """
 
-    def __init__(self, raw: BinaryIO, compression: str, *, name: str, closefd: bool = False) -> None:
+    def __init__(self, raw: BinaryIO, compression: str, *, name: str | None = None, closefd: bool = False) -> None:
         self._decompressor = Decompressor(compression)
         self._raw = raw
         self._name = name
@@ -188,6 +189,8 @@ class LayerReader(io.RawIOBase):
             return b""
         except InvalidLayer as exc:
             self._output = None
+            if self._name is None:
+                raise
             raise InvalidLayer(f"invalid layer {self._name}: {exc.message}", path=self._name) from None
 
     def close(self) -> None:

@@ -14,7 +14,9 @@ import pytest
 from sandbox.errors import DiffIDMismatch, DigestMismatch, InvalidArchive, SbxError
 from sandbox.oci import mediatypes as mt
 from sandbox.oci.imageconfig import ImageConfig
-from sandbox.service.archive import ArchiveService, ImageArchive, apply_changes, member_name
+from sandbox.oci.changes import apply_changes
+from sandbox.service.archive import ArchiveService
+from sandbox.service.imagearchive import ImageArchive, member_name
 from sandbox.service.images import ImageService
 
 
@@ -333,3 +335,15 @@ def test_import_of_something_that_is_not_a_tar(tmp_path, service):
     path.write_bytes(b"hello, not a tar" * 100)
     with pytest.raises(InvalidArchive):
         service.import_rootfs(path)
+
+
+@pytest.mark.parametrize("compress", ["gzip", "zstd"])
+def test_import_refuses_a_truncated_compressed_rootfs(tmp_path, service, compress):
+    import zstandard
+
+    data = {"gzip": LAYER_GZ, "zstd": zstandard.ZstdCompressor().compress(LAYER)}[compress]
+    path = tmp_path / "rootfs.tar"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InvalidArchive, match="not a valid rootfs tar archive"):
+        service.import_rootfs(path, "x")
+    assert store_files(service) == []
