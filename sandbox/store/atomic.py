@@ -1,4 +1,4 @@
-"""Crash-safe file writes and the mapping of OSError to the store's typed errors.
+"""Crash-safe file writes, the store's private directories, and the mapping of OSError to its typed errors.
 
 A write is temp file in the same directory → write → fsync → rename → fsync of the directory, so a reader (or the
 next command after a SIGKILL or a power cut) sees the old content or the new one, never a mix. The temp file is
@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 from pathlib import Path
 
 from sandbox.errors import NoSpace, StoreError
@@ -87,6 +88,45 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -
         _unlink_quietly(temp)
         raise
     fsync_dir(path.parent)
+
+
+PRIVATE_DIR_MODE = 0o700
+
+
+def ensure_private_dir(directory: Path, *, parents: bool = False) -> None:
+    """A directory only its owner can enter (0700): created if missing, its mode narrowed if an older or hand-made
+    one is open to others (or the umask narrowed mkdir's); a non-directory in its place is a StoreError."""
+    try:
+        with contextlib.suppress(FileExistsError):
+            os.makedirs(directory, PRIVATE_DIR_MODE) if parents else os.mkdir(directory, PRIVATE_DIR_MODE)
+        info = os.stat(directory)
+        if not stat.S_ISDIR(info.st_mode):
+            raise StoreError(f"store path {directory} is not a directory", path=str(directory))
+        if stat.S_IMODE(info.st_mode) != PRIVATE_DIR_MODE:
+            os.chmod(directory, PRIVATE_DIR_MODE)
+    except OSError as exc:
+        raise store_error(exc, "create directory", directory) from exc
+
+
+def listdir(directory: Path) -> list[str]:
+    try:
+        return sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise store_error(exc, "list", directory) from exc
+
+
+def unlink(path: Path) -> bool:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    except IsADirectoryError:
+        return False
+    except OSError as exc:
+        raise store_error(exc, "remove", path) from exc
+    return True
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -30,8 +30,6 @@ import json
 import math
 import os
 import re
-import stat
-from contextlib import suppress
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from pathlib import Path
@@ -46,7 +44,7 @@ from sandbox.errors import (
     StoreError,
 )
 from sandbox.oci.digest import Digest
-from sandbox.store.atomic import fsync_dir, store_error, write_atomic
+from sandbox.store.atomic import ensure_private_dir, fsync_dir, listdir, store_error, write_atomic
 from sandbox.store.fields import JsonFields
 from sandbox.store.locks import FileLock
 
@@ -60,7 +58,6 @@ UNKNOWN_EXIT_CODE = 255  # what ps shows for a container that died unwatched (Do
 _NAME = re.compile(NAME_PATTERN)
 _ID = re.compile(r"[0-9a-f]{64}")
 _HEX = re.compile(r"[0-9a-f]+")
-_DIR_MODE = 0o700
 _RECORD_MODE = 0o600
 _STAT_START_TIME = 22  # field number in proc(5), counting from 1: pid (1), comm (2), state (3), ...
 
@@ -220,12 +217,12 @@ class ContainerStore:
         check_name(record.name)
         directory = self.dir(record.id)
         data = record.to_bytes()  # a spec that is not JSON-able fails here, before anything is written
-        self._ensure_dir(self.root, parents=True)
+        ensure_private_dir(self.root, parents=True)
         with self._lock():
             if _exists(directory / RECORD_NAME):
                 raise StoreError(f"container {record.id} already exists", path=str(directory / RECORD_NAME))
             self._check_name_free(record.name, record.id)
-            self._ensure_dir(directory)
+            ensure_private_dir(directory)
             write_atomic(directory / RECORD_NAME, data, _RECORD_MODE)
         return record
 
@@ -289,13 +286,13 @@ class ContainerStore:
 
     def ids(self) -> list[str]:
         """Ids of the directories that hold a record, sorted."""
-        return [name for name in _listdir(self.root) if _ID.fullmatch(name) and _exists(self.root / name / RECORD_NAME)]
+        return [name for name in listdir(self.root) if _ID.fullmatch(name) and _exists(self.root / name / RECORD_NAME)]
 
     def list(self) -> list[ContainerRecord]:
         """Every record, newest first, each passed through :meth:`observe`; StoreCorrupt names a damaged one."""
         current_boot = self._boot_id_or_none()
         records = []
-        for container_id in _listdir(self.root):  # not ids(): reading the record tells the same as a stat of it
+        for container_id in listdir(self.root):  # not ids(): reading the record tells the same as a stat of it
             if not _ID.fullmatch(container_id):
                 continue
             try:
@@ -404,18 +401,6 @@ class ContainerStore:
 
     def _lock(self) -> FileLock:
         return FileLock(self.root / LOCK_NAME, self.lock_timeout)
-
-    def _ensure_dir(self, directory: Path, *, parents: bool = False) -> None:
-        try:
-            with suppress(FileExistsError):
-                os.makedirs(directory, _DIR_MODE) if parents else os.mkdir(directory, _DIR_MODE)
-            info = os.stat(directory)
-            if not stat.S_ISDIR(info.st_mode):
-                raise StoreError(f"store path {directory} is not a directory", path=str(directory))
-            if stat.S_IMODE(info.st_mode) != _DIR_MODE:
-                os.chmod(directory, _DIR_MODE)  # the umask narrowed mkdir's mode, or a hand-made dir is too open
-        except OSError as exc:
-            raise store_error(exc, "create directory", directory) from exc
 
 
 # --- names -----------------------------------------------------------------------------------------------------------
@@ -558,12 +543,3 @@ def _exists(path: Path) -> bool:
             return False
         raise store_error(exc, "stat", path) from exc
     return True
-
-
-def _listdir(directory: Path) -> list[str]:
-    try:
-        return sorted(os.listdir(directory))
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise store_error(exc, "list", directory) from exc

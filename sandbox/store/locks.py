@@ -15,13 +15,14 @@ the new file, so two holders can never believe they hold the same path.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import time
 from pathlib import Path
 
 from sandbox.errors import LockTimeout
-from sandbox.store.atomic import store_error
+from sandbox.store.atomic import store_error, unlink
 
 _FIRST_DELAY = 0.002
 _MAX_DELAY = 0.1
@@ -139,4 +140,47 @@ def create_locked(directory: Path, suffix: str) -> tuple[int, Path]:
             raise store_error(exc, "create", path) from exc
         if try_lock_fd(fd) and _same_file(fd, path):
             return fd, path
+        os.close(fd)
+
+
+def _open_for_lock(path: Path) -> int | None:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+            return None
+        raise store_error(exc, "open", path) from exc
+
+
+def remove_if_unlocked(path: Path) -> bool:
+    """Remove a temp file whose writer is gone (nobody holds its flock); keep it while its writer lives."""
+    fd = _open_for_lock(path)
+    if fd is None:
+        return False
+    try:
+        if not try_lock_fd(fd):
+            return False
+        return unlink(path)  # under the lock: the writer's create_locked notices if it raced us
+    finally:
+        os.close(fd)
+
+
+def read_if_locked(path: Path) -> bytes | None:
+    """A lease's content if its process is alive (holds the flock); a dead process's lease is removed."""
+    fd = _open_for_lock(path)
+    if fd is None:
+        return None
+    try:
+        if try_lock_fd(fd):
+            unlink(path)
+            return None
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise store_error(exc, "read", path) from exc
+    finally:
         os.close(fd)

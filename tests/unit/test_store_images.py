@@ -443,12 +443,12 @@ def test_damage_names_missing_resized_and_flipped_blobs_without_hashing(store, m
     store.blob_path(two).chmod(0o644)
     store.blob_path(two).write_bytes(b"layer tw")
     _flip(store.blob_path(three))  # same size: only a hash can tell
-    import sandbox.store.store as store_module
+    import sandbox.store.blobs as blobs_module
 
-    real_hash = store_module._hash_file
-    monkeypatch.setattr(store_module, "_hash_file", lambda *args: pytest.fail("the listing hashed a blob"))
+    real_hash = blobs_module.hash_file
+    monkeypatch.setattr(blobs_module, "hash_file", lambda *args: pytest.fail("the listing hashed a blob"))
     assert store.damage(image) == [f"layer 1 blob {one} is missing", f"layer 2 blob {two} is 8 bytes, not 9"]
-    monkeypatch.setattr(store_module, "_hash_file", real_hash)
+    monkeypatch.setattr(blobs_module, "hash_file", real_hash)
     store.check()  # hashes everything, and leaves a note for the listing
     flipped = Digest.of(bytes([ord("l") ^ 0xFF]) + b"ayer three")
     assert store.damage(image)[2:] == [f"layer 3 blob {three}: content is damaged: it hashes to {flipped}"]
