@@ -24,7 +24,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Protocol, TypeVar
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 from sandbox.config import Settings
@@ -48,10 +48,9 @@ from sandbox.oci.digest import Digest
 from sandbox.oci.manifest import MAX_MANIFEST_BYTES, Descriptor
 from sandbox.registry.auth import DOCKER_HUB_ENDPOINT, Authenticator
 from sandbox.registry.credentials import DOCKER_HUB, CredentialSource, normalise_registry
-from sandbox.registry.transport import Endpoint, Transport, check_redirect, netloc_of, printable
+from sandbox.registry.download import BLOB_CHUNK, BlobDownload, BlobWriter
+from sandbox.registry.transport import Endpoint, Transport, check_redirect, netloc_of, printable, transient
 
-BLOB_CHUNK = 1024 * 1024
-NETWORK_PIECE = 64 * 1024
 MAX_LIST_PAGE = MAX_MANIFEST_BYTES
 MAX_LIST_PAGES = 1000
 MAX_LIST_ENTRIES = 100_000
@@ -63,7 +62,6 @@ _REPOSITORY = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _LABEL = r"(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])"
 _HOST = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{{1,5}}))?")
-_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 T = TypeVar("T")
 
@@ -75,21 +73,6 @@ class FetchedManifest:
     raw: bytes
     media_type: str
     digest: Digest
-
-
-class BlobWriter(Protocol):
-    """Where :meth:`RegistryClient.download_blob` puts a blob (the store's partial blob file).
-
-    ``written`` is how many bytes it already holds (a resumed download starts there), ``write`` appends,
-    ``reset`` discards everything. The writer verifies the digest when it commits.
-    """
-
-    @property
-    def written(self) -> int: ...
-
-    def write(self, data: bytes) -> None: ...
-
-    def reset(self) -> None: ...
 
 
 def check_repository(repository: str) -> str:
@@ -128,10 +111,6 @@ def _next_link(header: str | None, base: str) -> str | None:
         if re.search(r"""rel\s*=\s*"?([^";,]*\s)?next[\s";,]""", params + ";"):
             return urljoin(base, match.group(1).strip())
     return None
-
-
-def _transient(error: SbxError) -> bool:
-    return bool(getattr(error, "transient", False))
 
 
 def _falls_through(error: SbxError) -> bool:
@@ -274,7 +253,7 @@ class RegistryClient:
             try:
                 return operation(endpoint)
             except RegistryError as error:
-                if endpoint.mirror or not _transient(error):
+                if endpoint.mirror or not transient(error):
                     raise
                 failures += 1
                 if failures > self.retries:
@@ -459,112 +438,8 @@ class RegistryClient:
         writer: BlobWriter,
         progress: Callable[[int], None] | None = None,
     ) -> None:
-        """Stream a blob into ``writer`` in 1 MiB chunks, resuming after failures; never more than its size.
-
-        A dropped connection, an idle timeout or a 5xx is retried ``retries`` times per endpoint with exponential
-        backoff, asking for ``Range: bytes=WRITTEN-``. A ``206`` whose ``Content-Range`` starts at WRITTEN
-        continues; a ``200`` means the server ignored the range, so the writer is reset and the blob starts over.
-        ``progress(n)`` follows ``writer.written``: ``+len`` for each chunk written and ``-written`` when a restart
-        discards what the writer held, so a progress bar that starts at the writer's initial ``written`` stays
-        true. The digest is the writer's to check when it commits.
-        """
-        repository = check_repository(repository)
-        digest = _as_digest(descriptor.digest)
-        size = descriptor.size
-        path = f"/v2/{repository}/blobs/{digest}"
-        report = progress or (lambda n: None)
-
-        def once(endpoint: Endpoint) -> None:
-            start = writer.written
-            headers = {"Range": f"bytes={start}-"} if start else {}
-            response = self._exchange(
-                endpoint, "GET", endpoint.url(path), scope=self._scope(repository), headers=headers
-            )
-            try:
-                status = response.status_code
-                if status == 206 and start:
-                    match = _CONTENT_RANGE.fullmatch((response.headers.get("Content-Range") or "").strip())
-                    if not match or int(match.group(1)) != start or match.group(3) not in ("*", str(size)):
-                        writer.reset()
-                        report(-start)
-                        raise RegistryUnreachable(
-                            f"{endpoint.netloc} answered a resumed download of blob {digest} with the wrong range",
-                            transient=True,
-                        )
-                elif status == 200:
-                    if start:
-                        writer.reset()
-                        report(-start)
-                        start = 0
-                    declared = response.headers.get("Content-Length")
-                    if declared is not None and declared.strip().isdigit() and int(declared) != size:
-                        raise SizeMismatch(
-                            f"size mismatch: blob {digest} from {endpoint.netloc} is {int(declared)} bytes, not {size}"
-                        )
-                elif status == 416:
-                    writer.reset()
-                    report(-start)
-                    raise RegistryUnreachable(f"{endpoint.netloc} refused to resume blob {digest}", transient=True)
-                else:
-                    raise self._transport.registry_error(
-                        response,
-                        f"pulling blob {digest}",
-                        not_found_message=f"blob {digest} of {self._display(repository)} not found",
-                    )
-                # Read the network in small pieces and hand the writer 1 MiB chunks: a connection that drops
-                # mid-chunk then costs at most one piece, since what was buffered is written before retrying.
-                buffer = bytearray()
-                try:
-                    for piece in self._transport.iter_body(response, NETWORK_PIECE):
-                        if len(piece) > size - writer.written - len(buffer):
-                            raise SizeMismatch(
-                                f"size mismatch: blob {digest} from {endpoint.netloc} is longer than {size} bytes"
-                            )
-                        buffer += piece
-                        if len(buffer) >= BLOB_CHUNK:
-                            writer.write(bytes(buffer))
-                            report(len(buffer))
-                            buffer.clear()
-                except RegistryError:
-                    if buffer:
-                        writer.write(bytes(buffer))
-                        report(len(buffer))
-                    raise
-                if buffer:
-                    writer.write(bytes(buffer))
-                    report(len(buffer))
-            finally:
-                response.close()
-            if writer.written < size:
-                raise RegistryUnreachable(
-                    f"connection to {endpoint.netloc} ended after {writer.written} of {size} bytes of blob {digest}",
-                    transient=True,
-                )
-
-        def resuming(endpoint: Endpoint, operation: Callable[[Endpoint], None]) -> None:
-            failures = 0
-            while True:
-                if writer.written > size:
-                    report(-writer.written)
-                    writer.reset()
-                if writer.written == size:
-                    return
-                try:
-                    operation(endpoint)
-                    return
-                except RegistryError as error:
-                    if not _transient(error):
-                        raise
-                    # A mirror that is down or answers an error status passes the blob on at once; one that
-                    # broke off mid-transfer is retried like the registry, keeping what it sent.
-                    if endpoint.mirror and (getattr(error, "connect_failed", False) or hasattr(error, "status")):
-                        raise
-                    failures += 1
-                    if failures > self.retries:
-                        raise
-                    self._sleep(self.backoff * 2 ** (failures - 1))
-
-        self._read(once, runner=resuming)
+        """Stream a blob into ``writer``, resuming after failures; never more than its size (:class:`BlobDownload`)."""
+        BlobDownload(self, check_repository(repository), descriptor, writer, progress).run()
 
     def blob_exists(self, repository: str, digest: Digest | str) -> bool:
         """``HEAD /v2/NAME/blobs/DIGEST`` on the registry itself (before a push)."""

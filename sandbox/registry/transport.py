@@ -122,6 +122,11 @@ def check_redirect(settings: Settings, source: str, target: str) -> bool:
     return origin(source) == origin(target)
 
 
+def transient(error: BaseException) -> bool:
+    """May the request that failed this way be tried again (a dropped connection, an idle timeout, a 5xx)?"""
+    return bool(getattr(error, "transient", False))
+
+
 def _chain(exc: BaseException, depth: int = 0) -> Iterator[BaseException]:
     """The exception, its causes, contexts, wrapped reasons and exception args (urllib3 nests them deeply)."""
     if depth > 8:

@@ -12,7 +12,8 @@ from sandbox.errors import DigestMismatch, ManifestUnknown, RegistryError, Regis
 from sandbox.oci import mediatypes
 from sandbox.oci.digest import Digest
 from sandbox.oci.manifest import Descriptor
-from sandbox.registry.client import BLOB_CHUNK, RegistryClient
+from sandbox.registry.client import RegistryClient
+from sandbox.registry.download import BLOB_CHUNK
 from sandbox.registry.credentials import StaticCredentials
 from tests.fixtures.fakeregistry import FakeRegistry, MemoryWriter, Reply, closed_port, sha256
 
