@@ -13,8 +13,8 @@ from sandbox.oci import mediatypes
 from sandbox.oci.digest import Digest
 from sandbox.oci.manifest import Descriptor
 from sandbox.registry.client import RegistryClient
-from sandbox.registry.download import BLOB_CHUNK
 from sandbox.registry.credentials import StaticCredentials
+from sandbox.registry.download import BLOB_CHUNK
 from tests.fixtures.fakeregistry import FakeRegistry, MemoryWriter, Reply, closed_port, sha256
 
 BLOB = bytes(range(256)) * 12289  # 3 MiB + 256 bytes: several 1 MiB chunks, not a multiple of them
