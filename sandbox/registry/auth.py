@@ -33,7 +33,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from sandbox.config import is_loopback
 from sandbox.errors import AuthenticationRequired, InsecureRegistry, RegistryError
 from sandbox.registry.credentials import CredentialSource
-from sandbox.registry.transport import Endpoint, Transport, printable
+from sandbox.registry.transport import Endpoint, Transport, http_url, printable
 
 MAX_TOKEN_BODY = 1024 * 1024
 MAX_CHALLENGE_HEADER = 16 * 1024
@@ -251,13 +251,8 @@ class Authenticator:
         realm = challenge.params.get("realm")
         if not realm:
             raise RegistryError(f"{endpoint.netloc} sent a bearer challenge without a realm")
-        parts = urlsplit(realm)
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https") or not parts.hostname:
-            raise RegistryError(f"token realm {printable(realm, 120)!r} of {endpoint.netloc} is not an http(s) url")
-        if parts.username is not None or parts.password is not None:
-            raise RegistryError(f"token realm of {endpoint.netloc} carries credentials in its url")
-        if endpoint.scheme == "https" and scheme == "http" and not is_loopback(parts.netloc):
+        parts = http_url(realm, f"{endpoint.netloc} sends a token realm", RegistryError)
+        if endpoint.scheme == "https" and parts.scheme == "http" and not is_loopback(parts.netloc):
             raise InsecureRegistry(
                 f"{endpoint.netloc} sends tokens over plain http ({printable(realm, 120)}); refusing",
                 hint="the registry's token service must use https",

@@ -121,6 +121,17 @@ def _falls_through(error: SbxError) -> bool:
     return isinstance(status, int) and (status in (401, 403, 404, 429) or status >= 500)
 
 
+def _check_stored(response: Any, endpoint: Endpoint, what: str, expected: Digest) -> None:
+    """After a push: the ``Docker-Content-Digest`` the registry stored ``what`` under, when it names one in
+    ``expected``'s algorithm, must be ``expected``. Closes the response."""
+    announced = response.headers.get("Docker-Content-Digest")
+    response.close()
+    if announced and announced.strip() != str(expected) and announced.split(":")[0] == expected.algorithm:
+        raise DigestMismatch(
+            f"digest mismatch: {endpoint.netloc} stored {what} as {printable(announced, 80)}, not {expected}"
+        )
+
+
 class _UploadBody:
     """A file-like body of exactly ``size`` bytes read from ``stream``, reporting progress as it goes."""
 
@@ -380,13 +391,7 @@ class RegistryClient:
             )
             if response.status_code not in (200, 201, 202):
                 raise self._transport.registry_error(response, f"pushing manifest {display}")
-            announced = response.headers.get("Docker-Content-Digest")
-            response.close()
-            if announced and announced.strip() != str(computed) and announced.split(":")[0] == computed.algorithm:
-                raise DigestMismatch(
-                    f"digest mismatch: {endpoint.netloc} stored manifest {display} as "
-                    f"{printable(announced, 80)}, not {computed}"
-                )
+            _check_stored(response, endpoint, f"manifest {display}", computed)
             return computed
 
         return self._attempts(self.upstream, run)
@@ -524,12 +529,7 @@ class RegistryClient:
                     earlier.close()
             if response.status_code not in (201, 204):
                 raise self._transport.registry_error(response, f"uploading blob {digest}")
-            announced = response.headers.get("Docker-Content-Digest")
-            response.close()
-            if announced and announced.strip() != str(digest) and announced.split(":")[0] == digest.algorithm:
-                raise DigestMismatch(
-                    f"digest mismatch: {endpoint.netloc} stored blob {digest} as {printable(announced, 80)}"
-                )
+            _check_stored(response, endpoint, f"blob {digest}", digest)
 
         self._attempts(self.upstream, run)
 

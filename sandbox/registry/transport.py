@@ -26,7 +26,7 @@ import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 from sandbox import __version__
 from sandbox.config import Settings, is_loopback
@@ -102,19 +102,27 @@ def netloc_of(url: str) -> str:
     return urlsplit(url).netloc.lower()
 
 
+def http_url(url: str, what: str, error: type[SbxError]) -> SplitResult:
+    """``url`` split (scheme lowercased) if it is an http(s) URL with a host and no user info, else ``error``.
+
+    ``what`` starts the message ("refusing redirect to", "token realm of HOST:"); credentials are never printed.
+    """
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise error(f"{what} {printable(url, 200)!r}: not an http(s) url")
+    if parts.username is not None or parts.password is not None:
+        raise error(f"{what} {parts.hostname}: the url carries credentials")
+    return parts._replace(scheme=parts.scheme.lower())
+
+
 def check_redirect(settings: Settings, source: str, target: str) -> bool:
     """Decide whether a redirect from ``source`` to ``target`` may be followed; True if Authorization may go along.
 
     Raises :class:`RedirectRefused` for a target that is not http(s) or carries user info, and
     :class:`InsecureRegistry` for https → http unless the target host is allowed plain http by the settings.
     """
-    parts = urlsplit(target)
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not parts.hostname:
-        raise RedirectRefused(f"refusing redirect to {printable(target, 200)!r}: not an http(s) url")
-    if parts.username is not None or parts.password is not None:
-        raise RedirectRefused(f"refusing redirect to {parts.hostname}: the url carries credentials")
-    if urlsplit(source).scheme.lower() == "https" and scheme == "http" and not settings.is_insecure(parts.netloc):
+    parts = http_url(target, "refusing redirect to", RedirectRefused)
+    if urlsplit(source).scheme.lower() == "https" and parts.scheme == "http" and not settings.is_insecure(parts.netloc):
         raise InsecureRegistry(
             f"refusing redirect from https to plain http://{printable(parts.netloc, 200)}",
             hint=f"add {parts.netloc} to insecure_registries in the config file if that host is trusted",

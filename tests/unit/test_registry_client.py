@@ -512,3 +512,14 @@ def test_registry_down(config):
     with pytest.raises(RegistryUnreachable, match="connection refused") as info:
         regclient.get_manifest("a", "t")
     assert "registry running" in info.value.hint
+
+
+def test_a_push_stored_under_another_digest_is_refused(registry, config):
+    other = sha256(b"other")
+    registry.route("POST", "/v2/a/blobs/uploads/", Reply(202, headers={"Location": "/v2/a/blobs/uploads/x"}))
+    registry.route("PUT", "/v2/a/blobs/uploads/x", Reply(201, headers={"Docker-Content-Digest": other}))
+    with pytest.raises(DigestMismatch, match=f"stored blob {sha256(b'abc')} as {other}"):
+        client(registry, config).upload_blob("a", Digest.of(b"abc"), 3, lambda: io.BytesIO(b"abc"))
+    registry.route("PUT", "/v2/a/manifests/t", Reply(201, headers={"Docker-Content-Digest": other}))
+    with pytest.raises(DigestMismatch, match="stored manifest"):
+        client(registry, config).put_manifest("a", "t", manifest_bytes(), mediatypes.OCI_MANIFEST)
