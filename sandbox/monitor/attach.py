@@ -422,15 +422,12 @@ class _Session:
 
     def _read_stdin(self) -> bool:
         """Forward typed bytes; True when the detach sequence completed."""
+        from sandbox.runtime.console import read_some
+
         assert self.stdin is not None
-        try:
-            data = os.read(self.stdin, _CHUNK)
-        except (BlockingIOError, InterruptedError):
+        data = read_some(self.stdin, _GONE)
+        if data is None:
             return False
-        except OSError as error:
-            if error.errno not in _GONE:
-                raise
-            data = b""
         if not data:  # end of input: stop reading it, keep copying the output
             self.outgoing += encode_data(STDIN, self.matcher.flush()) + (encode(STDIN) if self.end_input else b"")
             self._unregister_stdin()

@@ -43,6 +43,19 @@ DEFAULT_FORWARDED_SIGNALS = (
 )
 
 
+def read_some(fd: int, gone: Sequence[int] = _GONE) -> bytes | None:
+    """Up to 64 KiB from a non-blocking ``fd``: None when it has nothing now; ``b""`` at its end, or when it fails
+    with one of the ``gone`` errnos (the other end of the terminal, pipe or socket went away)."""
+    try:
+        return os.read(fd, _CHUNK)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError as exc:
+        if exc.errno not in gone:
+            raise
+        return b""
+
+
 # --- detach keys ------------------------------------------------------------------------------------------------------
 
 
@@ -463,14 +476,9 @@ class _Proxy:
         return None
 
     def _read_master(self) -> str | None:
-        try:
-            data = os.read(self.master, _CHUNK)
-        except (BlockingIOError, InterruptedError):
+        data = read_some(self.master, (errno.EIO,))
+        if data is None:
             return None
-        except OSError as exc:
-            if exc.errno != errno.EIO:
-                raise
-            data = b""
         if not data:  # the container's side closed: everything it wrote has been read
             self._drain_stdout()
             return "exited"
@@ -481,14 +489,9 @@ class _Proxy:
 
     def _read_stdin(self) -> str | None:
         assert self.stdin is not None
-        try:
-            data = os.read(self.stdin, _CHUNK)
-        except (BlockingIOError, InterruptedError):
+        data = read_some(self.stdin)
+        if data is None:
             return None
-        except OSError as exc:
-            if exc.errno not in _GONE:
-                raise
-            data = b""
         if not data:  # end of input: stop forwarding it, keep copying the output
             self.to_master += self.matcher.flush()
             self.stdin = None

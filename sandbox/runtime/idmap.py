@@ -103,6 +103,11 @@ def subordinate_ranges(name: str, uid: int, path: Path) -> list[tuple[int, int]]
     Lines are ``name_or_uid:start:count``; blank lines, ``#`` comments and malformed lines are ignored, as are
     ranges of zero ids. A missing or unreadable file gives no ranges.
     """
+    return [(start, count) for owner, start, count in _ranges(path) if owner in (name, str(uid)) and count > 0]
+
+
+def _ranges(path: Path) -> list[tuple[str, int, int]]:
+    """Every well-formed ``(owner, start, count)`` line of an /etc/subuid-format file; none if it is unreadable."""
     try:
         text = Path(path).read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -113,28 +118,12 @@ def subordinate_ranges(name: str, uid: int, path: Path) -> list[tuple[int, int]]
         if not line or line.startswith("#"):
             continue
         fields = line.split(":")
-        if len(fields) != 3 or fields[0] not in (name, str(uid)):
+        if len(fields) != 3:
             continue
         start, count = fields[1].strip(), fields[2].strip()
-        if not (start.isdecimal() and count.isdecimal()):
-            continue
-        if int(count) > 0:
-            ranges.append((int(start), int(count)))
+        if start.isdecimal() and count.isdecimal():
+            ranges.append((fields[0], int(start), int(count)))
     return ranges
-
-
-def _all_ranges(path: Path) -> list[tuple[int, int]]:
-    """Every range in the file, whoever owns it (to suggest a free one)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return []
-    found = []
-    for line in text.splitlines():
-        fields = line.strip().split(":")
-        if len(fields) == 3 and fields[1].isdecimal() and fields[2].isdecimal():
-            found.append((int(fields[1]), int(fields[2])))
-    return found
 
 
 def _free_start(taken: list[tuple[int, int]], size: int) -> int:
@@ -148,7 +137,8 @@ def _free_start(taken: list[tuple[int, int]], size: int) -> int:
 
 def suggested_start(subuid_path: Path, subgid_path: Path) -> int:
     """Where a new 65536-id range fits in both files without overlapping anyone's (what the notices suggest)."""
-    return _free_start(_all_ranges(subuid_path) + _all_ranges(subgid_path), MAX_CONTAINER_IDS)
+    taken = [(start, count) for path in (subuid_path, subgid_path) for _, start, count in _ranges(path)]
+    return _free_start(taken, MAX_CONTAINER_IDS)  # whoever owns them
 
 
 def _notice(user: str, missing: list[Path], subuid_path: Path, subgid_path: Path) -> str:
