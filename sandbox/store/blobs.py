@@ -145,6 +145,8 @@ class BlobIngest:
 
 
 class BlobStore:
+    """The blobs of one store root; its lease (what this process wrote and no record needs yet) is per process."""
+
     def __init__(self, root: Path, locks_dir: Path, lock_timeout: float) -> None:
         self.blobs_dir = root / "blobs"
         self.ingest_dir = root / "ingest"

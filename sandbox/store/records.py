@@ -37,6 +37,8 @@ class Damaged:
 
 
 class ImageRecords:
+    """The image records under ``images/``; reading needs no lock, writers hold the store lock (:class:`Store`)."""
+
     def __init__(self, images_dir: Path) -> None:
         self.images_dir = images_dir
 
