@@ -13,8 +13,8 @@ import pytest
 
 from sandbox.errors import DiffIDMismatch, DigestMismatch, InvalidArchive, SbxError
 from sandbox.oci import mediatypes as mt
-from sandbox.oci.imageconfig import ImageConfig
 from sandbox.oci.changes import apply_changes
+from sandbox.oci.imageconfig import ImageConfig
 from sandbox.service.archive import ArchiveService
 from sandbox.service.imagearchive import ImageArchive, member_name
 from sandbox.service.images import ImageService
