@@ -5,7 +5,7 @@ blob is pulled, loaded or re-hashed (:mod:`sandbox.oci.layerdigest`, fed by push
 (:func:`open_layer`, read by pull) and ``import`` of a compressed rootfs tar (:class:`LayerReader`).
 
 - Output is bounded per step, so a decompression bomb costs CPU time but never memory: gzip is asked for at most
-  1 MiB at a time; zstd's decompressobj has no output bound, and a zstd block expands at most ~32768:1 (a 4-byte
+  64 KiB at a time; zstd's decompressobj has no output bound, and a zstd block expands at most ~32768:1 (a 4-byte
   RLE block gives 128 KiB), so it is fed 1 KiB at a time, bounding each step's output to ~32 MiB.
 - Gzip streams may hold several members (pigz, some builders concatenate) and zero padding between them; zstd
   streams may hold several frames: both are followed to the end.
@@ -26,7 +26,7 @@ COMPRESSIONS = ("gzip", "zstd", "none")
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
-_STEP = 1 << 20
+_STEP = 1 << 16  # gzip output per step: cache-sized (unpacking read 48 MiB ~2x slower with 1 MiB steps)
 _ZSTD_SLICE = 1 << 10
 _READ = 1 << 16
 
