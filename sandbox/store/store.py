@@ -37,8 +37,8 @@ it speaks only of the file it was written for (a blob pulled again after ``rmi -
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Iterable
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -147,11 +147,9 @@ class Store:
         """Store ``data`` (verified against ``digest`` when given); storing a present blob is a no-op."""
         return self.blobs.put(data, digest)
 
-    @contextmanager
-    def ingest(self, digest: Digest, size: int | None) -> Iterator[BlobIngest | None]:
+    def ingest(self, digest: Digest, size: int | None) -> AbstractContextManager[BlobIngest | None]:
         """Write one blob (see :meth:`BlobStore.ingest`): None when it is already present, else a writer."""
-        with self.blobs.ingest(digest, size) as writer:
-            yield writer
+        return self.blobs.ingest(digest, size)
 
     # --- garbage -------------------------------------------------------------------------------------------------
 
