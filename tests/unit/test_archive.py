@@ -1,4 +1,4 @@
-"""save / load / import: hostile archive members, --change parsing, round trips built in memory."""
+"""save / load / import: hostile archive members, round trips built in memory."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import pytest
 
 from sandbox.errors import DiffIDMismatch, DigestMismatch, InvalidArchive, SbxError
 from sandbox.oci import mediatypes as mt
-from sandbox.oci.changes import apply_changes
 from sandbox.oci.imageconfig import ImageConfig
 from sandbox.service.archive import ArchiveService
 from sandbox.service.imagearchive import ImageArchive, member_name
@@ -270,37 +269,6 @@ def test_oci_archive_with_a_wrong_layer_size(tmp_path, service):
 
 
 # -- import -------------------------------------------------------------------------------------------------------
-
-
-def test_change_instructions():
-    config = apply_changes(
-        {},
-        [
-            'CMD ["/bin/sh"]',
-            "ENTRYPOINT echo hi",
-            "ENV A=1 B='two words'",
-            "ENV C three words",
-            "ENV A=2",
-            "WORKDIR /app",
-            "WORKDIR sub",
-            "EXPOSE 80 53/udp",
-            "USER 1000:1000",
-            'LABEL org.x="y z"',
-        ],
-    )
-    assert config["Cmd"] == ["/bin/sh"]
-    assert config["Entrypoint"] == ["/bin/sh", "-c", "echo hi"]
-    assert config["Env"] == ["B=two words", "C=three words", "A=2"]
-    assert config["WorkingDir"] == "/app/sub"
-    assert config["ExposedPorts"] == {"80/tcp": {}, "53/udp": {}}
-    assert config["User"] == "1000:1000"
-    assert config["Labels"] == {"org.x": "y z"}
-
-
-@pytest.mark.parametrize("change", ["RUN rm -rf /", "EXPOSE http", "ENV", "LABEL novalue", "FROM x"])
-def test_bad_change_instructions(change):
-    with pytest.raises(InvalidArchive):
-        apply_changes({}, [change])
 
 
 @pytest.mark.parametrize("compress", ["none", "gzip", "zstd"])
