@@ -1,5 +1,5 @@
-"""The privilege steps of the process plan through FakeKernel: the order of the steps, the kernel's rule for loading a filter, and a clean
-failure at every step (TESTPLAN 30, 41)."""
+"""The privilege steps of the process plan through FakeKernel: the order of the steps, the kernel's rule for
+loading a filter, and a clean failure at every step (TESTPLAN 30, 41)."""
 
 from __future__ import annotations
 
