@@ -118,7 +118,7 @@ class _Joined:
     setgroups_allowed: bool
 
 
-def start(request: ExecRequest, verify: Callable[[], bool], kernel=None, *,
+def start(request: ExecRequest, verify: Callable[[], bool], kernel, *,
           stdio: tuple[int, int, int] | None = None, parent_ends: tuple[int, ...] = ()) -> Started:
     """Fork the joiner; returns once the command's process exists (it may still fail before exec).
 
@@ -131,10 +131,6 @@ def start(request: ExecRequest, verify: Callable[[], bool], kernel=None, *,
     container's pid 1. Then: :func:`launcher.wait` for the command's exit code (it raises ContainerStartError with
     126/127 on a failed exec), or :func:`confirm` for ``-d``. With ``request.tty`` ``Started.master_fd`` is the pty.
     """
-    if kernel is None:
-        from sandbox.kernel import Kernel
-
-        kernel = Kernel()
     tty = request.tty and not request.detach
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     master_fd = None

@@ -69,10 +69,12 @@ class Started:
 
 
 def start(
-    spec: ContainerSpec, container_dir: Path, kernel=None, *, stdio: tuple[int, int, int] | None = None,
+    spec: ContainerSpec, container_dir: Path, kernel, *, stdio: tuple[int, int, int] | None = None,
     network=None, close_in_child: tuple[int, ...] = (),
 ) -> Started:
     """Fork the container; returns once its pid 1 exists (it may still fail before exec: see :func:`wait`).
+
+    ``kernel`` (a :class:`sandbox.kernel.KernelAPI`) makes every kernel call of both stages, and of pid 1's plan.
 
     ``stdio`` (ignored with a tty): three fds that become the container's 0, 1 and 2 instead of the caller's own;
     the caller keeps and closes them. ``close_in_child``: fds of the caller that stage 1 must not hold (the write
@@ -84,10 +86,6 @@ def start(
     """
     from sandbox.runtime.userns import Channel, find_helper, write_maps
 
-    if kernel is None:
-        from sandbox.kernel import Kernel
-
-        kernel = Kernel()
     helpers = {} if spec.idmap.single else {name: find_helper(name) for name in ("newuidmap", "newgidmap")}
     from sandbox.runtime import privileges
 

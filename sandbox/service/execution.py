@@ -89,22 +89,26 @@ class Execution:
             console_size=options.console_size if options.tty and not options.detach else None,
         )
         verify = lambda: store.alive(record)  # noqa: E731
+        from sandbox.kernel import Kernel
+
+        kernel = Kernel()  # the exec's one kernel: the joiner and the command's plan make their calls through it
         if options.tty and not options.detach:
             from sandbox.monitor import exec_holder
 
-            session = exec_holder.spawn(self.runtime_root, record.id, lambda: enter.start(request, verify))
+            session = exec_holder.spawn(self.runtime_root, record.id, lambda: enter.start(request, verify, kernel))
             try:
                 return attach(session, request)
             finally:
                 session.sock.close()
         if options.detach:
-            enter.confirm(enter.start(request, verify))
+            enter.confirm(enter.start(request, verify, kernel))
             return 0
         from sandbox.runtime.relay import Relay
 
         relay = Relay(options.interactive)  # sbx's terminal never becomes the command's (TESTPLAN 58)
         try:
-            started = enter.start(request, verify, stdio=relay.child_stdio(), parent_ends=relay.parent_ends())
+            started = enter.start(request, verify, kernel, stdio=relay.child_stdio(),
+                                  parent_ends=relay.parent_ends())
         except BaseException:
             relay.close()
             raise
