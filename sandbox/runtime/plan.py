@@ -144,7 +144,8 @@ def privilege_steps(privileges: PrivilegePlan, identity: Identity, set_groups: b
     """Steps 1-7 of :mod:`sandbox.runtime.privileges`, for a process that becomes ``identity``."""
     final_caps = privileges.capabilities if identity.uid == 0 else 0
     late_load = privileges.no_new_privs or bool(final_caps >> CAP_SYS_ADMIN & 1)
-    seccomp = [Step("seccomp_filter", (privileges.seccomp,), "load the seccomp filter")] if privileges.seccomp else []
+    seccomp = [] if privileges.seccomp is None else [
+        Step("seccomp_filter", (privileges.seccomp,), "load the seccomp filter")]
     steps = [Step("drop_bounding", (privileges.capabilities,), "drop the bounding set")]
     steps += [] if late_load else seccomp
     if set_groups:
@@ -165,7 +166,11 @@ def execute(kernel, plan: ProcessPlan) -> None:
     try:
         for step in plan.steps:
             try:
-                _OWN[step.op](kernel, *step.args) if step.op in _OWN else getattr(kernel, step.op)(*step.args)
+                own = _OWN.get(step.op)
+                if own is not None:
+                    own(kernel, *step.args)
+                else:
+                    getattr(kernel, step.op)(*step.args)
             except OSError as error:
                 if step.op == "exec":
                     raise exec_error(step.args[0][0], error) from None

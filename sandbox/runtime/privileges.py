@@ -1,4 +1,4 @@
-"""The container process's privileges: capabilities, no_new_privs and the seccomp filter, applied in one place.
+"""The container process's privileges: capabilities, no_new_privs and the seccomp filter, and the rules they follow.
 
 Both the container's pid 1 (:mod:`sandbox.runtime.launcher`) and an ``exec``'ed command (:mod:`sandbox.runtime.enter`)
 take these steps as the last privileged work before they close their fds, chdir and execve; they are steps of the
@@ -24,7 +24,7 @@ every sane profile; a profile that refuses them fails the start, never leaves it
 The user switch from uid 0 to another uid clears the permitted and effective sets (PR_SET_KEEPCAPS is off), as
 Docker wants for a non-root user (moby gives non-root users no effective or permitted capabilities); capset at 4
 only lowers sets, which the kernel always allows. The filter is compiled before pivot_root or chroot (libseccomp
-and the policy files are host files, out of reach afterwards), by :func:`prepare`, and only loaded here.
+and the policy files are host files, out of reach afterwards), by :func:`prepare`, and only loaded by the plan.
 """
 
 from __future__ import annotations
