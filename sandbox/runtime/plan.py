@@ -93,7 +93,14 @@ class Step:
     what: str = ""
 
     def __str__(self) -> str:
-        return f"{self.op}({', '.join(_shown(arg) for arg in self.args)})"
+        if self.op == "exec":  # the environment's names, never its values (-e SECRET=...)
+            args, env = self.args
+            return f"exec({args!r}, env=[{' '.join(item.partition('=')[0] for item in env)}])"
+        if self.op == "limits":
+            (limits,) = self.args
+            return f"limits({' '.join(map(str, limits.rlimits))}, cpus={list(limits.cpus)})"
+        shown = (f"<{len(arg)}-byte filter>" if isinstance(arg, bytes) else repr(arg) for arg in self.args)
+        return f"{self.op}({', '.join(shown)})"
 
 
 @dataclass(frozen=True)
@@ -274,10 +281,3 @@ _OWN = {
     "exec": _exec,
 }
 
-
-def _shown(value) -> str:
-    if isinstance(value, bytes):
-        return f"<{len(value)}-byte filter>"
-    if isinstance(value, tuple) and value and all(isinstance(item, str) and "=" in item for item in value):
-        return "[" + " ".join(item.partition("=")[0] for item in value) + "]"  # env: the names, never the values
-    return repr(value)

@@ -98,6 +98,7 @@ def test_the_working_directory_is_normalised_and_a_proc_one_is_refused_before_an
 def test_ulimits_are_a_step_of_run():
     plan = build(run_process(limits=Limits(rlimits=(Ulimit("nofile", 10, 20),))))
     assert ops(plan)[-2:] == ["limits", "exec"]
+    assert str(plan.steps[-2]) == "limits(nofile=10:20, cpus=[])"
 
 
 def test_exec_takes_the_same_steps_as_pid_1():
