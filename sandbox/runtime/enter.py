@@ -109,6 +109,8 @@ class ExecRequest:
     interactive: bool = False
     detach: bool = False
     console_size: tuple[int, int] | None = None  # with tty: (rows, columns) of the terminal sbx runs in
+    # the container's --ulimit and fallback rlimits and affinity (as Docker's exec copies the container's rlimits)
+    limits: object | None = None
 
 
 @dataclass(frozen=True)
@@ -263,7 +265,8 @@ def _command(request: ExecRequest, kernel, channel, tty: bool, null: int, joined
     process = process_plan.Process(
         args=tuple(request.args), env=request.env, identity=identity, privileges=request.privileges,
         cwd=request.cwd, set_groups=joined.setgroups_allowed, terminal=slave_fd,
-        stdin=null if null_stdin else None, spare=(channel.sock.fileno(),), exit_code=EXIT_NOT_EXECUTABLE,
+        stdin=null if null_stdin else None, spare=(channel.sock.fileno(),), limits=request.limits,
+        exit_code=EXIT_NOT_EXECUTABLE,
     )
     process_plan.execute(kernel, process_plan.build(process))  # execs, or raises
 

@@ -19,7 +19,7 @@ executor, makes each step's calls through :class:`sandbox.kernel.KernelAPI`. The
     close_fds                             every fd above 2 but the close-on-exec sync socket (TESTPLAN 25)
     workdir                               chdir, then check where it led, with no host fd left (CVE-2024-21626)
     reset_signal SIGPIPE, SIGXFSZ         Python ignores them, and an ignored signal stays ignored across exec
-    [limits]                              --ulimit and the rlimits standing in for undelegated cgroup limits (run)
+    [limits]                              --ulimit, the rlimits standing in for undelegated cgroup limits, affinity
     exec                                  execvpe: PATH looked up in the container
 
 What comes before is not the plan's: namespaces, mounts and pivot_root (run) or setns and chroot (exec), the pty
@@ -97,7 +97,7 @@ class Step:
             args, env = self.args
             return f"exec({args!r}, env=[{' '.join(item.partition('=')[0] for item in env)}])"
         if self.op == "limits":
-            (limits,) = self.args
+            limits = self.args[0]
             return f"limits({' '.join(map(str, limits.rlimits))}, cpus={list(limits.cpus)})"
         shown = (f"<{len(arg)}-byte filter>" if isinstance(arg, bytes) else repr(arg) for arg in self.args)
         return f"{self.op}({', '.join(shown)})"
@@ -140,7 +140,7 @@ def build(process: Process) -> ProcessPlan:
               for number in (signal.SIGPIPE, signal.SIGXFSZ)]
     limits = process.limits
     if limits is not None and (limits.rlimits or limits.cpus):
-        steps.append(Step("limits", (limits,), "set the resource limits"))
+        steps.append(Step("limits", (limits, process.exit_code), "set the resource limits"))
     env = process.env if any(item.startswith("HOME=") for item in process.env) else (
         *process.env, f"HOME={identity.home or '/'}")
     steps.append(Step("exec", (tuple(process.args), env), "execute the command"))

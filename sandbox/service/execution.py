@@ -82,9 +82,11 @@ class Execution:
         from sandbox.service.lifecycle import stored_spec
 
         # the container's own caps and profile (as Docker's exec), compiled here, before the joiner's chroot
-        plan = privileges.prepare(stored_spec(record).security, privileges.cache_dir(store.root.parent))
+        container = stored_spec(record)
+        plan = privileges.prepare(container.security, privileges.cache_dir(store.root.parent))
         request = enter.ExecRequest(
-            pid=int(record.pid), args=command, env=env, privileges=plan, user=user, cwd=workdir,
+            pid=int(record.pid), args=command, env=env, privileges=plan, limits=container.limits, user=user,
+            cwd=workdir,
             tty=options.tty, interactive=options.interactive, detach=options.detach,
             console_size=options.console_size if options.tty and not options.detach else None,
         )

@@ -95,10 +95,12 @@ def test_the_working_directory_is_normalised_and_a_proc_one_is_refused_before_an
         assert caught.value.exit_code == code
 
 
-def test_ulimits_are_a_step_of_run():
-    plan = build(run_process(limits=Limits(rlimits=(Ulimit("nofile", 10, 20),))))
-    assert ops(plan)[-2:] == ["limits", "exec"]
-    assert str(plan.steps[-2]) == "limits(nofile=10:20, cpus=[])"
+def test_ulimits_are_a_step_of_run_and_exec_alike():
+    limits = Limits(rlimits=(Ulimit("nofile", 10, 20),))
+    run, exec_ = build(run_process(limits=limits)), build(exec_process(limits=limits))
+    assert ops(run)[-2:] == ops(exec_)[-2:] == ["limits", "exec"]
+    assert str(run.steps[-2]) == "limits(nofile=10:20, cpus=[])"
+    assert (run.steps[-2].args[1], exec_.steps[-2].args[1]) == (125, 126)  # the exit code of a refused limit
 
 
 def test_exec_takes_the_same_steps_as_pid_1():
@@ -173,7 +175,7 @@ VARIANTS = {
     "run-user-tty-limits": run_process(identity=USER, terminal=SLAVE, stdin=None,
                                        limits=Limits(rlimits=(Ulimit("nofile", 10, 20),), cpus=(0,))),
     "run-root-nnp": run_process(privileges=PrivilegePlan(DEFAULT, True, FILTER)),
-    "exec-user-null": exec_process(identity=USER),
+    "exec-user-null-limits": exec_process(identity=USER, limits=Limits(rlimits=(Ulimit("nproc", 5, 5),))),
     "exec-root-tty": exec_process(terminal=SLAVE, stdin=None),
 }
 
@@ -219,8 +221,8 @@ def test_each_step_that_fails_stops_the_plan_with_its_error_and_leaks_nothing(na
         assert caught.value.message == 'exec: "cmd": execvpe: Input/output error' and caught.value.exit_code == 125
     elif step.op == "workdir":
         assert caught.value.exit_code == plan.exit_code and "working directory" in caught.value.message
-    elif step.op == "limits":  # cgroups.limits' own messages, with run's code
-        assert caught.value.exit_code == 125 and caught.value.message.startswith("cannot set ")
+    elif step.op == "limits":  # cgroups.limits' own messages
+        assert caught.value.exit_code == plan.exit_code and caught.value.message.startswith("cannot set ")
     else:
         assert caught.value.exit_code == plan.exit_code
         assert caught.value.message == f"cannot {step.what}: {first.op}: Input/output error"
