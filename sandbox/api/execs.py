@@ -55,7 +55,7 @@ def _with_holder(api, exec_, conn, options) -> int | None:
 
 
 def _in_child(api, exec_, conn, options) -> int:
-    from sandbox.runtime import launcher
+    from sandbox.runtime.plan import fd_limit
     from sandbox.service.execution import Execution
 
     stdin = os.pipe() if exec_.stdin and conn is not None else None
@@ -69,7 +69,7 @@ def _in_child(api, exec_, conn, options) -> int:
             os.dup2(stdin[0] if stdin else null, 0)
             os.dup2(out_write, 1)
             os.dup2(err_write, 2)
-            os.closerange(3, launcher.fd_limit())  # the server's sockets and the other ends of the pipes
+            os.closerange(3, fd_limit())  # the server's sockets and the other ends of the pipes
             # another thread may have held sys.stderr's lock (the request log) when we forked: fresh objects
             sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - the child ends with os._exit
             sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115

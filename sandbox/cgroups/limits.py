@@ -401,9 +401,10 @@ def decide(resources: Resources, delegation, *, mode: str = "strict", cgroup_par
                   mode=mode, cgroup_parent=cgroup_parent, note=note)
 
 
-def apply_in_process(kernel, limits: Limits) -> None:
-    """In the container's pid 1, just before exec: the rlimits (``--ulimit``, the fallbacks), then the affinity.
-    A refused rlimit (raising a hard limit needs CAP_SYS_RESOURCE in the host's namespace) is a start error."""
+def apply_in_process(kernel, limits: Limits, exit_code: int = 125) -> None:
+    """In the container's pid 1 or an exec'ed command, just before exec: the rlimits (``--ulimit``, the fallbacks),
+    then the affinity. A refused rlimit (raising a hard limit needs CAP_SYS_RESOURCE in the host's namespace) is a
+    start error, with ``exit_code``."""
     from sandbox.errors import ContainerStartError
     from sandbox.kernel.constants import RLIM_INFINITY, RLIMITS
 
@@ -414,7 +415,7 @@ def apply_in_process(kernel, limits: Limits) -> None:
             kernel.setrlimit(RLIMITS[item.name], soft, hard)
         except OSError as error:
             raise ContainerStartError(
-                f"cannot set ulimit {item}: {error.strerror or error}",
+                f"cannot set ulimit {item}: {error.strerror or error}", exit_code=exit_code,
                 hint="a hard limit above your own cannot be granted without privileges (see ulimit -H -a)",
             ) from None
     if limits.cpus:
@@ -422,4 +423,4 @@ def apply_in_process(kernel, limits: Limits) -> None:
             kernel.sched_setaffinity(0, frozenset(limits.cpus))
         except OSError as error:
             raise ContainerStartError(f"cannot set the cpu affinity to {limits.resources.cpuset_cpus}: "
-                                      f"{error.strerror or error}") from None
+                                      f"{error.strerror or error}", exit_code=exit_code) from None

@@ -67,6 +67,7 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 TIOCGPTN = 0x80045430  # _IOR('T', 0x30, unsigned int): the pty's number N, i.e. its slave is <devpts>/N
 TIOCSPTLCK = 0x40045431  # _IOW('T', 0x31, int): 0 unlocks the slave (unlockpt); a new pty starts locked
 TIOCGPTPEER = 0x5441  # _IO('T', 0x41), Linux 4.13: open the slave through the master, without a path lookup
+TIOCSCTTY = 0x540E  # on a terminal: make it the controlling terminal of the caller's session (a session leader)
 
 # --- pivot_root(2) has no libc wrapper: its syscall number per machine (uname -m) ----------------------------
 SYS_PIVOT_ROOT = {

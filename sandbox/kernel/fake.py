@@ -3,6 +3,12 @@
 :class:`FakeKernel` accepts the same calls as :class:`sandbox.kernel.libc.Kernel`, touches nothing, and appends
 each one to :attr:`FakeKernel.calls`. ``fail(op, errno, nth)`` makes the Nth call of ``op`` raise the same
 ``OSError(errno, "op: strerror", path)`` the real kernel would, so error paths can be tested without privileges.
+
+The process calls keep just enough state for a test to check what a plan left behind: ``open`` hands out fd
+numbers from 100 up and :attr:`FakeKernel.open_fds` holds those not closed yet (``close`` and ``close_range``
+close them); ``getcwd`` answers the last ``chdir`` (or :attr:`FakeKernel.cwd` as a test sets it), ``device_of``
+answers :attr:`FakeKernel.devices` (``/proc`` is device 2, anything else 1); ``execvpe`` returns where the real
+one replaces the process.
 """
 
 from __future__ import annotations
@@ -29,6 +35,10 @@ class FakeKernel:
         self._counts: Counter[str] = Counter()
         self._failures: dict[tuple[str, int], int] = {}
         self.prctl_results: dict[int, int] = {}
+        self.open_fds: set[int] = set()
+        self._next_fd = 100
+        self.cwd: str | None = None
+        self.devices: dict[str, int] = {"/proc": 2}
 
     def fail(self, op: str, errno: int, nth: int = 1) -> FakeKernel:
         """Make the ``nth`` call (counting from 1, over the fake's whole life) of ``op`` raise ``errno``."""
@@ -91,8 +101,68 @@ class FakeKernel:
 
     def sched_setaffinity(self, pid: int, cpus: frozenset[int]) -> None:
         self._record("sched_setaffinity", (pid, frozenset(cpus)))
+
     def capset(self, effective: int, permitted: int, inheritable: int) -> None:
         self._record("capset", (effective, permitted, inheritable))
 
     def seccomp_filter(self, program: bytes) -> None:
         self._record("seccomp_filter", (program,))
+
+    def setsid(self) -> None:
+        self._record("setsid", ())
+
+    def set_controlling_terminal(self, fd: int) -> None:
+        self._record("set_controlling_terminal", (fd,))
+
+    def fchown(self, fd: int, uid: int, gid: int) -> None:
+        self._record("fchown", (fd, uid, gid))
+
+    def open(self, path: str, flags: int) -> int:
+        self._record("open", (path, flags), path)
+        fd, self._next_fd = self._next_fd, self._next_fd + 1
+        self.open_fds.add(fd)
+        return fd
+
+    def dup2(self, fd: int, target: int) -> None:
+        self._record("dup2", (fd, target))
+
+    def close(self, fd: int) -> None:
+        self._record("close", (fd,))
+        self.open_fds.discard(fd)
+
+    def close_range(self, first: int, last: int) -> None:
+        self._record("close_range", (first, last))
+        self.open_fds -= {fd for fd in self.open_fds if first <= fd <= last}
+
+    def setgroups(self, groups: tuple[int, ...]) -> None:
+        self._record("setgroups", (tuple(groups),))
+
+    def setresgid(self, real: int, effective: int, saved: int) -> None:
+        self._record("setresgid", (real, effective, saved))
+
+    def setresuid(self, real: int, effective: int, saved: int) -> None:
+        self._record("setresuid", (real, effective, saved))
+
+    def chdir(self, path: str) -> None:
+        self._record("chdir", (path,), path)
+        self.cwd = path
+
+    def fchdir(self, fd: int) -> None:
+        self._record("fchdir", (fd,))
+
+    def chroot(self, path: str) -> None:
+        self._record("chroot", (path,), path)
+
+    def getcwd(self) -> str:
+        self._record("getcwd", ())
+        return self.cwd if self.cwd is not None else "/"
+
+    def device_of(self, path: str) -> int:
+        self._record("device_of", (path,), path)
+        return self.devices.get(path, 1)
+
+    def reset_signal(self, signum: int) -> None:
+        self._record("reset_signal", (signum,))
+
+    def execvpe(self, program: str, args: tuple[str, ...], env: dict[str, str]) -> None:
+        self._record("execvpe", (program, tuple(args), dict(env)), program)

@@ -5,16 +5,25 @@ This is the only module in sbx that imports :mod:`ctypes`. Python 3.11 has no ``
 loaded on the first call, not at import, because this module sits on the ``sbx run`` start-up path.
 
 Every failure raises ``OSError(errno, "op: strerror", path)``; Python turns that into the matching subclass
-(``PermissionError``, ``FileNotFoundError``, ...), so callers catch what they expect from :mod:`os`.
+(``PermissionError``, ``FileNotFoundError``, ...), so callers catch what they expect from :mod:`os`. The calls
+:mod:`os` already has (setsid, setresuid, chdir, execvpe, ...) are :mod:`os`'s, and raise its own OSError (whose
+``strerror`` names no op): the exec and working-directory messages users see are built from it.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import signal
 from typing import Any, NoReturn
 
-from sandbox.kernel.constants import LINUX_CAPABILITY_VERSION_3, SECCOMP_SET_MODE_FILTER, SYS_PIVOT_ROOT, SYS_SECCOMP
+from sandbox.kernel.constants import (
+    LINUX_CAPABILITY_VERSION_3,
+    SECCOMP_SET_MODE_FILTER,
+    SYS_PIVOT_ROOT,
+    SYS_SECCOMP,
+    TIOCSCTTY,
+)
 
 _libc: ctypes.CDLL | None = None
 _ULONG_MASK = (1 << 64) - 1  # rlim_t is an unsigned long on the 64-bit architectures sbx supports
@@ -137,6 +146,66 @@ class Kernel:
         result = _load().syscall(ctypes.c_long(number), ctypes.c_ulong(SECCOMP_SET_MODE_FILTER), ctypes.c_ulong(0),
                                  ctypes.byref(fprog))
         _check(result, "seccomp")
+
+    # -- a container process's plan: what :mod:`os` has is :mod:`os`'s; nothing here imports after pivot_root ----
+
+    def setsid(self) -> None:
+        os.setsid()
+
+    def set_controlling_terminal(self, fd: int) -> None:
+        """ioctl(TIOCSCTTY) through libc: the caller is a session leader without a controlling terminal. (No
+        ``fcntl``/``termios`` import: a container's pid 1 calls this after pivot_root.)"""
+        _check(_load().ioctl(ctypes.c_int(fd), ctypes.c_ulong(TIOCSCTTY), ctypes.c_int(0)), "ioctl(TIOCSCTTY)")
+
+    def fchown(self, fd: int, uid: int, gid: int) -> None:
+        os.fchown(fd, uid, gid)
+
+    def open(self, path: str, flags: int) -> int:
+        return os.open(path, flags)
+
+    def dup2(self, fd: int, target: int) -> None:
+        os.dup2(fd, target)  # the copy is inheritable: exec keeps it
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
+    def close_range(self, first: int, last: int) -> None:
+        """Close fds ``first`` to ``last``, both included (os.closerange uses close_range(2) where it exists)."""
+        if first <= last:
+            os.closerange(first, last + 1)
+
+    def setgroups(self, groups: tuple[int, ...]) -> None:
+        os.setgroups(list(groups))
+
+    def setresgid(self, real: int, effective: int, saved: int) -> None:
+        os.setresgid(real, effective, saved)
+
+    def setresuid(self, real: int, effective: int, saved: int) -> None:
+        os.setresuid(real, effective, saved)
+
+    def chdir(self, path: str) -> None:
+        os.chdir(path)
+
+    def fchdir(self, fd: int) -> None:
+        os.fchdir(fd)
+
+    def chroot(self, path: str) -> None:
+        os.chroot(path)
+
+    def getcwd(self) -> str:
+        return os.getcwd()
+
+    def device_of(self, path: str) -> int:
+        return os.stat(path).st_dev
+
+    def reset_signal(self, signum: int) -> None:
+        """Back to the default action: Python ignores SIGPIPE and SIGXFSZ, and exec keeps an ignored signal ignored."""
+        signal.signal(signum, signal.SIG_DFL)
+
+    def execvpe(self, program: str, args: tuple[str, ...], env: dict[str, str]) -> None:
+        """execve, looking ``program`` up in the PATH of the calling process's environment when it has no slash
+        (as os.execvpe, Docker and runc do); returns only by raising."""
+        os.execvpe(program, list(args), env)
 
 
 def _cap_structs():

@@ -95,10 +95,12 @@ class Monitor(Supervisor):
         self.remove_dir = remove_dir
 
     def run(self) -> None:
+        from sandbox.kernel import Kernel
         from sandbox.monitor import network
         from sandbox.runtime import launcher
         from sandbox.store.containers import ContainerState
 
+        self.kernel = Kernel()  # the monitor's one kernel: the container's stages and its network helper get it
         container_dir: Path | None = None
         record = None
         self.network = None
@@ -107,7 +109,7 @@ class Monitor(Supervisor):
             record = self.store.get(self.id)
             spec, container_dir = self.build_spec(record)
             self._listen()
-            self.network = network.attach(self.store, record, spec, self._runtime_dir(container_dir))
+            self.network = network.attach(self.store, record, spec, self._runtime_dir(container_dir), self.kernel)
             started, sources = self._start(launcher, spec, container_dir, record)
             self.running_spec = network.with_settings(record.spec, self.network)
         except BaseException as error:
@@ -127,7 +129,7 @@ class Monitor(Supervisor):
         """Start the container; its outputs as {fd: stream}. Attached input goes to the pty master, or with -i
         to a pipe that is the container's stdin (without -i its stdin is /dev/null, as with Docker)."""
         if spec.process.tty:
-            started = launcher.start(spec, container_dir, network=self.network)
+            started = launcher.start(spec, container_dir, self.kernel, network=self.network)
             self.master_fd = self.input_fd = started.master_fd
             return started, {started.master_fd: "stdout"}
         wants_stdin = bool(spec.process.stdin or (getattr(record, "spec", None) or {}).get("stdin"))
@@ -139,8 +141,8 @@ class Monitor(Supervisor):
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
-            started = launcher.start(spec, container_dir, stdio=(stdin, out_w, err_w), network=self.network,
-                                     close_in_child=(stdin_w,) if stdin_w is not None else ())
+            started = launcher.start(spec, container_dir, self.kernel, stdio=(stdin, out_w, err_w),
+                                     network=self.network, close_in_child=(stdin_w,) if stdin_w is not None else ())
         except BaseException:
             for fd in (out_r, err_r, stdin_w):
                 if fd is not None:

@@ -17,8 +17,9 @@ from sandbox.errors import NetworkError
 SETTINGS_KEY = "network_settings"
 
 
-def attach(store, record, spec, runtime_dir: Path):
-    """The :class:`~sandbox.network.attach.Attachment` for ``spec``'s mode (None for none and host)."""
+def attach(store, record, spec, runtime_dir: Path, kernel):
+    """The :class:`~sandbox.network.attach.Attachment` for ``spec``'s mode (None for none and host); its helper
+    makes its kernel calls through ``kernel``."""
     from sandbox.network.modes import joined_container, needs_helper
 
     target = joined_container(spec.network)
@@ -33,7 +34,7 @@ def attach(store, record, spec, runtime_dir: Path):
     check_unprivileged(spec.ports, unprivileged_port_start())
     ports = assign(spec.ports)
     check_free(ports, holder=lambda mapping: holder(store, mapping, record.id))
-    return Attachment(backend=make_backend(spec.network, runtime_dir, ports))
+    return Attachment(backend=make_backend(spec.network, runtime_dir, ports, kernel))
 
 
 def _join(store, target: str):

@@ -48,7 +48,7 @@ class Backend:
     gateway: str | None = None
     dns: str | None = None
 
-    def __init__(self, runtime_dir: Path, ports=(), kernel=None, program: str | None = None) -> None:
+    def __init__(self, runtime_dir: Path, ports, kernel, program: str | None = None) -> None:
         self.runtime_dir = Path(runtime_dir)
         self.ports = tuple(ports)
         self.kernel = kernel
@@ -76,10 +76,6 @@ class Backend:
         import subprocess
 
         kernel = self.kernel
-        if kernel is None:
-            from sandbox.kernel import Kernel
-
-            kernel = self.kernel = Kernel()
         from sandbox.kernel.constants import PR_SET_PDEATHSIG
 
         def die_with_the_monitor() -> None:
@@ -140,8 +136,8 @@ def install_hint(name: str) -> str:
     return f"install the Debian package {package}, or run with --network none"
 
 
-def make_backend(mode: str, runtime_dir: Path, ports=(), kernel=None) -> Backend:
-    """The backend for a helper mode (``slirp4netns`` or ``pasta``)."""
+def make_backend(mode: str, runtime_dir: Path, ports, kernel) -> Backend:
+    """The backend for a helper mode (``slirp4netns`` or ``pasta``); ``kernel`` is the monitor's KernelAPI."""
     if mode == "slirp4netns":
         from sandbox.network.slirp import Slirp4netns
 

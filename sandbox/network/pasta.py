@@ -54,7 +54,7 @@ class Pasta(Backend):
     name = "pasta"
     dns = PASTA_DNS
 
-    def __init__(self, runtime_dir: Path, ports=(), kernel=None, program: str | None = None) -> None:
+    def __init__(self, runtime_dir: Path, ports, kernel, program: str | None = None) -> None:
         super().__init__(runtime_dir, ports, kernel, program)
         self.pid_file = self.runtime_dir / PID_NAME
         self.log = self.runtime_dir / LOG_NAME

@@ -107,7 +107,7 @@ class Slirp4netns(Backend):
     gateway = SLIRP_GATEWAY
     dns = SLIRP_DNS
 
-    def __init__(self, runtime_dir: Path, ports=(), kernel=None, program: str | None = None) -> None:
+    def __init__(self, runtime_dir: Path, ports, kernel, program: str | None = None) -> None:
         super().__init__(runtime_dir, ports, kernel, program)
         self.exit_w: int | None = None
         self.api_socket = self.runtime_dir / SOCKET_NAME

@@ -13,13 +13,13 @@ The process tree and the sync protocol (one JSON object per line, :class:`userns
                                       from ours); fchdir(root), chroot(".")
                                       fork ───────────────────────────────►   waits for the joiner's go (a pipe)
                                 ◄───  {"type": "pid", "pid": HOSTPID}
-                                      close the socket, go ────────────────►  setsid; -t: a pty from the container's
+                                      close the socket, go ────────────────►  -t: a pty from the container's
                                 ◄──────────────────────────────────────────    /dev/pts/ptmx, {"type": "pty"} + the
-                                      waitpid(command), exit with its          master (SCM_RIGHTS), the slave its
-                                      status (128+N for a signal)              TIOCSCTTY and stdio; user from the
-                                                                               container's /etc/passwd and /etc/group;
-                                                                               groups, gid, uid; chdir; close fds;
-                                                                               execvpe
+                                      waitpid(command), exit with its          master (SCM_RIGHTS); user from the
+                                      status (128+N for a signal)              container's /etc/passwd and /etc/group;
+                                                                               the process plan, as for pid 1
+                                                                               (runtime/plan.py: session, tty, ids,
+                                                                               privileges, fds, chdir, execvpe)
                                 ◄──────────────────────────────────────────    on failure: {"type": "error", ...}
     proxy the pty or forward signals to HOSTPID, waitpid(joiner) (:func:`launcher.wait`)
 
@@ -42,47 +42,38 @@ Everything the command's process needs is imported with this module, before ``ch
 Python library is out of reach, as it should be (TESTPLAN 26). After ``setns(CLONE_NEWUSER)`` the process holds every
 capability of the container's user namespace; the container's own privileges (its capability set, no_new_privs and
 seccomp filter, from its spec, compiled by the caller before any of this: ``ExecRequest.privileges``) are then
-applied by :func:`sandbox.runtime.privileges.apply`, as for pid 1, so an exec'ed command gets exactly what the
-container's command got (TESTPLAN 30). Exit codes follow Docker's exec: 127 not found, 126 not
-executable or any other failure to start the command, 1 when the container is no longer running.
+applied by the same process plan as pid 1's (:mod:`sandbox.runtime.plan`), so an exec'ed command gets exactly what
+the container's command got (TESTPLAN 30), and the same fds closed. Exit codes follow Docker's exec: 127 not
+found, 126 not executable or any other failure to start the command, 1 when the container is no longer running.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import signal
 import socket
 import sys
-import termios
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from sandbox.errors import ContainerNotRunning, ContainerStartError, SbxError
 from sandbox.kernel import constants as k
-from sandbox.runtime import workdir
+from sandbox.runtime import plan as process_plan
 from sandbox.runtime.console import open_pty
 from sandbox.runtime.identity import resolve_identity
 from sandbox.runtime.launcher import (
     EXIT_NOT_EXECUTABLE,
     Started,
     _install_stdio,
-    exec_error,
     exit_code_of,
-    fd_limit,
-    give_terminal,
     read_small,
     received_master,
     report_error,
     send_pty,
-    split_env,
     start_failure,
-    switch_user,
-    with_home,
 )
 from sandbox.runtime.privileges import PrivilegePlan
-from sandbox.runtime.privileges import apply as apply_privileges
 from sandbox.runtime.userns import Channel
 
 # the order setns is applied in: the user namespace first (it gives the capabilities the others need), the mount
@@ -118,6 +109,8 @@ class ExecRequest:
     interactive: bool = False
     detach: bool = False
     console_size: tuple[int, int] | None = None  # with tty: (rows, columns) of the terminal sbx runs in
+    # the container's --ulimit and fallback rlimits and affinity (as Docker's exec copies the container's rlimits)
+    limits: object | None = None
 
 
 @dataclass(frozen=True)
@@ -127,7 +120,7 @@ class _Joined:
     setgroups_allowed: bool
 
 
-def start(request: ExecRequest, verify: Callable[[], bool], kernel=None, *,
+def start(request: ExecRequest, verify: Callable[[], bool], kernel, *,
           stdio: tuple[int, int, int] | None = None, parent_ends: tuple[int, ...] = ()) -> Started:
     """Fork the joiner; returns once the command's process exists (it may still fail before exec).
 
@@ -140,10 +133,6 @@ def start(request: ExecRequest, verify: Callable[[], bool], kernel=None, *,
     container's pid 1. Then: :func:`launcher.wait` for the command's exit code (it raises ContainerStartError with
     126/127 on a failed exec), or :func:`confirm` for ``-d``. With ``request.tty`` ``Started.master_fd`` is the pty.
     """
-    if kernel is None:
-        from sandbox.kernel import Kernel
-
-        kernel = Kernel()
     tty = request.tty and not request.detach
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     master_fd = None
@@ -238,8 +227,8 @@ def _join(request: ExecRequest, verify: Callable[[], bool], kernel, channel, tty
             raise ContainerStartError(f"cannot join the container's {name} namespace: {error.strerror}") from None
     for fd in fds.values():
         os.close(fd)
-    os.fchdir(root)
-    os.chroot(".")
+    kernel.fchdir(root)
+    kernel.chroot(".")
     os.close(root)
     kernel.prctl(k.PR_SET_DUMPABLE, 0)  # the joiner holds host state; nothing inside may ptrace it
     go_read, go_write = os.pipe()
@@ -267,34 +256,19 @@ def _join(request: ExecRequest, verify: Callable[[], bool], kernel, channel, tty
 
 
 def _command(request: ExecRequest, kernel, channel, tty: bool, null: int, joined: _Joined) -> None:
-    os.setsid()  # its own session: TIOCSTI cannot reach the user's terminal (TESTPLAN 38)
     # first, so sbx gets the terminal (or the reason there is none) before anything else can fail
     slave_fd = send_pty(channel, open_pty, exit_code=EXIT_NOT_EXECUTABLE, size=request.console_size) if tty else None
     identity = resolve_identity(request.user, read_small("/etc/passwd"), read_small("/etc/group"))
-    env = with_home(request.env, identity.home)
-    cwd = workdir.checked_path(request.cwd, EXIT_NOT_EXECUTABLE)
-    if slave_fd is not None:
-        fcntl.ioctl(slave_fd, termios.TIOCSCTTY, 0)
-        give_terminal(slave_fd, identity.uid)
-        for target in (0, 1, 2):
-            os.dup2(slave_fd, target)
-        if slave_fd > 2:
-            os.close(slave_fd)
-    elif not request.interactive and not request.detach:  # without -i the command gets no stdin, as with Docker
-        os.dup2(null, 0)
-    os.close(null)
-    apply_privileges(kernel, request.privileges, identity.uid, lambda: switch_user(identity, joined.setgroups_allowed),
-                     EXIT_NOT_EXECUTABLE)
-    keep = channel.sock.fileno()
-    os.closerange(3, keep)
-    os.closerange(keep + 1, fd_limit())
-    workdir.enter(cwd, EXIT_NOT_EXECUTABLE)  # after the close: no fd of the host is left to chdir through
-    for number in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores these; an exec would keep them ignored
-        signal.signal(number, signal.SIG_DFL)
-    try:
-        os.execvpe(request.args[0], list(request.args), dict(split_env(env)))
-    except OSError as error:
-        raise exec_error(request.args[0], error) from None
+    null_stdin = not tty and not request.interactive and not request.detach  # without -i: no stdin, as with Docker
+    if not null_stdin:
+        kernel.close(null)
+    process = process_plan.Process(
+        args=tuple(request.args), env=request.env, identity=identity, privileges=request.privileges,
+        cwd=request.cwd, set_groups=joined.setgroups_allowed, terminal=slave_fd,
+        stdin=null if null_stdin else None, spare=(channel.sock.fileno(),), limits=request.limits,
+        exit_code=EXIT_NOT_EXECUTABLE,
+    )
+    process_plan.execute(kernel, process_plan.build(process))  # execs, or raises
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------------

@@ -20,9 +20,9 @@ The process tree and the sync protocol (one JSON object per line over a socketpa
                                       status (128+N for a signal)          [-t: a pty from /dev/pts/ptmx,
                                 ◄─────────────────────────────────────     {"type": "pty"} + the master (SCM_RIGHTS)]
                                                                            user from the image's /etc/passwd;
-                                                                           privileges.apply (bounding set, user,
-                                                                           capset, ambient, no_new_privs, seccomp);
-                                                                           chdir; close fds; execvpe
+                                                                           the process plan (runtime/plan.py:
+                                                                           session, tty, ids, privileges, fds,
+                                                                           chdir, rlimits, execvpe)
                                 ◄─────────────────────────────────────    on failure: {"type": "error", ...}
     forward signals (or proxy a pty) to HOSTPID, waitpid(stage 1)
 
@@ -44,7 +44,6 @@ and passes the master to sbx over the sync socket; ``Started.master_fd`` is that
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import signal
 import socket
@@ -70,10 +69,12 @@ class Started:
 
 
 def start(
-    spec: ContainerSpec, container_dir: Path, kernel=None, *, stdio: tuple[int, int, int] | None = None,
+    spec: ContainerSpec, container_dir: Path, kernel, *, stdio: tuple[int, int, int] | None = None,
     network=None, close_in_child: tuple[int, ...] = (),
 ) -> Started:
     """Fork the container; returns once its pid 1 exists (it may still fail before exec: see :func:`wait`).
+
+    ``kernel`` (a :class:`sandbox.kernel.KernelAPI`) makes every kernel call of both stages, and of pid 1's plan.
 
     ``stdio`` (ignored with a tty): three fds that become the container's 0, 1 and 2 instead of the caller's own;
     the caller keeps and closes them. ``close_in_child``: fds of the caller that stage 1 must not hold (the write
@@ -85,10 +86,6 @@ def start(
     """
     from sandbox.runtime.userns import Channel, find_helper, write_maps
 
-    if kernel is None:
-        from sandbox.kernel import Kernel
-
-        kernel = Kernel()
     helpers = {} if spec.idmap.single else {name: find_helper(name) for name in ("newuidmap", "newgidmap")}
     from sandbox.runtime import privileges
 
@@ -296,18 +293,15 @@ def _stage2(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
             plan) -> None:
     # Everything stage 2 imports must be imported before pivot_root: afterwards the host's Python library is
     # out of reach, as it should be (TESTPLAN 26).
-    import fcntl
+    import fcntl  # noqa: F401 - used by _loopback_up after pivot_root
     import struct  # noqa: F401 - used by _loopback_up after pivot_root
-    import termios
 
-    from sandbox.cgroups.limits import apply_in_process
     from sandbox.kernel import constants as k
     from sandbox.network.modes import new_netns
-    from sandbox.runtime import workdir
+    from sandbox.runtime import plan as process_plan
     from sandbox.runtime.console import open_pty
     from sandbox.runtime.identity import resolve_identity
     from sandbox.runtime.mounts import apply_mounts, init_args, plan_mounts
-    from sandbox.runtime.privileges import apply as apply_privileges
     from sandbox.runtime.rootfs import mount_rootfs
 
     kernel.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -318,68 +312,25 @@ def _stage2(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
     mount_rootfs(kernel, spec.rootfs, root)
     apply_mounts(kernel, plan_mounts(spec, root, str(container_dir)), root)
     kernel.sethostname(spec.hostname)
-    os.chdir(root)
+    kernel.chdir(root)
     kernel.pivot_root(".", ".")  # the old root ends up stacked on top of the new one; detach it
     kernel.umount2(".", k.MNT_DETACH)
-    os.chdir("/")
+    kernel.chdir("/")
     if new_netns(spec.network):
         _loopback_up()
     # the container's own devpts is at /dev/pts now: its ptmx makes a pty whose slave is named there
     slave_fd = send_pty(channel, open_pty, size=spec.process.console_size) if spec.process.tty else None
     identity = resolve_identity(spec.process.user, read_small("/etc/passwd"), read_small("/etc/group"))
-    env = with_home(spec.process.env, identity.home)
-    # a WORKDIR like /proc/self/fd/N would start the process in a directory outside the root (CVE-2024-21626)
-    cwd = workdir.checked_path(spec.process.cwd)
-    if slave_fd is not None:
-        os.setsid()
-        fcntl.ioctl(slave_fd, termios.TIOCSCTTY, 0)
-        give_terminal(slave_fd, identity.uid)
-        for target in (0, 1, 2):
-            os.dup2(slave_fd, target)
-        if slave_fd > 2:
-            os.close(slave_fd)
-    else:
-        os.setsid()  # its own session: TIOCSTI cannot reach the user's terminal (TESTPLAN 38)
-        if not spec.process.stdin and stdio is None:  # without -i the container gets no stdin, as with Docker
-            null = os.open("/dev/null", os.O_RDONLY)
-            os.dup2(null, 0)
-            os.close(null)
-    apply_privileges(kernel, plan, identity.uid, lambda: switch_user(identity, not spec.idmap.single))
-    # pid 1 keeps only 0, 1, 2 and the close-on-exec sync socket (which exec closes): TESTPLAN 25
-    keep = channel.sock.fileno()
-    os.closerange(3, keep)
-    os.closerange(keep + 1, fd_limit())
-    workdir.enter(cwd)  # after the close: no fd of the host is left to chdir through
-    # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across exec: give them back
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
-    apply_in_process(kernel, spec.limits)  # --ulimit, and the rlimits standing in for undelegated cgroup limits
-    # --init: pid 1 is the init bound at /dev/init, never this host process (its memory, environment, exe)
-    args = init_args(spec.process.args) if spec.init else list(spec.process.args)
-    try:
-        os.execvpe(args[0], args, dict(split_env(env)))
-    except OSError as error:
-        raise exec_error(args[0], error) from None
-
-
-def switch_user(identity, set_groups: bool) -> None:
-    """Become the command's user (with a single-id map setgroups is denied, and no other group exists anyway)."""
-    if set_groups:
-        os.setgroups(list(identity.groups))
-    os.setresgid(identity.gid, identity.gid, identity.gid)
-    os.setresuid(identity.uid, identity.uid, identity.uid)
-
-
-def give_terminal(slave_fd: int, uid: int) -> None:
-    """Make the command's user the owner of its terminal (as runc does), so it may reopen it by name; the group
-    (the devpts mount's gid=5, or root's) stays. A single-id map cannot name the user: the terminal stays root's."""
-    if uid == 0:
-        return
-    try:
-        os.fchown(slave_fd, uid, -1)
-    except OSError as error:
-        if error.errno not in (errno.EPERM, errno.EINVAL):
-            raise
+    process = process_plan.Process(
+        # --init: pid 1 is the init bound at /dev/init, never this host process (its memory, environment, exe)
+        args=tuple(init_args(spec.process.args)) if spec.init else tuple(spec.process.args),
+        env=spec.process.env, identity=identity, privileges=plan, cwd=spec.process.cwd,
+        set_groups=not spec.idmap.single, terminal=slave_fd,
+        # without -i the container gets no stdin, as with Docker
+        stdin="/dev/null" if not spec.process.stdin and stdio is None else None,
+        spare=(channel.sock.fileno(),), limits=spec.limits, exit_code=EXIT_SBX,
+    )
+    process_plan.execute(kernel, process_plan.build(process))  # execs, or raises
 
 
 def _install_stdio(stdio: tuple[int, int, int]) -> None:
@@ -391,17 +342,6 @@ def _install_stdio(stdio: tuple[int, int, int]) -> None:
         os.dup2(copy, target)  # inheritable: exec keeps them
     for copy in copies:
         os.close(copy)
-
-
-def exec_error(program: str, error: OSError) -> ContainerStartError:
-    if error.errno in (errno.ENOENT, errno.ENOTDIR):
-        where = "" if "/" in program else " in $PATH"
-        return ContainerStartError(
-            f'exec: "{program}": executable file not found{where}', exit_code=EXIT_NOT_FOUND
-        )
-    if error.errno in (errno.EACCES, errno.EPERM, errno.ENOEXEC, errno.EISDIR):
-        return ContainerStartError(f'exec: "{program}": {error.strerror.lower()}', exit_code=EXIT_NOT_EXECUTABLE)
-    return ContainerStartError(f'exec: "{program}": {error.strerror}', exit_code=EXIT_SBX)
 
 
 def exit_code_of(pid: int) -> int:
@@ -416,13 +356,6 @@ def exit_code_of(pid: int) -> int:
     return 128 - code if code < 0 else code
 
 
-def fd_limit() -> int:
-    try:
-        return os.sysconf("SC_OPEN_MAX")
-    except (ValueError, OSError):
-        return 1024
-
-
 def read_small(path: str) -> str | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -432,18 +365,6 @@ def read_small(path: str) -> str | None:
         return os.read(fd, _PASSWD_LIMIT).decode("utf-8", "replace")
     finally:
         os.close(fd)
-
-
-def with_home(env: tuple[str, ...], home: str) -> tuple[str, ...]:
-    if any(item.startswith("HOME=") for item in env):
-        return env
-    return (*env, f"HOME={home or '/'}")
-
-
-def split_env(env: tuple[str, ...]):
-    for item in env:
-        name, _, value = item.partition("=")
-        yield name, value
 
 
 def _loopback_up() -> None:

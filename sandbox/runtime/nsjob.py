@@ -59,7 +59,7 @@ def owner_map(uids: int | None, gids: int | None) -> Callable[[int, int], tuple[
     return mapped
 
 
-def _unpack(job: dict[str, Any]) -> dict[str, Any]:
+def _unpack(job: dict[str, Any], kernel) -> dict[str, Any]:
     from sandbox.oci.decompress import open_layer
     from sandbox.store.unpack import DEFAULT_MAX_BYTES, unpack_layer
 
@@ -93,7 +93,7 @@ def _unpack(job: dict[str, Any]) -> dict[str, Any]:
     return {"layers": stats, "warnings": warnings}
 
 
-def _remove(job: dict[str, Any]) -> dict[str, Any]:
+def _remove(job: dict[str, Any], kernel) -> dict[str, Any]:
     from sandbox.store.trees import remove_tree
 
     for path in job["paths"]:
@@ -101,19 +101,16 @@ def _remove(job: dict[str, Any]) -> dict[str, Any]:
     return {"removed": len(job["paths"])}
 
 
-def _probe_rootfs(job: dict[str, Any]) -> dict[str, Any]:
-    from sandbox.kernel import Kernel
+def _probe_rootfs(job: dict[str, Any], kernel) -> dict[str, Any]:
     from sandbox.runtime.rootfs import probe
 
-    return {"reason": probe(Kernel(), job["driver"], Path(job["dir"]))}
+    return {"reason": probe(kernel, job["driver"], Path(job["dir"]))}
 
 
-def _inventory(job: dict[str, Any]) -> dict[str, Any]:
-    from sandbox.kernel import Kernel
+def _inventory(job: dict[str, Any], kernel) -> dict[str, Any]:
     from sandbox.runtime.rootfs import RootfsPlan, inventory, mount_rootfs, unmount_rootfs
 
     plan = RootfsPlan(**{key: tuple(v) if key == "lower" else v for key, v in job["plan"].items()})
-    kernel = Kernel()
     mount_rootfs(kernel, plan, job["target"])
     try:
         return {"tree": inventory(job["target"])}
@@ -121,7 +118,7 @@ def _inventory(job: dict[str, Any]) -> dict[str, Any]:
         unmount_rootfs(kernel, plan, job["target"])
 
 
-OPS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+OPS: dict[str, Callable[[dict[str, Any], Any], dict[str, Any]]] = {
     "unpack": _unpack,
     "remove": _remove,
     "probe_rootfs": _probe_rootfs,
@@ -129,12 +126,13 @@ OPS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 }
 
 
-def execute(job: dict[str, Any]) -> dict[str, Any]:
-    """Run one job in this process (as the namespace's root, or as real root); raises what the op raises."""
+def execute(job: dict[str, Any], kernel) -> dict[str, Any]:
+    """Run one job in this process (as the namespace's root, or as real root) with ``kernel`` (a KernelAPI);
+    raises what the op raises."""
     op = OPS.get(job.get("op"))  # type: ignore[arg-type]
     if op is None:
         raise SbxError(f"unknown namespace job {job.get('op')!r}")
-    return op(job)
+    return op(job, kernel)
 
 
 # --- the child process -------------------------------------------------------------------------------------------
@@ -207,7 +205,7 @@ def main(argv: list[str]) -> int:
             # Mounts made here must not propagate back to the host's namespace.
             kernel.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
         job = json.load(sys.stdin)
-        message: dict[str, Any] = {"ok": execute(job)}
+        message: dict[str, Any] = {"ok": execute(job, kernel)}
     except Exception as error:  # every failure goes back to the parent as one typed message
         if not isinstance(error, SbxError):
             traceback.print_exc(file=sys.stderr)

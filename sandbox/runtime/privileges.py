@@ -1,11 +1,12 @@
-"""The container process's privileges: capabilities, no_new_privs and the seccomp filter, applied in one place.
+"""The container process's privileges: capabilities, no_new_privs and the seccomp filter, and the rules they follow.
 
 Both the container's pid 1 (:mod:`sandbox.runtime.launcher`) and an ``exec``'ed command (:mod:`sandbox.runtime.enter`)
-call :func:`apply` as the last privileged work before they chdir, close their fds and execve. Its steps, in order::
+take these steps as the last privileged work before they close their fds, chdir and execve; they are steps of the
+process plan (:func:`sandbox.runtime.plan.privilege_steps` orders them), in order::
 
     1. drop from the bounding set every capability the container does not get   (needs CAP_SETPCAP: still root)
     2. [load the seccomp filter here instead of at 6, see below]
-    3. switch to the command's user: setgroups, setresgid, setresuid            (caller's ``switch_user``)
+    3. switch to the command's user: setgroups, setresgid, setresuid
     4. capset: effective = permitted = the set for uid 0, empty for any other uid; inheritable empty
     5. clear the ambient set
     6. no_new_privs when asked (--security-opt no-new-privileges, or a profile that asks, as ci.json does)
@@ -23,26 +24,20 @@ every sane profile; a profile that refuses them fails the start, never leaves it
 The user switch from uid 0 to another uid clears the permitted and effective sets (PR_SET_KEEPCAPS is off), as
 Docker wants for a non-root user (moby gives non-root users no effective or permitted capabilities); capset at 4
 only lowers sets, which the kernel always allows. The filter is compiled before pivot_root or chroot (libseccomp
-and the policy files are host files, out of reach afterwards), by :func:`prepare`, and only loaded here.
+and the policy files are host files, out of reach afterwards), by :func:`prepare`, and only loaded by the plan.
 """
 
 from __future__ import annotations
 
-import errno
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandbox.errors import ContainerStartError
-from sandbox.kernel import constants as k
-
 CAP_SYS_ADMIN = 21
-_LAST_CAP = 63
 
 
 @dataclass(frozen=True)
 class PrivilegePlan:
-    """What :func:`apply` does, decided before the process leaves the host's root."""
+    """The privileges a container's processes get, decided before the process leaves the host's root."""
 
     capabilities: int  # the bounding set, and the effective = permitted set of uid 0
     no_new_privs: bool = False
@@ -69,49 +64,3 @@ def prepare(security, cache: Path | None = None) -> PrivilegePlan:
 
     program, profile_asks = compile_cached(*source, caps, cache)
     return PrivilegePlan(caps, security.no_new_privileges or profile_asks, program)
-
-
-def apply(kernel, plan: PrivilegePlan, uid: int, switch_user: Callable[[], None], exit_code: int = 125) -> None:
-    """Steps 1-7 of the module docstring; ContainerStartError (with ``exit_code``) names the step that failed.
-    The caller exits on it: nothing runs with half-applied privileges."""
-    final_caps = plan.capabilities if uid == 0 else 0
-    late_load = plan.no_new_privs or bool(final_caps >> CAP_SYS_ADMIN & 1)
-    _step("drop the bounding set", exit_code, _drop_bounding, kernel, plan.capabilities)
-    if plan.seccomp is not None and not late_load:
-        _step("load the seccomp filter", exit_code, kernel.seccomp_filter, plan.seccomp)
-    _step("switch to the container's user", exit_code, switch_user)
-    _step("set the capabilities", exit_code, kernel.capset, final_caps, final_caps, 0)
-    _step("clear the ambient capabilities", exit_code, _clear_ambient, kernel)
-    if plan.no_new_privs:
-        _step("set no_new_privs", exit_code, kernel.prctl, k.PR_SET_NO_NEW_PRIVS, 1)
-    if plan.seccomp is not None and late_load:
-        _step("load the seccomp filter", exit_code, kernel.seccomp_filter, plan.seccomp)
-
-
-def _step(what: str, exit_code: int, call, *args) -> None:
-    try:
-        call(*args)
-    except OSError as error:
-        raise ContainerStartError(f"cannot {what}: {error.strerror or error}", exit_code=exit_code) from None
-
-
-def _drop_bounding(kernel, keep: int) -> None:
-    for cap in range(_LAST_CAP + 1):
-        if keep >> cap & 1:
-            continue
-        try:
-            present = kernel.prctl(k.PR_CAPBSET_READ, cap)
-        except OSError as error:
-            if error.errno == errno.EINVAL:  # past the kernel's last capability
-                return
-            raise
-        if present == 1:
-            kernel.prctl(k.PR_CAPBSET_DROP, cap)
-
-
-def _clear_ambient(kernel) -> None:
-    try:
-        kernel.prctl(k.PR_CAP_AMBIENT, k.PR_CAP_AMBIENT_CLEAR_ALL)
-    except OSError as error:
-        if error.errno != errno.EINVAL:  # kernels before 4.3 have no ambient set, so nothing to clear
-            raise

@@ -238,7 +238,9 @@ def run_job(
     if root:
         job["container_uids"] = job["container_gids"] = None  # identity owners
         if not mount_namespace:
-            return nsjob.execute(job)
+            from sandbox.kernel import Kernel
+
+            return nsjob.execute(job, Kernel())  # this process is the job's: its entry point
     helpers = {} if root or idmap.single else {name: find_helper(name) for name in ("newuidmap", "newgidmap")}
     payload = json.dumps(job, default=os.fspath).encode()
     deadline = None if timeout is None else time.monotonic() + timeout

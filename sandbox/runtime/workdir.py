@@ -31,24 +31,24 @@ def checked_path(cwd: str | None, exit_code: int = 125) -> str:
     return path
 
 
-def enter(path: str, exit_code: int = 125) -> None:
-    """``chdir(path)`` and check where that led; call it after every fd above 2 has been closed."""
+def enter(kernel, path: str, exit_code: int = 125) -> None:
+    """``chdir(path)`` through ``kernel`` and check where that led; call it after every fd above 2 has been closed."""
     try:
-        os.chdir(path)
+        kernel.chdir(path)
     except OSError as error:
         raise ContainerStartError(f"cannot enter working directory {path}: {error.strerror}",
                                   exit_code=exit_code) from None
     try:
-        where = os.getcwd()
+        where = kernel.getcwd()
     except OSError:
         raise _refused(path, "it is outside the container's root", exit_code) from None
     if not where.startswith("/") or _under_proc(where):
         raise _refused(path, f"it leads to {where[:100]!r}, under /proc", exit_code)
     try:
-        proc = os.stat(PROC)
+        proc = kernel.device_of(PROC)
     except OSError:
         return  # no /proc in the container: nothing to land on
-    if os.stat(".").st_dev == proc.st_dev:
+    if kernel.device_of(".") == proc:
         raise _refused(path, "it is on the proc filesystem", exit_code)
 
 

@@ -82,29 +82,35 @@ class Execution:
         from sandbox.service.lifecycle import stored_spec
 
         # the container's own caps and profile (as Docker's exec), compiled here, before the joiner's chroot
-        plan = privileges.prepare(stored_spec(record).security, privileges.cache_dir(store.root.parent))
+        container = stored_spec(record)
+        plan = privileges.prepare(container.security, privileges.cache_dir(store.root.parent))
         request = enter.ExecRequest(
-            pid=int(record.pid), args=command, env=env, privileges=plan, user=user, cwd=workdir,
+            pid=int(record.pid), args=command, env=env, privileges=plan, limits=container.limits, user=user,
+            cwd=workdir,
             tty=options.tty, interactive=options.interactive, detach=options.detach,
             console_size=options.console_size if options.tty and not options.detach else None,
         )
         verify = lambda: store.alive(record)  # noqa: E731
+        from sandbox.kernel import Kernel
+
+        kernel = Kernel()  # the exec's one kernel: the joiner and the command's plan make their calls through it
         if options.tty and not options.detach:
             from sandbox.monitor import exec_holder
 
-            session = exec_holder.spawn(self.runtime_root, record.id, lambda: enter.start(request, verify))
+            session = exec_holder.spawn(self.runtime_root, record.id, lambda: enter.start(request, verify, kernel))
             try:
                 return attach(session, request)
             finally:
                 session.sock.close()
         if options.detach:
-            enter.confirm(enter.start(request, verify))
+            enter.confirm(enter.start(request, verify, kernel))
             return 0
         from sandbox.runtime.relay import Relay
 
         relay = Relay(options.interactive)  # sbx's terminal never becomes the command's (TESTPLAN 58)
         try:
-            started = enter.start(request, verify, stdio=relay.child_stdio(), parent_ends=relay.parent_ends())
+            started = enter.start(request, verify, kernel, stdio=relay.child_stdio(),
+                                  parent_ends=relay.parent_ends())
         except BaseException:
             relay.close()
             raise

@@ -75,6 +75,12 @@ def test_inspect_stats_and_pause_of_a_limited_container(busybox):
         host = info["HostConfig"]
         assert (host["Memory"], host["MemorySwap"], host["PidsLimit"]) == (64 << 20, 128 << 20, 50)
         assert host["Ulimits"] == [{"Name": "nproc", "Soft": 100, "Hard": 100}]
+        # an exec'ed command gets the container's rlimits, as pid 1 does (and as Docker's exec does)
+        def processes(path):
+            text = busybox("exec", name, "cat", path).stdout
+            return next(line.split()[2:4] for line in text.splitlines() if line.startswith("Max processes"))
+
+        assert processes("/proc/self/limits") == processes("/proc/1/limits") != ["unlimited", "unlimited"]
         assert info["State"]["OOMKilled"] is False and info["State"]["Paused"] is False
         row = json.loads(busybox("stats", "--no-stream", "--format", "json", name).stdout)
         assert row["ID"] == name[:12] and row["PIDs"] == "1" and row["MemUsage"].endswith(" / 64MiB")

@@ -183,3 +183,19 @@ def test_constants_have_linux_values() -> None:
     assert k.PR_SET_NO_NEW_PRIVS == 38
     assert k.SYS_PIVOT_ROOT["x86_64"] == 155
     assert k.SYS_PIVOT_ROOT["aarch64"] == 41
+
+
+def test_fake_tracks_the_fds_it_hands_out_until_they_are_closed() -> None:
+    fake = FakeKernel()
+    first, second, third = (fake.open("/dev/null", 0) for _ in range(3))
+    fake.close(first)
+    fake.close_range(third, third + 10)
+    assert fake.open_fds == {second}
+    fake.chdir("/work")
+    assert fake.getcwd() == "/work" and fake.device_of("/proc") != fake.device_of(".")
+
+
+def test_real_tiocsctty_on_a_file_that_is_no_terminal_raises_enotty(tmp_path) -> None:
+    with open(tmp_path / "file", "w") as file, pytest.raises(OSError) as raised:
+        Kernel().set_controlling_terminal(file.fileno())
+    assert raised.value.errno == errno.ENOTTY and "TIOCSCTTY" in raised.value.strerror

@@ -1,5 +1,5 @@
-"""privileges.apply through FakeKernel: the order of the steps, the kernel's rule for loading a filter, and a clean
-failure at every step (TESTPLAN 30, 41)."""
+"""The privilege steps of the process plan through FakeKernel: the order of the steps, the kernel's rule for
+loading a filter, and a clean failure at every step (TESTPLAN 30, 41)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import pytest
 from sandbox.errors import ContainerStartError, InvalidRunOption, StoreCorrupt
 from sandbox.kernel import FakeKernel
 from sandbox.kernel import constants as k
+from sandbox.runtime import plan as process_plan
 from sandbox.runtime import privileges
+from sandbox.runtime.identity import Identity
 from sandbox.runtime.privileges import PrivilegePlan
 from sandbox.security import capabilities, options
 
@@ -32,6 +34,8 @@ def steps(kernel: FakeKernel) -> list[str]:
     for call in kernel.calls:
         if call.op == "prctl" and call.args[0] in (k.PR_CAPBSET_READ, k.PR_CAPBSET_DROP):
             name = "bounding"
+        elif call.op in ("setgroups", "setresgid", "setresuid"):
+            name = "switch_user"
         elif call.op == "prctl":
             name = {k.PR_CAP_AMBIENT: "ambient", k.PR_SET_NO_NEW_PRIVS: "no_new_privs"}[call.args[0]]
         else:
@@ -41,15 +45,15 @@ def steps(kernel: FakeKernel) -> list[str]:
     return names
 
 
-def record_switch(kernel):
-    from sandbox.kernel.fake import Call
-
-    return lambda: kernel.calls.append(Call("switch_user", ()))
+def apply(kernel, plan: PrivilegePlan, uid: int, exit_code: int = 125) -> None:
+    """The privilege steps alone, for a process that becomes ``uid``, through the plan's executor."""
+    steps = process_plan.privilege_steps(plan, Identity(uid, uid, (), "/", None), set_groups=True)
+    process_plan.execute(kernel, process_plan.ProcessPlan(tuple(steps), exit_code))
 
 
 def test_root_without_no_new_privs_loads_the_filter_while_still_privileged():
     kernel = kernel_with_caps()
-    privileges.apply(kernel, PrivilegePlan(DEFAULT, False, FILTER), 0, record_switch(kernel))
+    apply(kernel, PrivilegePlan(DEFAULT, False, FILTER), 0)
     assert steps(kernel) == ["bounding", "seccomp_filter", "switch_user", "capset", "ambient"]
     assert [call.args for call in kernel.calls if call.op == "capset"] == [(DEFAULT, DEFAULT, 0)]
     dropped = {call.args[1] for call in kernel.calls if call.op == "prctl" and call.args[0] == k.PR_CAPBSET_DROP}
@@ -58,67 +62,64 @@ def test_root_without_no_new_privs_loads_the_filter_while_still_privileged():
 
 def test_no_new_privs_then_the_filter_last():
     kernel = kernel_with_caps()
-    privileges.apply(kernel, PrivilegePlan(DEFAULT, True, FILTER), 0, record_switch(kernel))
+    apply(kernel, PrivilegePlan(DEFAULT, True, FILTER), 0)
     assert steps(kernel) == ["bounding", "switch_user", "capset", "ambient", "no_new_privs", "seccomp_filter"]
 
 
 def test_root_with_sys_admin_loads_last_without_no_new_privs():
     kernel = kernel_with_caps()
     caps = DEFAULT | SYS_ADMIN
-    privileges.apply(kernel, PrivilegePlan(caps, False, FILTER), 0, record_switch(kernel))
+    apply(kernel, PrivilegePlan(caps, False, FILTER), 0)
     assert steps(kernel) == ["bounding", "switch_user", "capset", "ambient", "seccomp_filter"]
 
 
 def test_another_user_gets_no_capabilities_and_the_filter_before_the_switch():
     kernel = kernel_with_caps()
-    privileges.apply(kernel, PrivilegePlan(DEFAULT | SYS_ADMIN, False, FILTER), 1000, record_switch(kernel))
+    apply(kernel, PrivilegePlan(DEFAULT | SYS_ADMIN, False, FILTER), 1000)
     assert steps(kernel) == ["bounding", "seccomp_filter", "switch_user", "capset", "ambient"]
     assert [call.args for call in kernel.calls if call.op == "capset"] == [(0, 0, 0)]
 
 
 def test_unconfined_loads_no_filter():
     kernel = kernel_with_caps()
-    privileges.apply(kernel, PrivilegePlan(DEFAULT, False, None), 0, record_switch(kernel))
+    apply(kernel, PrivilegePlan(DEFAULT, False, None), 0)
     assert "seccomp_filter" not in kernel.ops()
 
 
 def test_bounding_set_stops_at_the_kernel_s_last_capability():
     # every known capability kept: the first one read is 41, past this kernel's last (EINVAL): no more reads
     kernel = kernel_with_caps().fail("prctl", errno.EINVAL, nth=1)
-    privileges.apply(kernel, PrivilegePlan(capabilities.ALL, False, None), 0, record_switch(kernel))
+    apply(kernel, PrivilegePlan(capabilities.ALL, False, None), 0)
     reads = [call.args[1] for call in kernel.calls if call.op == "prctl" and call.args[0] == k.PR_CAPBSET_READ]
-    assert reads == [41] and "switch_user" in kernel.ops()
+    assert reads == [41] and "setresuid" in kernel.ops()
 
 
 @pytest.mark.parametrize("plan", [PrivilegePlan(DEFAULT, False, FILTER), PrivilegePlan(DEFAULT, True, FILTER)])
 def test_each_failing_step_stops_the_start_cleanly(plan):
     reference = kernel_with_caps()
-    privileges.apply(reference, plan, 0, record_switch(reference))
+    apply(reference, plan, 0)
     total = len(reference.calls)
     for position in range(total):
         call = reference.calls[position]
-        if call.op == "switch_user":
-            continue
         nth = sum(1 for earlier in reference.calls[: position + 1] if earlier.op == call.op)
         kernel = kernel_with_caps().fail(call.op, errno.EPERM, nth=nth)
         with pytest.raises(ContainerStartError) as caught:
-            privileges.apply(kernel, plan, 0, record_switch(kernel), exit_code=126)
+            apply(kernel, plan, 0, exit_code=126)
         assert caught.value.exit_code == 126 and caught.value.message.startswith("cannot ")
         assert len(kernel.calls) == position + 1, f"steps ran after {call} failed"
 
 
 def test_a_failing_user_switch_is_a_clean_error():
-    def refuse():
-        raise PermissionError(errno.EPERM, "Operation not permitted")
-
+    kernel = kernel_with_caps().fail("setresuid", errno.EPERM)
     with pytest.raises(ContainerStartError, match="cannot switch to the container's user"):
-        privileges.apply(kernel_with_caps(), PrivilegePlan(DEFAULT, False, FILTER), 1000, refuse)
+        apply(kernel, PrivilegePlan(DEFAULT, False, FILTER), 1000)
+    assert "capset" not in kernel.ops()
 
 
 def test_ambient_set_missing_on_old_kernels_is_not_an_error():
     kernel = kernel_with_caps()
     kernel.fail("prctl", errno.EINVAL, nth=sum(1 for n in range(64) if not DEFAULT >> n & 1) * 2 + 1)
-    privileges.apply(kernel, PrivilegePlan(DEFAULT, False, None), 0, record_switch(kernel))
+    apply(kernel, PrivilegePlan(DEFAULT, False, None), 0)
 
 
 def test_prepare_compiles_the_profile_and_applies_no_new_privs_from_it(tmp_path):

@@ -14,6 +14,7 @@ import pytest
 
 from sandbox import errors
 from sandbox.errors import SbxError, UnsafeLayer
+from sandbox.kernel import FakeKernel
 from sandbox.runtime import nsjob, userns
 from sandbox.runtime.idmap import IdMap, IdRange
 
@@ -86,7 +87,7 @@ def test_owner_map_passes_checks_and_squashes() -> None:
 
 def test_unknown_op() -> None:
     with pytest.raises(SbxError, match="unknown namespace job 'format'"):
-        nsjob.execute({"op": "format"})
+        nsjob.execute({"op": "format"}, FakeKernel())
 
 
 def test_unpack_op_in_process(tmp_path: Path) -> None:
@@ -101,11 +102,12 @@ def test_unpack_op_in_process(tmp_path: Path) -> None:
     dest = tmp_path / "dest"
     dest.mkdir()
     layer = {"blob": str(blob), "compression": "gzip", "dest": str(dest), "whiteout_format": "overlay"}
-    result = nsjob.execute({"op": "unpack", "layers": [layer], "container_uids": None, "container_gids": None})
+    job = {"op": "unpack", "layers": [layer], "container_uids": None, "container_gids": None}
+    result = nsjob.execute(job, FakeKernel())
     assert result == {"layers": [{"files": 1, "bytes": 2, "skipped_devices": 0}], "warnings": []}
     assert (dest / "file").read_bytes() == b"hi"
     assert (dest / "file").stat().st_uid == os.getuid()
-    assert nsjob.execute({"op": "remove", "paths": [str(dest)]}) == {"removed": 1}
+    assert nsjob.execute({"op": "remove", "paths": [str(dest)]}, FakeKernel()) == {"removed": 1}
     assert not dest.exists()
 
 

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from sandbox.errors import ContainerStartError
+from sandbox.kernel import Kernel
 from sandbox.runtime import workdir
 
 
@@ -35,14 +36,14 @@ def test_other_names_are_normalised(path, expected):
 
 
 def test_a_plain_directory_is_entered(tmp_path, restore_cwd):
-    workdir.enter(str(tmp_path))
+    workdir.enter(Kernel(), str(tmp_path))
     assert os.getcwd() == str(tmp_path)
 
 
 def test_a_symlink_that_leads_into_proc_is_refused_after_chdir(tmp_path, restore_cwd):
     (tmp_path / "work").symlink_to("/proc/self")
     with pytest.raises(ContainerStartError, match="under /proc") as caught:
-        workdir.enter(str(tmp_path / "work"))
+        workdir.enter(Kernel(), str(tmp_path / "work"))
     assert caught.value.exit_code == 125  # run's code (exec passes 126)
 
 
@@ -52,11 +53,11 @@ def test_a_directory_on_the_proc_device_is_refused_whatever_its_name(tmp_path, m
     (tmp_path / "work").mkdir()
     monkeypatch.setattr(workdir, "PROC", str(tmp_path / "fakeproc"))
     with pytest.raises(ContainerStartError, match="on the proc filesystem") as caught:
-        workdir.enter(str(tmp_path / "work"), exit_code=126)
+        workdir.enter(Kernel(), str(tmp_path / "work"), exit_code=126)
     assert caught.value.exit_code == 126
 
 
 def test_a_missing_directory_is_a_clear_error(tmp_path, restore_cwd):
     with pytest.raises(ContainerStartError, match="cannot enter working directory") as caught:
-        workdir.enter(str(tmp_path / "missing"), exit_code=126)
+        workdir.enter(Kernel(), str(tmp_path / "missing"), exit_code=126)
     assert caught.value.exit_code == 126
