@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.errors import ContainerStartError
+from sandbox.exitcodes import CANNOT_RUN
 from sandbox.kernel import constants as k
 
 CAP_SYS_ADMIN = 21
@@ -71,7 +72,7 @@ def prepare(security, cache: Path | None = None) -> PrivilegePlan:
     return PrivilegePlan(caps, security.no_new_privileges or profile_asks, program)
 
 
-def apply(kernel, plan: PrivilegePlan, uid: int, switch_user: Callable[[], None], exit_code: int = 125) -> None:
+def apply(kernel, plan: PrivilegePlan, uid: int, switch_user: Callable[[], None], exit_code: int = CANNOT_RUN) -> None:
     """Steps 1-7 of the module docstring; ContainerStartError (with ``exit_code``) names the step that failed.
     The caller exits on it: nothing runs with half-applied privileges."""
     final_caps = plan.capabilities if uid == 0 else 0
