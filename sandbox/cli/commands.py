@@ -82,7 +82,7 @@ COMMANDS = (
     Command("import, image import", "archive", "import_image"),
     Command("run, container run", "run", "run", fast=True, interspersed=False, failure_code=CANNOT_RUN),
     Command("inspect", "containers", "inspect_any"),
-    Command("create, container create", "containers", "_create_command", interspersed=False,
+    Command("create, container create", "containers", "create_command", interspersed=False,
             failure_code=CANNOT_RUN, factory=True),
     Command("container prune", "containers", "prune"),
     Command("ps, container ps", "containers", "ps", fast=True),

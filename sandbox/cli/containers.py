@@ -318,7 +318,7 @@ def show_inspected(found: list[dict], template) -> None:
     write_objects(template, found)
 
 
-def _create_command():
+def create_command():
     """`sbx create`: run's flags but -d (the signature is run's, so the two never drift apart)."""
     import inspect
     import typing
