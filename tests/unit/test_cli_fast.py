@@ -3,6 +3,7 @@ only where click refuses it; global options are read before the command name onl
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import subprocess
@@ -25,20 +26,16 @@ WORDS = ["img", "c", "sh", "-", "", "a b", "true", "x=1"]
 STRAYS = ["--", "--nope", "-z", "--forc", "--all=1", "--debug", "-D", "--storage-driver"]
 
 
-def _root():
+@functools.cache
+def _root() -> click.Group:
     from sandbox.cli.app import app
 
     return typer.main.get_command(app)
 
 
-_ROOT = None
-
-
 def click_call(argv: list[str]):
     """What click makes of ``argv``: (global options, the command's function, its parameters), or the UsageError."""
-    global _ROOT
-    _ROOT = _ROOT or _root()
-    command = _ROOT
+    command = _root()
     try:
         context = command.make_context("sbx", list(argv))
         global_values = _globals(context.params)
