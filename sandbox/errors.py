@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import errno as errno_codes
 
+from sandbox import exitcodes
+
 
 class SbxError(Exception):
     """Base of every error sbx raises on purpose."""
 
     hint: str | None = None
+    exit_code: int | None = None  # sbx's own exit code (see sandbox.exitcodes); None: the command's failure code
 
     def __init__(self, message: str, *, hint: str | None = None, **fields: object) -> None:
         super().__init__(message)
@@ -187,7 +190,7 @@ class NamespaceError(SbxError):
 class ContainerStartError(SbxError):
     """The container could not be started; ``exit_code`` is the one Docker gives (125, 126 or 127)."""
 
-    exit_code = 125
+    exit_code = exitcodes.CANNOT_RUN
 
 
 # --- terminals -------------------------------------------------------------------------------------------------------

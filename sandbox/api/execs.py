@@ -15,6 +15,7 @@ import sys
 
 from sandbox.api import streams
 from sandbox.errors import SbxError
+from sandbox.exitcodes import NOT_EXECUTABLE
 from sandbox.runtime.launcher import exit_code_of
 
 
@@ -51,7 +52,7 @@ def _with_holder(api, exec_, conn, options) -> int | None:
         return Execution(api.settings, api.lifecycle).exec(exec_.container_id, exec_.args, options, attach=attach)
     except SbxError as error:
         output.write(streams.STDOUT, f"{error.message}\r\n".encode())
-        return getattr(error, "exit_code", None) or 126
+        return getattr(error, "exit_code", None) or NOT_EXECUTABLE
 
 
 def _in_child(api, exec_, conn, options) -> int:
@@ -78,7 +79,7 @@ def _in_child(api, exec_, conn, options) -> int:
         except SbxError as error:
             with contextlib.suppress(OSError):
                 os.write(2, f"{error.message}\n".encode())
-            code = getattr(error, "exit_code", None) or 126
+            code = getattr(error, "exit_code", None) or NOT_EXECUTABLE
         except BaseException:
             code = 126
         finally:

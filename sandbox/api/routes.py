@@ -17,6 +17,7 @@ from sandbox.api.errors import ApiError, unsupported
 from sandbox.api.server import API_VERSION, MIN_API_VERSION, Request, Routes
 from sandbox.config import Settings
 from sandbox.errors import ContainerNotRunning, ContainerStartError, ImageNotFound, SbxError
+from sandbox.exitcodes import NOT_EXECUTABLE, NOT_FOUND, UNKNOWN
 from sandbox.network.ports import PortMapping, port_bindings, summary_ports
 from sandbox.service.lifecycle import published_ports
 
@@ -303,7 +304,7 @@ class Api:
         try:
             self.broker.start(record.id)
         except ContainerStartError as error:
-            raise ApiError(400 if error.exit_code in (126, 127) else 500, error.message) from None
+            raise ApiError(400 if error.exit_code in (NOT_EXECUTABLE, NOT_FOUND) else 500, error.message) from None
         request.send(204)
 
     def container_attach(self, request: Request, name: str) -> None:
@@ -584,7 +585,7 @@ def _status(record, now: float) -> str:
     if state == "running":
         return f"Up {_duration(now - (record.started_at or now))}"
     if state == "exited":
-        code = record.exit_code if record.exit_code is not None else 255
+        code = record.exit_code if record.exit_code is not None else UNKNOWN
         if record.finished_at:
             return f"Exited ({code}) {_duration(now - record.finished_at)} ago"
         return f"Exited ({code})"

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from sandbox.cgroups.delegation import read_words
 from sandbox.errors import CgroupError
+from sandbox.exitcodes import NOT_EXECUTABLE
 
 MARKER = "cgroup"
 OOM_MARKER = "oom-killed"
@@ -260,5 +261,5 @@ def join(proc_cgroup: str, pid: int, *, mountinfo: Path = Path("/proc/self/mount
     except CgroupError as error:
         raise CgroupError(f"cannot enter the container's cgroup {path}: {error.message}",
                           hint="run sbx exec from a shell inside the delegated cgroup the container was started from",
-                          exit_code=126) from None
+                          exit_code=NOT_EXECUTABLE) from None
     return path

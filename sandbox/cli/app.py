@@ -1,14 +1,11 @@
-"""The typer application: global options and the command groups, registered from their modules."""
+"""The typer application, built from the command table (:mod:`sandbox.cli.commands`): global options, groups,
+and every command under each of its spellings."""
 
 from __future__ import annotations
 
-import os
-import sys
-
 import typer
 
-from sandbox import __version__
-from sandbox.cli import archive, doctor, images, policy, run, system, version, volumes
+from sandbox.cli.commands import COMMANDS, GROUPS, global_options
 from sandbox.cli.params import to_typer
 
 app = typer.Typer(
@@ -19,35 +16,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+app.callback()(to_typer(global_options))
 
-
-def _version(value: bool) -> None:
-    if value:
-        sys.stdout.write(f"sbx version {__version__}\n")
-        raise typer.Exit()
-
-
-@app.callback()
-def root(
-    debug: bool = typer.Option(False, "--debug", "-D", help="Show tracebacks of errors."),
-    storage_driver: str = typer.Option(
-        None, "--storage-driver", help="Root filesystem driver: overlay, fuse-overlayfs or copy (default: probed)."
-    ),
-    version: bool = typer.Option(
-        False, "--version", "-v", callback=_version, is_eager=True, help="Print version information and quit."
-    ),
-) -> None:
-    if debug:
-        os.environ["SBX_DEBUG"] = "1"
-    if storage_driver:
-        os.environ["SBX_STORAGE_DRIVER"] = storage_driver
-
-
-app.command("version")(to_typer(version.version))
-images.register(app)
-system.register(app)
-archive.register(app)
-run.register(app)
-policy.register(app)
-doctor.register(app)
-volumes.register(app)
+_groups = {name: typer.Typer(help=text, no_args_is_help=True) for name, text in GROUPS.items()}
+for _command in COMMANDS:
+    _function = to_typer(_command.load())
+    _settings = None if _command.interspersed else {"allow_interspersed_args": False}
+    for _spelling in _command.spellings:
+        _where = app if len(_spelling) == 1 else _groups[_spelling[0]]
+        _where.command(_spelling[-1], context_settings=_settings, hidden=_command.hidden)(_function)
+for _name, _group in _groups.items():
+    app.add_typer(_group, name=_name)

@@ -80,13 +80,3 @@ def import_image(
             Path(source), reference, changes=changes, message=message, platform=platform, label=source
         )
     out(str(record.id))
-
-
-def register(app: typer.Typer) -> None:
-    commands = {"save": save, "load": load, "import": import_image}
-    for name, command in commands.items():
-        app.command(name)(command)
-    for info in app.registered_groups:
-        if info.name == "image" and info.typer_instance is not None:
-            for name, command in commands.items():
-                info.typer_instance.command(name)(command)

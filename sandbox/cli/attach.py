@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from sandbox.cli.params import Argument, Option, to_typer
+from sandbox.cli.params import Argument, Option
 
 _DETACHED_MESSAGE = "read escape sequence"  # what Docker prints on stderr after the detach keys
 
@@ -94,8 +94,3 @@ def attach(
     if code is None:
         code = lifecycle.wait(record.id)
     raise SystemExit(code)
-
-
-def register(app, container_group) -> None:
-    app.command("attach")(to_typer(attach))
-    container_group.command("attach")(to_typer(attach))

@@ -7,8 +7,9 @@ import json
 import sys
 import time
 
-from sandbox.cli.params import Argument, Option, to_typer
+from sandbox.cli.params import Argument, Option
 from sandbox.cli.render import escape, human_duration, json_line, listing_template_given, out, since, table
+from sandbox.exitcodes import UNKNOWN
 
 
 def _lifecycle():
@@ -24,7 +25,7 @@ def status_text(record, now: float | None = None) -> str:
     if record.state.value == "running":
         return f"Up {human_duration(now - (record.started_at or now))}"
     if record.state.value == "exited":
-        code = record.exit_code if record.exit_code is not None else 255
+        code = record.exit_code if record.exit_code is not None else UNKNOWN
         return f"Exited ({code}) {since(record.finished_at, now)}" if record.finished_at else f"Exited ({code})"
     return "Created"
 
@@ -317,7 +318,7 @@ def show_inspected(found: list[dict], template) -> None:
     write_objects(template, found)
 
 
-def _create_command():
+def create_command():
     """`sbx create`: run's flags but -d (the signature is run's, so the two never drift apart)."""
     import inspect
     import typing
@@ -326,7 +327,6 @@ def _create_command():
 
     def create(**flags) -> None:
         """Create a new container (it is started with sbx start)."""
-        from sandbox.errors import SbxError
         from sandbox.service.containers import RunOptions
 
         options = RunOptions(
@@ -341,16 +341,11 @@ def _create_command():
         )
         run_module.limit_options(options, flags)
         image, args = flags["image"], list(flags["args"] or [])
-        try:
-            lifecycle = _lifecycle()
-            run_module._ensure_image(lifecycle.containers.images, image, flags["pull"], flags["platform"])
-            container_id = lifecycle.create(image, args, options, auto_remove=flags["remove"])
-            run_module.print_warnings(lifecycle)
-            out(container_id)
-        except SbxError as error:
-            if getattr(error, "exit_code", None) is None:
-                error.exit_code = run_module.EXIT_SBX
-            raise
+        lifecycle = _lifecycle()
+        run_module._ensure_image(lifecycle.containers.images, image, flags["pull"], flags["platform"])
+        container_id = lifecycle.create(image, args, options, auto_remove=flags["remove"])
+        run_module.print_warnings(lifecycle)
+        out(container_id)
 
     signature = inspect.signature(run_module.run)
     hints = typing.get_type_hints(run_module.run)
@@ -421,23 +416,3 @@ def _top_table(titles: list[str], rows: list[list[str]]) -> str:
     lines = [titles, *([escape(cell) for cell in row] for row in rows)]
     widths = [max([20] + [len(line[index]) + 3 for line in lines]) for index in range(len(titles) - 1)]
     return "\n".join("".join(cell.ljust(widths[i]) for i, cell in enumerate(line[:-1])) + line[-1] for line in lines)
-
-
-def register(app, container_group) -> None:
-    app.command("inspect")(to_typer(inspect_any))
-    commands = {"ps": ps, "logs": logs, "stop": stop, "kill": kill, "rm": rm, "wait": wait,
-                "start": start, "restart": restart, "rename": rename, "top": top, "port": port}
-    create = to_typer(_create_command())
-    app.command("create", context_settings={"allow_interspersed_args": False})(create)
-    container_group.command("create", context_settings={"allow_interspersed_args": False})(create)
-    container_group.command("prune")(to_typer(prune))
-    for name, command in commands.items():
-        command = to_typer(command)
-        app.command(name)(command)
-        container_group.command(name)(command)
-    container_group.command("ls")(to_typer(ps))
-    container_group.command("list")(to_typer(ps))
-    container_group.command("inspect")(to_typer(container_inspect))
-    from sandbox.cli import resources
-
-    resources.register(app, container_group)

@@ -38,9 +38,3 @@ def doctor(
             out(f"\nsbx cannot run containers here: fix {failing}")
     if not report.can_run:
         raise typer.Exit(1)
-
-
-def register(app) -> None:
-    from sandbox.cli.params import to_typer
-
-    app.command("doctor")(to_typer(doctor))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sandbox.cli.params import Argument, Option, to_typer
+from sandbox.cli.params import Argument, Option
 
 
 def exec_command(
@@ -51,6 +51,7 @@ def _attach(handle, request, detach_keys: bytes | None = None) -> int:
     if not request.tty:
         return _wait(handle)
     from sandbox.cli.attach import attach_streams, detach_key_bytes
+    from sandbox.exitcodes import CANNOT_RUN
     from sandbox.monitor import attach as protocol
 
     if detach_keys is None:
@@ -64,7 +65,7 @@ def _attach(handle, request, detach_keys: bytes | None = None) -> int:
         return 0
     if code is None:
         raise protocol.AttachError(
-            "the exec session ended without the command's exit code", exit_code=125,
+            "the exec session ended without the command's exit code", exit_code=CANNOT_RUN,
             hint="its holder went away, or dropped this terminal for falling too far behind; "
             "`sbx exec CONTAINER ps` shows whether the command still runs",
         )
@@ -82,9 +83,3 @@ def _wait(handle) -> int:
         return launcher.wait(handle.started)
     finally:
         restore()
-
-
-def register(app, container_group) -> None:
-    settings = {"allow_interspersed_args": False}
-    app.command("exec", context_settings=settings)(to_typer(exec_command))
-    container_group.command("exec", context_settings=settings)(to_typer(exec_command))

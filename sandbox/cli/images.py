@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 
-from sandbox.cli.params import Argument, Option, to_typer
+from sandbox.cli.params import Argument, Option
 from sandbox.cli.render import (
     docker_time,
     err,
@@ -418,18 +418,3 @@ def image_inspect(
     show_inspected(found, template)
     if failed:
         raise SystemExit(failed)
-
-
-def register(app) -> None:
-    import typer
-
-    top_level = {"pull": pull, "push": push, "images": images, "rmi": rmi, "tag": tag, "search": search,
-                 "login": login, "logout": logout}
-    for name, command in top_level.items():
-        app.command(name)(to_typer(command))
-    group = typer.Typer(help="Manage images.", no_args_is_help=True)
-    grouped = {"pull": pull, "push": push, "ls": images, "list": images, "rm": rmi, "tag": tag,
-               "inspect": image_inspect}
-    for name, command in grouped.items():
-        group.command(name)(to_typer(command))
-    app.add_typer(group, name="image")

@@ -1,8 +1,10 @@
 """The `sbx` entry point: the one place where errors become a line and an exit code.
 
 Library code raises typed :class:`~sandbox.errors.SbxError`; :func:`main` renders it once as
-``sbx: message: hint`` on stderr and exits 1 (a command may choose another code, as `run` does with 125).
-``--debug`` (or ``SBX_DEBUG=1``) shows the traceback too. The typer application is imported only when a command
+``sbx: message: hint`` on stderr and exits with the error's ``exit_code``, else with the command's failure code
+from the command table (1; 125 for `run` and `create`, as Docker): the codes are :mod:`sandbox.exitcodes`.
+``--debug`` before the command name (or ``SBX_DEBUG=1``) shows the traceback too; after it, ``--debug`` is the
+command's (``sbx run IMG sh --debug`` gives it to sh). The typer application is imported only when a command
 needs it, so `sbx --version` costs little more than Python's own start (BENCHMARKS B3), and the hot container
 commands are parsed without it (:mod:`sandbox.cli.fast`).
 """
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 import os
 import sys
+
+from sandbox.exitcodes import BROKEN_PIPE, INTERRUPTED, SBX_ERROR
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -22,12 +26,22 @@ def main(argv: list[str] | None = None) -> None:
         return
     from sandbox.errors import SbxError
 
-    debug = os.environ.get("SBX_DEBUG") == "1" or "--debug" in args or "-D" in args
+    command_args = args
     try:
-        from sandbox.cli.fast import dispatch
+        from sandbox.cli import commands, fast
 
         try:
-            handled = dispatch(args)
+            global_values, command_args = fast.split_global_options(args)
+        except fast.Unsure:  # typer gives the usage error
+            global_values = None
+        if global_values is not None and global_values["version"]:
+            main(["--version"])
+            return
+        try:
+            handled = False
+            if global_values is not None:
+                commands.global_options(**{**global_values, "version": False})
+                handled = fast.dispatch(command_args)
         except SystemExit as leaving:
             if argv is not None:
                 raise
@@ -40,20 +54,22 @@ def main(argv: list[str] | None = None) -> None:
 
         app(args=args, prog_name="sbx")
     except SbxError as exc:
-        if debug:
+        if _debug():
             import traceback
 
             traceback.print_exc()
-        sys.exit(report(exc))
+        from sandbox.cli.commands import failure_code
+
+        sys.exit(report(exc, failure_code(command_args)))
     except KeyboardInterrupt:
         from sandbox.cli.render import err
 
         err("sbx: interrupted")
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     except BrokenPipeError:
-        sys.exit(141)
+        sys.exit(BROKEN_PIPE)
     except OSError as exc:
-        if debug:
+        if _debug():
             import traceback
 
             traceback.print_exc()
@@ -61,7 +77,13 @@ def main(argv: list[str] | None = None) -> None:
         from sandbox.cli.render import err, escape
 
         err(f"sbx: {escape(exc.strerror or str(exc))}{escape(where)}")
-        sys.exit(1)
+        sys.exit(SBX_ERROR)
+
+
+def _debug() -> bool:
+    """Whether tracebacks are wanted: ``--debug`` before the command name (either parser puts it in the
+    environment, see :func:`sandbox.cli.commands.global_options`) or ``SBX_DEBUG=1``."""
+    return os.environ.get("SBX_DEBUG") == "1"
 
 
 def _exit_now(code: object) -> None:
@@ -78,16 +100,16 @@ def _exit_now(code: object) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
     except BrokenPipeError:
-        status = 141
+        status = BROKEN_PIPE
     os._exit(status)
 
 
-def report(exc) -> int:
-    """Render one SbxError as one line; returns the exit code."""
+def report(exc, failure_code: int = SBX_ERROR) -> int:
+    """Render one SbxError as one line; returns the exit code: the error's own, else ``failure_code``."""
     from sandbox.cli.render import err, escape  # here: `--version` and the hot commands need no rendering
 
     message = escape(exc.message)
     if exc.hint:
         message += f": {escape(exc.hint)}"
     err(f"sbx: {message}")
-    return getattr(exc, "exit_code", None) or 1
+    return exc.exit_code or failure_code

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sandbox.cli.params import Argument, Option, to_typer
+from sandbox.cli.params import Argument, Option
 from sandbox.cli.render import out, table
 
 
@@ -50,12 +50,3 @@ def check(
     out(f"refused ({len(summary.refused)}): {', '.join(summary.refused)}")
     if summary.skipped:
         out(f"not enforced ({len(summary.skipped)}): {'; '.join(summary.skipped)}")
-
-
-def register(app) -> None:
-    import typer
-
-    group = typer.Typer(help="Seccomp profiles.", no_args_is_help=True)
-    group.command("ls")(to_typer(ls))
-    group.command("check")(to_typer(check))
-    app.add_typer(group, name="policy")

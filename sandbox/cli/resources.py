@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import time
 
-from sandbox.cli.params import Argument, Option, to_typer
+from sandbox.cli.params import Argument, Option
 from sandbox.cli.render import escape, human_size, json_line, listing_template_given, out, table
 
 HEADERS = ["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "BLOCK I/O", "PIDS"]
@@ -118,10 +118,3 @@ def unpause(names: list[str] = Argument(..., metavar="CONTAINER [CONTAINER...]")
 
     lifecycle = _lifecycle()
     _each(names, lambda name: lifecycle.pause(name, False))
-
-
-def register(app, container_group) -> None:
-    for name, command in {"stats": stats, "pause": pause, "unpause": unpause}.items():
-        command = to_typer(command)
-        app.command(name)(command)
-        container_group.command(name)(command)

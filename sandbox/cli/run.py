@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from sandbox.cli.params import Argument, Option, to_typer
+from sandbox.cli.params import Argument, Option
 from sandbox.cli.render import err
-
-EXIT_SBX = 125
 
 
 def run(
@@ -63,7 +61,6 @@ def run(
     add_host: list[str] = Option([], "--add-host", help="Add a custom host-to-IP mapping (host:ip)."),
 ) -> None:
     """Create and run a new container from an image."""
-    from sandbox.errors import SbxError
     from sandbox.service.containers import RunOptions
 
     options = RunOptions(
@@ -79,22 +76,17 @@ def run(
         from sandbox.cli.attach import terminal_size
 
         options.console_size = terminal_size()
-    try:
-        from sandbox.config import load_settings
-        from sandbox.service.lifecycle import Lifecycle
+    from sandbox.config import load_settings
+    from sandbox.service.lifecycle import Lifecycle
 
-        lifecycle = Lifecycle(load_settings())
-        _ensure_image(lifecycle.containers.images, image, pull, platform)
-        if detach:
-            container_id = lifecycle.run_detached(image, list(args or []), options, auto_remove=remove)
-            print_warnings(lifecycle)
-            sys.stdout.write(container_id + "\n")
-            return
-        code = _run_attached(lifecycle, image, list(args or []), options, auto_remove=remove, detach_keys=detach_keys)
-    except SbxError as error:
-        if getattr(error, "exit_code", None) is None:
-            error.exit_code = EXIT_SBX
-        raise
+    lifecycle = Lifecycle(load_settings())
+    _ensure_image(lifecycle.containers.images, image, pull, platform)
+    if detach:
+        container_id = lifecycle.run_detached(image, list(args or []), options, auto_remove=remove)
+        print_warnings(lifecycle)
+        sys.stdout.write(container_id + "\n")
+        return
+    code = _run_attached(lifecycle, image, list(args or []), options, auto_remove=remove, detach_keys=detach_keys)
     raise SystemExit(code)
 
 
@@ -168,19 +160,3 @@ def _ensure_image(images, image: str, pull: str, platform: str | None) -> None:
         ref = Reference.parse(image)
         err(f"Unable to find image '{ref.familiar}' locally")
         pull_image(image, platform=platform, to_stderr=True)
-
-
-def register(app) -> None:
-    import typer
-
-    from sandbox.cli import attach, containers
-    from sandbox.cli import exec as exec_
-
-    settings = {"allow_interspersed_args": False}
-    app.command("run", context_settings=settings)(to_typer(run))
-    group = typer.Typer(help="Manage containers.", no_args_is_help=True)
-    group.command("run", context_settings=settings)(to_typer(run))
-    containers.register(app, group)
-    exec_.register(app, group)
-    attach.register(app, group)
-    app.add_typer(group, name="container")

@@ -52,7 +52,3 @@ def service(
     signal.signal(signal.SIGTERM, leave)
     with contextlib.suppress(KeyboardInterrupt):
         serve(path, Api(settings).routes(), idle=float(seconds), log=log, inherited=inherited)
-
-
-def register(system_group: typer.Typer) -> None:
-    system_group.command("service")(service)

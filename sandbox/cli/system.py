@@ -113,16 +113,3 @@ def info_data(settings, service) -> dict:
         "ServerVersion": __version__,
         "ClientInfo": version_data()["Client"],
     }
-
-
-def register(app: typer.Typer) -> None:
-    group = typer.Typer(help="Manage sbx.", no_args_is_help=True)
-    group.command("df")(df)
-    group.command("prune")(prune)
-    group.command("check")(check)
-    group.command("info")(info)
-    from sandbox.cli import service
-
-    service.register(group)
-    app.add_typer(group, name="system")
-    app.command("info")(info)

@@ -78,15 +78,3 @@ def prune(force: bool = typer.Option(False, "--force", "-f", help="Do not prompt
         raise typer.Exit(1)
     removed, reclaimed = _volumes().prune()
     report_pruned("Volumes", removed, reclaimed)
-
-
-def register(app: typer.Typer) -> None:
-    group = typer.Typer(help="Manage volumes.", no_args_is_help=True)
-    group.command("create")(create)
-    group.command("ls")(ls)
-    group.command("list", hidden=True)(ls)
-    group.command("inspect")(inspect)
-    group.command("rm")(rm)
-    group.command("remove", hidden=True)(rm)
-    group.command("prune")(prune)
-    app.add_typer(group, name="volume")

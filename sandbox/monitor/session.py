@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.errors import ContainerStartError, SbxError
+from sandbox.exitcodes import CANNOT_RUN
 
 SPAWN_TIMEOUT = 120.0
 HOLD_TIMEOUT = 30.0  # how long a held start waits for its first client
@@ -110,7 +111,7 @@ def answer(message: dict | None, names: Names) -> dict:
     hint = error.get("hint")
     raise ContainerStartError(
         str(error.get("message") or f"{names.supervised} failed to start"),
-        exit_code=int(error.get("exit_code") or 125),
+        exit_code=int(error.get("exit_code") or CANNOT_RUN),
         hint=hint if isinstance(hint, str) else None,
     )
 
@@ -206,11 +207,12 @@ def start_error(error: BaseException) -> ContainerStartError:
     if isinstance(error, ContainerStartError):
         return error
     if isinstance(error, SbxError):
-        return ContainerStartError(error.message, exit_code=getattr(error, "exit_code", None) or 125, hint=error.hint)
+        return ContainerStartError(error.message, exit_code=getattr(error, "exit_code", None) or CANNOT_RUN,
+                                   hint=error.hint)
     if isinstance(error, OSError):
         text = error.strerror or str(error)
-        return ContainerStartError(text + (f": {error.filename}" if error.filename else ""), exit_code=125)
-    return ContainerStartError(f"{type(error).__name__}: {error}", exit_code=125)
+        return ContainerStartError(text + (f": {error.filename}" if error.filename else ""), exit_code=CANNOT_RUN)
+    return ContainerStartError(f"{type(error).__name__}: {error}", exit_code=CANNOT_RUN)
 
 
 class Supervisor:
@@ -294,7 +296,7 @@ class Supervisor:
         self.target_pid = started.container_pid
         signal.signal(signal.SIGTERM, self._forward)
         error: ContainerStartError | None = None
-        code = launcher.EXIT_SBX
+        code = CANNOT_RUN
         try:
             with sink() as record:
                 self._pump(started, sources, record)

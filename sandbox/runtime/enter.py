@@ -58,12 +58,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sandbox.errors import ContainerNotRunning, ContainerStartError, SbxError
+from sandbox.exitcodes import NOT_EXECUTABLE
 from sandbox.kernel import constants as k
 from sandbox.runtime import plan as process_plan
 from sandbox.runtime.console import open_pty
 from sandbox.runtime.identity import resolve_identity
 from sandbox.runtime.launcher import (
-    EXIT_NOT_EXECUTABLE,
     Started,
     _install_stdio,
     exit_code_of,
@@ -141,7 +141,7 @@ def start(request: ExecRequest, verify: Callable[[], bool], kernel, *,
     pid = os.fork()
     if pid == 0:  # the joiner
         parent_sock.close()
-        code = EXIT_NOT_EXECUTABLE
+        code = NOT_EXECUTABLE
         try:
             if stdio is not None and not tty:
                 _install_stdio(stdio)
@@ -234,7 +234,7 @@ def _join(request: ExecRequest, verify: Callable[[], bool], kernel, channel, tty
     go_read, go_write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the command
-        code = EXIT_NOT_EXECUTABLE
+        code = NOT_EXECUTABLE
         try:
             os.close(go_write)
             os.read(go_read, 1)  # after the joiner sent "pid": an error report must not overtake it
@@ -257,7 +257,7 @@ def _join(request: ExecRequest, verify: Callable[[], bool], kernel, channel, tty
 
 def _command(request: ExecRequest, kernel, channel, tty: bool, null: int, joined: _Joined) -> None:
     # first, so sbx gets the terminal (or the reason there is none) before anything else can fail
-    slave_fd = send_pty(channel, open_pty, exit_code=EXIT_NOT_EXECUTABLE, size=request.console_size) if tty else None
+    slave_fd = send_pty(channel, open_pty, exit_code=NOT_EXECUTABLE, size=request.console_size) if tty else None
     identity = resolve_identity(request.user, read_small("/etc/passwd"), read_small("/etc/group"))
     null_stdin = not tty and not request.interactive and not request.detach  # without -i: no stdin, as with Docker
     if not null_stdin:
@@ -266,7 +266,7 @@ def _command(request: ExecRequest, kernel, channel, tty: bool, null: int, joined
         args=tuple(request.args), env=request.env, identity=identity, privileges=request.privileges,
         cwd=request.cwd, set_groups=joined.setgroups_allowed, terminal=slave_fd,
         stdin=null if null_stdin else None, spare=(channel.sock.fileno(),), limits=request.limits,
-        exit_code=EXIT_NOT_EXECUTABLE,
+        exit_code=NOT_EXECUTABLE,
     )
     process_plan.execute(kernel, process_plan.build(process))  # execs, or raises
 
@@ -293,11 +293,11 @@ def _read_at(directory: int, name: str) -> str:
 
 def _report(channel, error: BaseException) -> int:
     """Send the error to sbx; returns the exit code (Docker's exec: 126 unless the error names another)."""
-    return report_error(channel, error, EXIT_NOT_EXECUTABLE)
+    return report_error(channel, error, NOT_EXECUTABLE)
 
 
 def _failure(report, fallback: str) -> SbxError:
-    error = start_failure(report, fallback, EXIT_NOT_EXECUTABLE)
+    error = start_failure(report, fallback, NOT_EXECUTABLE)
     if error.exit_code == 1:  # the container stopped under us: a daemon-style error, not an exec failure
         return ContainerNotRunning(error.message, hint=error.hint, exit_code=1)
     return error

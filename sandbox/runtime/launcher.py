@@ -52,11 +52,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.errors import ContainerStartError, NamespaceError, SbxError
+from sandbox.exitcodes import CANNOT_RUN as EXIT_SBX
 from sandbox.runtime.spec import ContainerSpec
 
-EXIT_SBX = 125
-EXIT_NOT_EXECUTABLE = 126
-EXIT_NOT_FOUND = 127
 _PASSWD_LIMIT = 4 * 1024 * 1024
 
 

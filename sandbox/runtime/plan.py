@@ -50,10 +50,10 @@ from dataclasses import dataclass
 
 from sandbox.cgroups.limits import apply_in_process
 from sandbox.errors import ContainerStartError
+from sandbox.exitcodes import CANNOT_RUN, NOT_EXECUTABLE, NOT_FOUND
 from sandbox.kernel import constants as k
 from sandbox.runtime import workdir
 from sandbox.runtime.identity import Identity
-from sandbox.runtime.launcher import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SBX
 from sandbox.runtime.privileges import CAP_SYS_ADMIN, PrivilegePlan
 
 _LAST_CAP = 63
@@ -80,7 +80,7 @@ class Process:
     stdin: str | int | None = None
     spare: tuple[int, ...] = ()
     limits: object | None = None
-    exit_code: int = EXIT_SBX  # what a refused step exits with
+    exit_code: int = CANNOT_RUN  # what a refused step exits with
 
 
 @dataclass(frozen=True)
@@ -198,11 +198,11 @@ def exec_error(program: str, error: OSError) -> ContainerStartError:
     if error.errno in (errno.ENOENT, errno.ENOTDIR):
         where = "" if "/" in program else " in $PATH"
         return ContainerStartError(
-            f'exec: "{program}": executable file not found{where}', exit_code=EXIT_NOT_FOUND
+            f'exec: "{program}": executable file not found{where}', exit_code=NOT_FOUND
         )
     if error.errno in (errno.EACCES, errno.EPERM, errno.ENOEXEC, errno.EISDIR):
-        return ContainerStartError(f'exec: "{program}": {error.strerror.lower()}', exit_code=EXIT_NOT_EXECUTABLE)
-    return ContainerStartError(f'exec: "{program}": {error.strerror}', exit_code=EXIT_SBX)
+        return ContainerStartError(f'exec: "{program}": {error.strerror.lower()}', exit_code=NOT_EXECUTABLE)
+    return ContainerStartError(f'exec: "{program}": {error.strerror}', exit_code=CANNOT_RUN)
 
 
 def fd_limit() -> int:

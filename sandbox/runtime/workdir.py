@@ -16,11 +16,12 @@ from __future__ import annotations
 import os
 
 from sandbox.errors import ContainerStartError
+from sandbox.exitcodes import CANNOT_RUN
 
 PROC = "/proc"
 
 
-def checked_path(cwd: str | None, exit_code: int = 125) -> str:
+def checked_path(cwd: str | None, exit_code: int = CANNOT_RUN) -> str:
     """The normalised working dir, or ContainerStartError when its name is relative or under /proc."""
     path = os.path.normpath(cwd or "/")
     if not os.path.isabs(path):
@@ -31,7 +32,7 @@ def checked_path(cwd: str | None, exit_code: int = 125) -> str:
     return path
 
 
-def enter(kernel, path: str, exit_code: int = 125) -> None:
+def enter(kernel, path: str, exit_code: int = CANNOT_RUN) -> None:
     """``chdir(path)`` through ``kernel`` and check where that led; call it after every fd above 2 has been closed."""
     try:
         kernel.chdir(path)

@@ -22,6 +22,7 @@ from sandbox.errors import (
     InvalidRunOption,
     NameInUse,
 )
+from sandbox.exitcodes import UNKNOWN
 
 if TYPE_CHECKING:
     from sandbox.service.containers import RunOptions
@@ -299,7 +300,7 @@ class Lifecycle:
         while record.state.value == "running":
             time.sleep(_POLL)
             record = self.get(record.id)
-        return record.exit_code if record.exit_code is not None else 255
+        return record.exit_code if record.exit_code is not None else UNKNOWN
 
     def remove(self, text: str, *, force: bool = False) -> None:
         import signal

@@ -43,6 +43,7 @@ from sandbox.errors import (
     StoreCorrupt,
     StoreError,
 )
+from sandbox.exitcodes import UNKNOWN
 from sandbox.oci.digest import Digest
 from sandbox.store.atomic import ensure_private_dir, fsync_dir, listdir, store_error, write_atomic
 from sandbox.store.fields import JsonFields
@@ -53,7 +54,6 @@ NAME_PATTERN = r"[a-zA-Z0-9][a-zA-Z0-9_.-]*"
 NAME_MAX = 253
 RECORD_NAME = "config.json"
 LOCK_NAME = "store.lock"
-UNKNOWN_EXIT_CODE = 255  # what ps shows for a container that died unwatched (Docker uses 255 after a daemon crash)
 
 _NAME = re.compile(NAME_PATTERN)
 _ID = re.compile(r"[0-9a-f]{64}")
@@ -362,7 +362,7 @@ class ContainerStore:
     def _observe(self, record: ContainerRecord, current_boot: str | None) -> ContainerRecord:
         if record.state is not ContainerState.RUNNING or self._alive(record, current_boot):
             return record
-        exit_code = record.exit_code if record.exit_code is not None else UNKNOWN_EXIT_CODE
+        exit_code = record.exit_code if record.exit_code is not None else UNKNOWN
         return replace(record, state=ContainerState.EXITED, exit_code=exit_code)
 
     def _alive(self, record: ContainerRecord, current_boot: str | None) -> bool:

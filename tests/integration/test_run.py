@@ -33,6 +33,15 @@ def test_exit_codes_for_missing_and_non_executable_commands(busybox):
     assert no_image.returncode == 125 and len(no_image.stderr.strip().splitlines()) == 1
 
 
+def test_global_options_are_read_before_the_command_name_only(busybox):
+    """`--debug` after the image is the container's argument, not sbx's traceback switch."""
+    assert run(busybox, "busybox", "echo", "--debug", "-D").stdout == "--debug -D\n"
+    missing = run(busybox, "busybox", "no-such-command", "--debug", check=False)
+    assert missing.returncode == 127 and "Traceback" not in missing.stderr, missing.stderr
+    debugged = busybox("--debug", "run", "--rm", "--pull", "never", "nothing-here", check=False)
+    assert debugged.returncode == 125 and "Traceback" in debugged.stderr, debugged.stderr
+
+
 def test_run_pulls_a_missing_image(sbx):
     result = sbx("run", "--rm", "busybox", "true")
     assert result.returncode == 0
