@@ -295,11 +295,23 @@ class Lifecycle:
             self._wait_exited(record.id, 10.0)
 
     def wait(self, text: str) -> int:
-        record = self.get(text)
+        """Until the container is not running; its exit code (255 when it died unwatched).
+
+        The stored record decides, not the observed one: a process that has just ended reads as exited with the
+        unknown code 255 until its monitor has recorded the real code, so a wait that looked at the observed record
+        answered 255 at once for a container whose monitor was still recording its exit. Only a container whose
+        monitor is gone too is taken as the observed record says."""
+        from sandbox.store.containers import UNKNOWN_EXIT_CODE
+
+        store = self.store
+        record = store.resolve(text)
         while record.state.value == "running":
+            if not store.alive(record) and not _monitor_alive(record, store.proc):
+                record = store.observe(store.get(record.id))  # the monitor may have recorded the exit as it left
+                break
             time.sleep(_POLL)
-            record = self.get(record.id)
-        return record.exit_code if record.exit_code is not None else 255
+            record = store.get(record.id)
+        return record.exit_code if record.exit_code is not None else UNKNOWN_EXIT_CODE
 
     def remove(self, text: str, *, force: bool = False) -> None:
         import signal
@@ -418,12 +430,12 @@ def _wait_monitor_gone(record, timeout: float = 10.0) -> None:
         time.sleep(_POLL)
 
 
-def _monitor_alive(record) -> bool:
+def _monitor_alive(record, proc="/proc") -> bool:
     from sandbox.store.containers import process_start_time
 
     if not record.monitor_pid or record.monitor_start is None:
         return False
-    return process_start_time(record.monitor_pid) == record.monitor_start
+    return process_start_time(record.monitor_pid, proc) == record.monitor_start
 
 
 def parse_signal(text: str) -> int:
