@@ -34,6 +34,7 @@ recorded every client gets EXIT with the code, and the socket is removed.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import time
 from collections.abc import Callable
@@ -81,6 +82,30 @@ def spawn(
     return int(spawn_supervisor(main, NAMES, timeout=timeout, on_listening=listening)["monitor"])
 
 
+def spawn_fresh(entry: str, params: dict, container_id: str, *, runtime_root: Path | None = None,
+                timeout: float = SPAWN_TIMEOUT, on_listening: Callable[[Path], None] | None = None) -> int:
+    """:func:`spawn` for sbx's own starts: the monitor is a fresh interpreter (:mod:`sandbox.monitor.fresh`) that
+    runs ``entry(report_fd, params)``, which calls :func:`serve`. The monitor's pid once the container runs."""
+    from sandbox.monitor import attach, fresh
+
+    socket_path = attach.socket_path(Path(runtime_root), container_id) if runtime_root else None
+    listening = None
+    if on_listening is not None and socket_path is not None:
+        listening = lambda: on_listening(socket_path)  # noqa: E731
+    params = {**params, "title": f"sbx ({NAMES.supervisor})", "hold": listening is not None}
+    return int(fresh.spawn(entry, params, NAMES, timeout=timeout, on_listening=listening)["monitor"])
+
+
+def serve(report_fd: int, store_root: Path, container_id: str, build_spec, remove_dir, *,
+          runtime_root: Path | None = None, hold: bool = False) -> None:
+    """The monitor's whole life in the process that :func:`spawn_fresh` started."""
+    from sandbox.monitor import attach
+
+    socket_path = attach.socket_path(Path(runtime_root), container_id) if runtime_root else None
+    Monitor(Path(store_root), container_id, build_spec, remove_dir, report_fd, socket_path=socket_path,
+            hold=hold and socket_path is not None).run()
+
+
 class Monitor(Supervisor):
     """The container's supervisor: its record (RUNNING, then EXITED with the code), its log, and --rm."""
 
@@ -108,6 +133,7 @@ class Monitor(Supervisor):
             spec, container_dir = self.build_spec(record)
             self._listen()
             self.network = network.attach(self.store, record, spec, self._runtime_dir(container_dir))
+            gc.freeze()  # stage 1 is forked from here: no collection on either side writes to what they share
             started, sources = self._start(launcher, spec, container_dir, record)
             self.running_spec = network.with_settings(record.spec, self.network)
         except BaseException as error:

@@ -62,16 +62,15 @@ class Lifecycle:
 
         ``on_listening(socket_path)``: a foreground `run` connects there before the monitor starts the container.
         """
-        from sandbox.monitor.monitor import spawn
+        from sandbox.service.monitoring import spawn
 
         container_id, spec, built_dir = self._record_and_build(image, args, options, auto_remove=auto_remove)
         try:
             spawn(
-                self.containers.containers_root,
+                self.settings,
                 container_id,
                 build_spec=lambda _record: (spec, built_dir),
                 remove_dir=self.containers.remove_dir,
-                runtime_root=self.settings.runtime_root,
                 on_listening=on_listening,
             )
         except ContainerStartError:
@@ -122,7 +121,7 @@ class Lifecycle:
         """Start a created or exited container from the spec in its record, with the same writable layer.
 
         ``on_listening(socket_path)``: the API's attach connects there before the monitor starts the container."""
-        from sandbox.monitor.monitor import spawn
+        from sandbox.service.monitoring import spawn
         from sandbox.store.locks import FileLock
 
         record = self.get(text)
@@ -134,11 +133,10 @@ class Lifecycle:
             stored_spec(record)  # a damaged spec is refused here, before a monitor is forked
             _wait_monitor_gone(record)
             spawn(
-                self.containers.containers_root,
+                self.settings,
                 record.id,
                 build_spec=lambda current: (stored_spec(current), store.dir(current.id)),
                 remove_dir=self.containers.remove_dir,
-                runtime_root=self.settings.runtime_root,
                 on_listening=on_listening,
             )
 
