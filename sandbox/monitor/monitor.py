@@ -133,7 +133,7 @@ class Monitor(Supervisor):
             spec, container_dir = self.build_spec(record)
             self._listen()
             self.network = network.attach(self.store, record, spec, self._runtime_dir(container_dir))
-            gc.freeze()  # stage 1 is forked from here: no collection on either side writes to what they share
+            _before_fork()
             started, sources = self._start(launcher, spec, container_dir, record)
             self.running_spec = network.with_settings(record.spec, self.network)
         except BaseException as error:
@@ -220,6 +220,21 @@ class Monitor(Supervisor):
             with contextlib.suppress(Exception):
                 self.remove_dir(container_dir)
         self._conclude(error, code)
+
+
+def _before_fork() -> None:
+    """Stage 1 is forked from the monitor and lives as long as the container: every page either of them writes
+    after the fork is then held twice. So what the monitor imports later anyway is imported now, and the objects
+    made so far are frozen (``gc.freeze``): no collection on either side walks, and so writes to, what they share."""
+    import subprocess  # noqa: F401 - newuidmap/newgidmap, run while stage 1 waits
+
+    from sandbox.cgroups import tree  # noqa: F401 - placing the container, releasing its cgroup
+    from sandbox.monitor import attach, logs  # noqa: F401 - the pump and the log writer
+    from sandbox.network import modes  # noqa: F401 - stage 1's own imports: done once, here
+    from sandbox.runtime import nsjob  # noqa: F401
+
+    gc.collect()
+    gc.freeze()
 
 
 class _Writer:
