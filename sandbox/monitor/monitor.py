@@ -102,12 +102,16 @@ def serve(report_fd: int, store_root: Path, container_id: str, build_spec, remov
     from sandbox.monitor import attach
 
     socket_path = attach.socket_path(Path(runtime_root), container_id) if runtime_root else None
-    Monitor(Path(store_root), container_id, build_spec, remove_dir, report_fd, socket_path=socket_path,
-            hold=hold and socket_path is not None).run()
+    monitor = Monitor(Path(store_root), container_id, build_spec, remove_dir, report_fd, socket_path=socket_path,
+                      hold=hold and socket_path is not None)
+    monitor.fresh = True
+    monitor.run()
 
 
 class Monitor(Supervisor):
     """The container's supervisor: its record (RUNNING, then EXITED with the code), its log, and --rm."""
+
+    fresh = False  # started by spawn_fresh: it prepares the fork of stage 1 (_before_fork); a forked one does not
 
     def __init__(self, store_root: Path, container_id: str, build_spec, remove_dir, report_fd: int, *,
                  socket_path: Path | None = None, hold: bool = False) -> None:
@@ -133,7 +137,8 @@ class Monitor(Supervisor):
             spec, container_dir = self.build_spec(record)
             self._listen()
             self.network = network.attach(self.store, record, spec, self._runtime_dir(container_dir))
-            _before_fork()
+            if self.fresh:
+                _before_fork()
             started, sources = self._start(launcher, spec, container_dir, record)
             self.running_spec = network.with_settings(record.spec, self.network)
         except BaseException as error:
@@ -225,7 +230,8 @@ class Monitor(Supervisor):
 def _before_fork() -> None:
     """Stage 1 is forked from the monitor and lives as long as the container: every page either of them writes
     after the fork is then held twice. So what the monitor imports later anyway is imported now, and the objects
-    made so far are frozen (``gc.freeze``): no collection on either side walks, and so writes to, what they share."""
+    made so far are frozen (``gc.freeze``): no collection on either side walks, and so writes to, what they share.
+    Only in a fresh monitor: in one forked from sbx the collection of sbx's whole heap would delay every start."""
     import subprocess  # noqa: F401 - newuidmap/newgidmap, run while stage 1 waits
 
     from sandbox.cgroups import tree  # noqa: F401 - placing the container, releasing its cgroup
