@@ -1,17 +1,18 @@
 """A supervisor started as a fresh interpreter, so that what it costs while the container runs is what supervising
 needs, not what the sbx command had imported.
 
-A monitor forked from sbx would carry every module the command imported (the CLI, the services, the image code:
-some 8 MB of Python heap) for the whole life of its container, and stage 1, forked from the monitor, would carry them
-too. :func:`spawn` detaches exactly as :func:`sandbox.monitor.session.spawn` does (double fork, ``setsid``, stdio
-and every inherited fd on /dev/null, SIGINT/SIGHUP ignored, subreaper; all of these survive ``execve``), then the
+A monitor forked from sbx would carry every module the command imported (the CLI, the services, the image code) for
+the whole life of its container, and stage 1, forked from the monitor, would carry them too. :func:`spawn` detaches
+exactly as :func:`sandbox.monitor.session.spawn` does (double fork, ``setsid``, stdio and every inherited fd on
+/dev/null, SIGINT/SIGHUP ignored, subreaper; all of these survive ``execve``), then the
 grandchild execs::
 
-    python -I -S -c BOOT PACKAGE_PARENT ENTRY PARAMS REPORT_FD
+    python -I -S -c BOOT SEARCH_PATH ENTRY PARAMS REPORT_FD
 
-``-I -S``: no site, no user site, no environment variables, no working directory on sys.path; only the directory
-that holds the ``sandbox`` package is appended. :func:`main` blanks that command line to a title, imports ``ENTRY``
-(``module:function``) and calls it with the report pipe's fd (left open across the exec, and only it) and the
+``-I -S``: no site, no user site, no environment variables, no working directory on sys.path; the directory that
+holds the ``sandbox`` package and sbx's own absolute sys.path entries are appended (:func:`search_path`), so
+nothing is imported at start but what ``BOOT`` names. :func:`main` blanks that command line to a title, imports
+``ENTRY`` (``module:function``) and calls it with the report pipe's fd (left open across the exec, and only it) and the
 JSON ``PARAMS``; the entry speaks to sbx over the report pipe as any supervisor does. ``PARAMS`` carries roots and a
 container id, never what the user passed (env values, the command): those stay in the container's record.
 """
@@ -21,17 +22,29 @@ from __future__ import annotations
 import os
 import sys
 
-BOOT = "import sys;sys.path.append(sys.argv[1]);from sandbox.monitor.fresh import main;main()"
+BOOT = ("import sys,json;sys.path.extend(p for p in json.loads(sys.argv[1]) if p not in sys.path);"
+        "from sandbox.monitor.fresh import main;main()")
 
 
 def command(entry: str, params: dict) -> list[str]:
     """The fresh interpreter's argv, without the report fd that :func:`spawn` appends."""
     import json
 
+    return [interpreter(), "-I", "-S", "-c", BOOT, json.dumps(search_path()), entry, json.dumps(params)]
+
+
+def search_path() -> list[str]:
+    """Where the fresh interpreter finds sbx and its dependencies: the directory holding the ``sandbox`` package
+    (site-packages, or the checkout of an editable install), then this process's other absolute entries (the
+    site-packages that ``-S`` leaves out: pyseccomp for a profile not yet compiled, the network's modules)."""
     import sandbox
 
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(sandbox.__file__)))
-    return [interpreter(), "-I", "-S", "-c", BOOT, package_parent, entry, json.dumps(params)]
+    found = [package_parent]
+    for entry in sys.path:
+        if entry and os.path.isabs(entry) and entry not in found:
+            found.append(entry)
+    return found
 
 
 def interpreter() -> str:
