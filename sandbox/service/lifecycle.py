@@ -293,23 +293,27 @@ class Lifecycle:
             self._wait_exited(record.id, 10.0)
 
     def wait(self, text: str) -> int:
-        """Until the container is not running; its exit code (255 when it died unwatched).
-
-        The stored record decides, not the observed one: a process that has just ended reads as exited with the
-        unknown code 255 until its monitor has recorded the real code, so a wait that looked at the observed record
-        answered 255 at once for a container whose monitor was still recording its exit. Only a container whose
-        monitor is gone too is taken as the observed record says."""
+        """Until the container is not running; its exit code (255 when it died unwatched)."""
         from sandbox.store.containers import UNKNOWN_EXIT_CODE
 
+        record = self.settled(text)
+        while record.state.value == "running":
+            time.sleep(_POLL)
+            record = self.settled(record.id)
+        return record.exit_code if record.exit_code is not None else UNKNOWN_EXIT_CODE
+
+    def settled(self, text: str):
+        """The record as its monitor wrote it, for whoever waits for the exit (`wait`, the API's wait).
+
+        Not the observed record: a process that has just ended reads as exited with the unknown code 255 until its
+        monitor has recorded the real code (after its output is in the log), so a wait that looked at the observed
+        record answered 255, and a log read after it could be empty, while the monitor was still recording the
+        exit. Only a container whose monitor is gone too is taken as observed."""
         store = self.store
         record = store.resolve(text)
-        while record.state.value == "running":
-            if not store.alive(record) and not _monitor_alive(record, store.proc):
-                record = store.observe(store.get(record.id))  # the monitor may have recorded the exit as it left
-                break
-            time.sleep(_POLL)
-            record = store.get(record.id)
-        return record.exit_code if record.exit_code is not None else UNKNOWN_EXIT_CODE
+        if record.state.value == "running" and not store.alive(record) and not _monitor_alive(record, store.proc):
+            return store.observe(store.get(record.id))  # the monitor may have recorded the exit as it left
+        return record
 
     def remove(self, text: str, *, force: bool = False) -> None:
         import signal
