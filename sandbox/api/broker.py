@@ -161,7 +161,7 @@ class Broker:
                     exited, code = True, self.codes.get(container_id)
                 watched = container_id in self.watched
             try:
-                record = self.lifecycle.get(container_id)
+                record = self.lifecycle.settled(container_id)  # the code its monitor records, not 255 before it
             except SbxError:
                 record = None
             if record is None:  # removed; a watcher that has not yet read the EXIT frame still has the code

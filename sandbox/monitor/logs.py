@@ -7,7 +7,6 @@ current file, ``ctr.log.1`` the one before it, and so on up to ``max_files`` fil
 
 from __future__ import annotations
 
-import calendar
 import json
 import os
 import time
@@ -42,6 +41,8 @@ def parse_time(text: str) -> float:
     """The inverse of :func:`format_time`; accepts any number of fraction digits. Raises ValueError."""
     if not text.endswith("Z"):
         raise ValueError(f"not a UTC time: {text!r}")
+    import calendar  # here: the monitor only writes times, and this import is ~0.3 MB it would hold for nothing
+
     main, _, fraction = text[:-1].partition(".")
     whole = calendar.timegm(time.strptime(main, "%Y-%m-%dT%H:%M:%S"))
     if fraction and not fraction.isdigit():

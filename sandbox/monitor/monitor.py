@@ -34,6 +34,7 @@ recorded every client gets EXIT with the code, and the socket is removed.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import time
 from collections.abc import Callable
@@ -81,8 +82,36 @@ def spawn(
     return int(spawn_supervisor(main, NAMES, timeout=timeout, on_listening=listening)["monitor"])
 
 
+def spawn_fresh(entry: str, params: dict, container_id: str, *, runtime_root: Path | None = None,
+                timeout: float = SPAWN_TIMEOUT, on_listening: Callable[[Path], None] | None = None) -> int:
+    """:func:`spawn` for sbx's own starts: the monitor is a fresh interpreter (:mod:`sandbox.monitor.fresh`) that
+    runs ``entry(report_fd, params)``, which calls :func:`serve`. The monitor's pid once the container runs."""
+    from sandbox.monitor import attach, fresh
+
+    socket_path = attach.socket_path(Path(runtime_root), container_id) if runtime_root else None
+    listening = None
+    if on_listening is not None and socket_path is not None:
+        listening = lambda: on_listening(socket_path)  # noqa: E731
+    params = {**params, "title": f"sbx ({NAMES.supervisor})", "hold": listening is not None}
+    return int(fresh.spawn(entry, params, NAMES, timeout=timeout, on_listening=listening)["monitor"])
+
+
+def serve(report_fd: int, store_root: Path, container_id: str, build_spec, remove_dir, *,
+          runtime_root: Path | None = None, hold: bool = False) -> None:
+    """The monitor's whole life in the process that :func:`spawn_fresh` started."""
+    from sandbox.monitor import attach
+
+    socket_path = attach.socket_path(Path(runtime_root), container_id) if runtime_root else None
+    monitor = Monitor(Path(store_root), container_id, build_spec, remove_dir, report_fd, socket_path=socket_path,
+                      hold=hold and socket_path is not None)
+    monitor.fresh = True
+    monitor.run()
+
+
 class Monitor(Supervisor):
     """The container's supervisor: its record (RUNNING, then EXITED with the code), its log, and --rm."""
+
+    fresh = False  # started by spawn_fresh: it prepares the fork of stage 1 (_before_fork); a forked one does not
 
     def __init__(self, store_root: Path, container_id: str, build_spec, remove_dir, report_fd: int, *,
                  socket_path: Path | None = None, hold: bool = False) -> None:
@@ -110,6 +139,8 @@ class Monitor(Supervisor):
             spec, container_dir = self.build_spec(record)
             self._listen()
             self.network = network.attach(self.store, record, spec, self._runtime_dir(container_dir), self.kernel)
+            if self.fresh:
+                _before_fork()
             started, sources = self._start(launcher, spec, container_dir, record)
             self.running_spec = network.with_settings(record.spec, self.network)
         except BaseException as error:
@@ -196,6 +227,22 @@ class Monitor(Supervisor):
             with contextlib.suppress(Exception):
                 self.remove_dir(container_dir)
         self._conclude(error, code)
+
+
+def _before_fork() -> None:
+    """Stage 1 is forked from the monitor and lives as long as the container: every page either of them writes
+    after the fork is then held twice. So what the monitor imports later anyway is imported now, and the objects
+    made so far are frozen (``gc.freeze``): no collection on either side walks, and so writes to, what they share.
+    Only in a fresh monitor: in one forked from sbx the collection of sbx's whole heap would delay every start."""
+    import subprocess  # noqa: F401 - newuidmap/newgidmap, run while stage 1 waits
+
+    from sandbox.cgroups import tree  # noqa: F401 - placing the container, releasing its cgroup
+    from sandbox.monitor import attach, logs  # noqa: F401 - the pump and the log writer
+    from sandbox.network import modes  # noqa: F401 - stage 1's own imports: done once, here
+    from sandbox.runtime import nsjob  # noqa: F401
+
+    gc.collect()
+    gc.freeze()
 
 
 class _Writer:

@@ -63,16 +63,15 @@ class Lifecycle:
 
         ``on_listening(socket_path)``: a foreground `run` connects there before the monitor starts the container.
         """
-        from sandbox.monitor.monitor import spawn
+        from sandbox.service.monitoring import spawn
 
         container_id, spec, built_dir = self._record_and_build(image, args, options, auto_remove=auto_remove)
         try:
             spawn(
-                self.containers.containers_root,
+                self.settings,
                 container_id,
                 build_spec=lambda _record: (spec, built_dir),
                 remove_dir=self.containers.remove_dir,
-                runtime_root=self.settings.runtime_root,
                 on_listening=on_listening,
             )
         except ContainerStartError:
@@ -123,7 +122,7 @@ class Lifecycle:
         """Start a created or exited container from the spec in its record, with the same writable layer.
 
         ``on_listening(socket_path)``: the API's attach connects there before the monitor starts the container."""
-        from sandbox.monitor.monitor import spawn
+        from sandbox.service.monitoring import spawn
         from sandbox.store.locks import FileLock
 
         record = self.get(text)
@@ -135,11 +134,10 @@ class Lifecycle:
             stored_spec(record)  # a damaged spec is refused here, before a monitor is forked
             _wait_monitor_gone(record)
             spawn(
-                self.containers.containers_root,
+                self.settings,
                 record.id,
                 build_spec=lambda current: (stored_spec(current), store.dir(current.id)),
                 remove_dir=self.containers.remove_dir,
-                runtime_root=self.settings.runtime_root,
                 on_listening=on_listening,
             )
 
@@ -296,11 +294,25 @@ class Lifecycle:
             self._wait_exited(record.id, 10.0)
 
     def wait(self, text: str) -> int:
-        record = self.get(text)
+        """Until the container is not running; its exit code (255 when it died unwatched)."""
+        record = self.settled(text)
         while record.state.value == "running":
             time.sleep(_POLL)
-            record = self.get(record.id)
+            record = self.settled(record.id)
         return record.exit_code if record.exit_code is not None else UNKNOWN
+
+    def settled(self, text: str):
+        """The record as its monitor wrote it, for whoever waits for the exit (`wait`, the API's wait).
+
+        Not the observed record: a process that has just ended reads as exited with the unknown code 255 until its
+        monitor has recorded the real code (after its output is in the log), so a wait that looked at the observed
+        record answered 255, and a log read after it could be empty, while the monitor was still recording the
+        exit. Only a container whose monitor is gone too is taken as observed."""
+        store = self.store
+        record = store.resolve(text)
+        if record.state.value == "running" and not store.alive(record) and not _monitor_alive(record, store.proc):
+            return store.observe(store.get(record.id))  # the monitor may have recorded the exit as it left
+        return record
 
     def remove(self, text: str, *, force: bool = False) -> None:
         import signal
@@ -419,12 +431,12 @@ def _wait_monitor_gone(record, timeout: float = 10.0) -> None:
         time.sleep(_POLL)
 
 
-def _monitor_alive(record) -> bool:
+def _monitor_alive(record, proc="/proc") -> bool:
     from sandbox.store.containers import process_start_time
 
     if not record.monitor_pid or record.monitor_start is None:
         return False
-    return process_start_time(record.monitor_pid) == record.monitor_start
+    return process_start_time(record.monitor_pid, proc) == record.monitor_start
 
 
 def parse_signal(text: str) -> int:

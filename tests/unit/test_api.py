@@ -312,6 +312,8 @@ class FakeLifecycle:
             raise ContainerNotFound(f"no such container: {container_id}")
         return self.records[container_id]
 
+    settled = get  # what a waiter reads: here, the records as they are
+
 
 def record(state: str, exit_code: int | None = None):
     from types import SimpleNamespace

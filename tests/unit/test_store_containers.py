@@ -527,3 +527,30 @@ def test_records_written_at_different_times_sort_by_created(store):
     store.create(make_record(1, created=now))
     store.create(make_record(2, created=now - 10))
     assert [r.id for r in store.list()] == [make_id(1), make_id(2)]
+
+
+def _lifecycle_on(store, config, monkeypatch):
+    from sandbox.service.lifecycle import Lifecycle
+
+    monkeypatch.setattr(Lifecycle, "store", property(lambda self: store))
+    return Lifecycle(config)
+
+
+def test_wait_answers_the_code_the_monitor_records_not_the_unknown_one(store, config, monkeypatch, proc):
+    """The process has ended (its pid is gone) but its monitor lives and is still recording the exit: the observed
+    record already reads exited with 255 (unknown), and `sbx wait` answered that at once. It waits for the code."""
+    import sandbox.service.lifecycle as lifecycle_module
+
+    write_stat(proc, 5151, 888)  # the monitor, alive
+    store.create(running(monitor_pid=5151, monitor_start=888))  # pid 4242 has no /proc entry: ended
+    lifecycle = _lifecycle_on(store, config, monkeypatch)
+    # the monitor writes the code while wait polls
+    monkeypatch.setattr(lifecycle_module.time, "sleep",
+                        lambda _seconds: store.update(make_id(1), state=ContainerState.EXITED, exit_code=3))
+    assert lifecycle.wait("box1") == 3
+
+
+def test_wait_of_a_container_that_died_with_its_monitor_is_255(store, config, monkeypatch, proc):
+    write_stat(proc, 5151, 999)  # that pid is a stranger now: the monitor is gone
+    store.create(running(monitor_pid=5151, monitor_start=888))
+    assert _lifecycle_on(store, config, monkeypatch).wait("box1") == 255

@@ -1,0 +1,57 @@
+"""How sbx starts a container's monitor: forked when the command stays attached, a fresh interpreter when not.
+
+An attached start (a foreground `run`, `start -a`, the API's attach) keeps the sbx command alive beside the monitor
+for as long as it is attached, so the monitor is forked from it (:func:`sandbox.monitor.monitor.spawn`): nothing is
+imported twice and the container starts sooner. A detached container (`run -d`, `start`) keeps only its monitor,
+for as long as it runs, so that monitor is a fresh interpreter (:mod:`sandbox.monitor.fresh`) carrying only what
+supervising needs, not what the command had imported; :func:`run` is its body there. It is given roots and the
+container's id only: it reads the spec from the record that create wrote (the same spec `start` rebuilds a
+container from), so nothing of the command that started it crosses into it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ENTRY = "sandbox.service.monitoring:run"
+
+
+def spawn(settings, container_id: str, build_spec, remove_dir, *, on_listening=None) -> int:
+    """Start the container's monitor; its pid once the container runs (ContainerStartError when it did not).
+
+    ``build_spec`` and ``remove_dir`` serve the forked monitor; the fresh one rebuilds both from the record."""
+    from sandbox.monitor import monitor
+    from sandbox.store.containers import containers_root
+
+    if on_listening is not None:
+        return monitor.spawn(containers_root(settings.data_root), container_id, build_spec, remove_dir,
+                             runtime_root=settings.runtime_root, on_listening=on_listening)
+    params = {
+        "data_root": str(settings.data_root),
+        "runtime_root": str(settings.runtime_root) if settings.runtime_root else None,
+        "config_root": str(settings.config_root),
+        "id": container_id,
+    }
+    return monitor.spawn_fresh(ENTRY, params, container_id, runtime_root=settings.runtime_root)
+
+
+def run(report_fd: int, params: dict) -> None:
+    """The monitor, in the fresh interpreter: supervise the container ``params["id"]`` until it has ended."""
+    from sandbox.config import Settings
+    from sandbox.monitor.monitor import serve
+    from sandbox.service.lifecycle import stored_spec
+    from sandbox.store.containers import ContainerStore, containers_root
+
+    runtime_root = Path(params["runtime_root"]) if params.get("runtime_root") else None
+    settings = Settings(data_root=Path(params["data_root"]), runtime_root=runtime_root,
+                        config_root=Path(params["config_root"]))
+    store_root = containers_root(settings.data_root)
+    store = ContainerStore(store_root)
+
+    def remove_dir(container_dir: Path) -> None:
+        from sandbox.service.containers import ContainerService
+
+        ContainerService(settings).remove_dir(container_dir)
+
+    serve(report_fd, store_root, params["id"], lambda record: (stored_spec(record), store.dir(record.id)),
+          remove_dir, runtime_root=runtime_root, hold=bool(params.get("hold")))

@@ -1,0 +1,30 @@
+"""How sbx starts a container's monitor: forked when the command stays attached, a fresh interpreter when not."""
+
+from __future__ import annotations
+
+from sandbox.monitor import monitor
+from sandbox.service import monitoring
+
+CONTAINER_ID = "cd" * 32
+
+
+def test_a_detached_start_gets_a_fresh_monitor_given_only_roots_and_the_id(config, monkeypatch):
+    calls = []
+    monkeypatch.setattr(monitor, "spawn", lambda *args, **kwargs: calls.append(("fork", args, kwargs)) or 1)
+    monkeypatch.setattr(monitor, "spawn_fresh", lambda *args, **kwargs: calls.append(("fresh", args, kwargs)) or 2)
+    assert monitoring.spawn(config, CONTAINER_ID, lambda record: None, lambda path: None) == 2
+    [(how, (entry, params, container_id), kwargs)] = calls
+    assert how == "fresh" and entry == monitoring.ENTRY and container_id == CONTAINER_ID
+    assert params == {"data_root": str(config.data_root), "runtime_root": str(config.runtime_root),
+                      "config_root": str(config.config_root), "id": CONTAINER_ID}
+    assert kwargs == {"runtime_root": config.runtime_root}
+
+
+def test_an_attached_start_forks_its_monitor(config, monkeypatch):
+    calls = []
+    monkeypatch.setattr(monitor, "spawn", lambda *args, **kwargs: calls.append(("fork", args, kwargs)) or 1)
+    monkeypatch.setattr(monitor, "spawn_fresh", lambda *args, **kwargs: calls.append(("fresh", args, kwargs)) or 2)
+    assert monitoring.spawn(config, CONTAINER_ID, "build", "remove", on_listening=print) == 1
+    [(how, args, kwargs)] = calls
+    assert how == "fork" and args[1:] == (CONTAINER_ID, "build", "remove")
+    assert kwargs == {"runtime_root": config.runtime_root, "on_listening": print}
