@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 
 from sandbox.cli.params import Argument, Option
 from sandbox.cli.render import escape, human_duration, json_line, listing_template_given, out, since, table
@@ -255,20 +256,7 @@ def container_inspect(
     output_format: str = Option(None, "--format", "-f", help="Format the output using a Go template, or json."),
 ) -> None:
     """Display detailed information on one or more containers."""
-    from sandbox.cli.main import report
-    from sandbox.errors import SbxError
-
-    template = object_template(output_format)
-    lifecycle = _lifecycle()
-    found, failed = [], 0
-    for name in names:
-        try:
-            found.append(lifecycle.inspect(name))
-        except SbxError as error:
-            failed = report(error)
-    show_inspected(found, template)
-    if failed:
-        raise SystemExit(failed)
+    inspect_each(names, _lifecycle().inspect, output_format)
 
 
 def inspect_any(
@@ -307,6 +295,24 @@ def object_template(output_format: str | None):
     from sandbox.cli.formatting import object_template as parse
 
     return parse(output_format)
+
+
+def inspect_each(names: list[str], inspect: Callable[[str], dict], output_format: str | None) -> None:
+    """`inspect` for containers and images: every name that is found is shown (as JSON or by the template), every
+    one that is not is reported on its own line, and the exit code is 1 if any was not found, as Docker's."""
+    from sandbox.cli.main import report
+    from sandbox.errors import SbxError
+
+    template = object_template(output_format)
+    found, failed = [], 0
+    for name in names:
+        try:
+            found.append(inspect(name))
+        except SbxError as error:
+            failed = report(error)
+    show_inspected(found, template)
+    if failed:
+        raise SystemExit(failed)
 
 
 def show_inspected(found: list[dict], template) -> None:

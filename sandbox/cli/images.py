@@ -403,18 +403,6 @@ def image_inspect(
     output_format: str = Option(None, "--format", "-f", help="Format the output using a Go template, or json."),
 ) -> None:
     """Display detailed information on one or more images."""
-    from sandbox.cli.containers import object_template, show_inspected
-    from sandbox.cli.main import report
-    from sandbox.errors import SbxError
+    from sandbox.cli.containers import inspect_each
 
-    template = object_template(output_format)
-    service = _service()
-    found, failed = [], 0
-    for name in names:
-        try:
-            found.append(service.inspect(name))
-        except SbxError as exc:
-            failed = report(exc)
-    show_inspected(found, template)
-    if failed:
-        raise SystemExit(failed)
+    inspect_each(names, _service().inspect, output_format)

@@ -26,14 +26,8 @@ class KernelAPI(Protocol):
 
     def setns(self, fd: int, nstype: int = 0) -> None: ...
 
-    def mount(
-        self,
-        source: str | None,
-        target: str,
-        fstype: str | None,
-        flags: int = 0,
-        data: str | None = None,
-    ) -> None: ...
+    def mount(self, source: str | None, target: str, fstype: str | None, flags: int = 0,
+              data: str | None = None) -> None: ...
 
     def umount2(self, target: str, flags: int = 0) -> None: ...
 

@@ -69,14 +69,8 @@ class FakeKernel:
     def setns(self, fd: int, nstype: int = 0) -> None:
         self._record("setns", (fd, nstype))
 
-    def mount(
-        self,
-        source: str | None,
-        target: str,
-        fstype: str | None,
-        flags: int = 0,
-        data: str | None = None,
-    ) -> None:
+    def mount(self, source: str | None, target: str, fstype: str | None, flags: int = 0,
+              data: str | None = None) -> None:
         self._record("mount", (source, target, fstype, flags, data), target)
 
     def umount2(self, target: str, flags: int = 0) -> None:

@@ -68,14 +68,8 @@ class Kernel:
     def setns(self, fd: int, nstype: int = 0) -> None:
         _check(_load().setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")
 
-    def mount(
-        self,
-        source: str | None,
-        target: str,
-        fstype: str | None,
-        flags: int = 0,
-        data: str | None = None,
-    ) -> None:
+    def mount(self, source: str | None, target: str, fstype: str | None, flags: int = 0,
+              data: str | None = None) -> None:
         result = _load().mount(_encode(source), _encode(target), _encode(fstype), ctypes.c_ulong(flags), _encode(data))
         _check(result, "mount", target)
 
