@@ -15,7 +15,7 @@ import sys
 
 from sandbox.api import streams
 from sandbox.errors import SbxError
-from sandbox.runtime.launcher import exit_code_of
+from sandbox.runtime.reap import exit_code as exit_code_of
 
 
 def run_exec(api, exec_, conn) -> None:
