@@ -115,7 +115,7 @@ class Channel:
     def send(self, kind: Kind, fds: Iterable[int] = (), **fields: Any) -> None:
         """Send one message; ``fds`` are duplicated into the receiver (the sender still owns and closes its own)."""
         fds = list(fds)
-        message = {"type": Kind(kind).value, **fields}
+        message = {**fields, "type": Kind(kind).value}
         if fds:
             message["fds"] = len(fds)
         data = json.dumps(message).encode() + b"\n"
@@ -255,8 +255,10 @@ def rebuild_error(message: dict[str, Any], exit_code: int | None = None) -> SbxE
     text = _text(message.get("message")) or "the other process failed"
     hint = _text(message.get("hint"))
     fields = message.get("fields") if isinstance(message.get("fields"), dict) else {}
+    # a field becomes an attribute: none may shadow what the class or SbxError defines (args, hint, fields, ...)
     fields = {key: value for key, value in fields.items()
-              if isinstance(key, str) and key.isidentifier() and key not in ("message", "hint", "exit_code")
+              if isinstance(key, str) and key.isidentifier() and not key.startswith("_")
+              and key not in ("message", "fields", "exit_code") and not hasattr(kind, key)
               and isinstance(value, str | int | float | bool)}
     code = message.get("exit_code")
     code = code if type(code) is int and 0 <= code <= 255 else exit_code
