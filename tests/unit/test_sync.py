@@ -155,6 +155,7 @@ def test_an_fd_arrives_with_its_message(pair):
 def test_fds_of_a_message_of_the_wrong_kind_are_closed(pair):
     parent, child = pair
     read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)  # a write end left open fails the read instead of hanging it
     child.send(Kind.PTY, fds=[write_end])
     os.close(write_end)
     with pytest.raises(SyncError, match="instead of"):
@@ -167,6 +168,7 @@ def test_fds_of_a_message_of_the_wrong_kind_are_closed(pair):
 def test_fds_of_an_error_message_are_closed(pair):
     parent, child = pair
     read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
     child.send(Kind.ERROR, fds=[write_end], message="boom")
     os.close(write_end)
     with pytest.raises(SbxError, match="boom"):
@@ -222,6 +224,13 @@ def test_start_failure_makes_any_reported_class_a_start_error():
 @pytest.mark.parametrize("name", ["ValueError", "Path", "__builtins__", "nonsense", None, 5])
 def test_a_reported_class_must_be_one_of_sbx_errors(name):
     error = sync.rebuild_error({"type": "error", "class": name, "message": "boom"})
+    assert type(error) is SbxError and error.message == "boom"
+
+
+def test_a_class_in_the_errors_module_that_is_no_sbx_error_is_not_built(monkeypatch):
+    loose = type("Loose", (Exception,), {"__init__": lambda self, *args, **kwargs: None})
+    monkeypatch.setattr(errors, "Loose", loose, raising=False)  # as an import into sandbox.errors would be
+    error = sync.rebuild_error({"class": "Loose", "message": "boom"})
     assert type(error) is SbxError and error.message == "boom"
 
 
