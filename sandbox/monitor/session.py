@@ -274,7 +274,7 @@ class Supervisor:
 
     def _pump(self, started, sources: dict[int, str], record) -> None:
         """Copy the process's outputs to ``record`` and to attached clients until they all end, and the clients'
-        input to the process; say "ok" once the command is exec'ed. Never blocks on a client."""
+        input to the process; say RUNNING once the command is exec'ed. Never blocks on a client."""
         sync = started.channel.sock
         outputs = dict(sources)
         for fd in outputs:
@@ -472,7 +472,7 @@ class Supervisor:
             attach.remove_socket(self.socket_path)
 
     def _conclude(self, error: ContainerStartError | None, code: int | None) -> None:
-        """EXIT to the clients, the error to sbx if it still waits (before "ok"), and the orphans reaped."""
+        """EXIT to the clients, the error to sbx if it still waits (before RUNNING), and the orphans reaped."""
         if error is not None:
             code = error.exit_code
         with contextlib.suppress(Exception):
