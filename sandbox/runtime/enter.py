@@ -65,7 +65,6 @@ from sandbox.runtime.console import open_pty
 from sandbox.runtime.identity import resolve_identity
 from sandbox.runtime.launcher import (
     EXIT_NOT_EXECUTABLE,
-    Started,
     _install_stdio,
     exec_error,
     fd_limit,
@@ -77,7 +76,7 @@ from sandbox.runtime.launcher import (
 )
 from sandbox.runtime.privileges import PrivilegePlan
 from sandbox.runtime.privileges import apply as apply_privileges
-from sandbox.runtime.sync import Channel, Kind, received_master, send_pty, start_failure
+from sandbox.runtime.sync import Channel, Kind, Started, received_master, send_pty, start_failure
 
 # the order setns is applied in: the user namespace first (it gives the capabilities the others need), the mount
 # namespace last (after it, paths resolve in the container)

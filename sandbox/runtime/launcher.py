@@ -28,26 +28,25 @@ import os
 import signal
 import socket
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.errors import ContainerStartError, NamespaceError, SyncError
 from sandbox.runtime import reap
 from sandbox.runtime.spec import ContainerSpec
-from sandbox.runtime.sync import Channel, Kind, child_handshake, parent_handshake, received_master, start_failure
+from sandbox.runtime.sync import (
+    Channel,
+    Kind,
+    Started,
+    child_handshake,
+    parent_handshake,
+    received_master,
+    start_failure,
+)
 
 EXIT_SBX = 125
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
 _PASSWD_LIMIT = 4 * 1024 * 1024
-
-
-@dataclass
-class Started:
-    stage1: int
-    container_pid: int
-    channel: object
-    master_fd: int | None
 
 
 def start(

@@ -62,6 +62,7 @@ import json
 import os
 import socket
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -212,6 +213,18 @@ class Channel:
                 os.close(fd)
         self.fds = []
         self.sock.close()
+
+
+@dataclass
+class Started:
+    """What the parent holds once the child's process exists (:func:`launcher.start`, :func:`enter.start`): the
+    child it forked (``stage1``: stage 1 or the joiner, which exits with the command's code), the command's host
+    pid, the channel (an ERROR may still come, or EOF once it exec'ed) and, with a tty, the pty master."""
+
+    stage1: int
+    container_pid: int
+    channel: Channel
+    master_fd: int | None
 
 
 # -- the one error encoding -------------------------------------------------------------------------------------------
