@@ -123,7 +123,7 @@ def start(
                 raise SyncError("the container process asked for a network it does not have")
     except BaseException:
         reap.kill(pid)
-        parent_sock.close()
+        channel.close()  # with any fd that came and was never claimed
         if master_fd is not None:
             os.close(master_fd)
         raise

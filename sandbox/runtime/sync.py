@@ -190,7 +190,7 @@ class Channel:
                 os.close(fd)
         if kind == Kind.ERROR:
             raise self.rebuild(message)
-        if kind in Kind._value2member_map_:
+        if isinstance(kind, str) and kind in Kind._value2member_map_:
             raise SyncError(f"{self.peer} sent {kind} instead of {names}", reason="unexpected")
         raise SyncError(f"{self.peer} sent a malformed message", reason="malformed")
 

@@ -95,6 +95,8 @@ def test_timeout(pair):
     b'"ready"\n',
     b'{"type": "launch-missiles"}\n',
     b'{"no": "type"}\n',
+    b'{"type": ["ready"]}\n',
+    b'{"type": {"ready": 1}}\n',
     b'{"type": "ready", "fds": 1}\n',  # announces an fd that never came
     b'{"type": "ready", "fds": "1"}\n',
     b"\xff\xfe\n",
