@@ -164,7 +164,7 @@ def _stage1(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
             plan, network=None) -> int:
     from sandbox.kernel import constants as k
     from sandbox.network.modes import new_netns
-    from sandbox.runtime.usermaps import USERNS_HINT, become_root, write_own_maps
+    from sandbox.runtime.usermaps import USERNS_HINT, become_root
 
     kernel.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
     try:
@@ -174,10 +174,7 @@ def _stage1(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
             kernel.unshare(k.CLONE_NEWUSER)
     except OSError as error:
         raise NamespaceError(f"cannot create a user namespace: {error.strerror}", hint=USERNS_HINT) from None
-    own_maps = child_handshake(channel, 60)
-    if own_maps:
-        write_own_maps(*own_maps)
-    become_root()
+    become_root(child_handshake(channel, 60))
     flags = k.CLONE_NEWNS | k.CLONE_NEWPID | k.CLONE_NEWUTS | k.CLONE_NEWIPC | k.CLONE_NEWCGROUP
     if new_netns(spec.network):
         flags |= k.CLONE_NEWNET

@@ -241,7 +241,7 @@ def main(argv: list[str]) -> int:
     from sandbox.errors import NamespaceError
     from sandbox.kernel import Kernel
     from sandbox.runtime.sync import Channel, Kind, child_handshake, error_message
-    from sandbox.runtime.usermaps import USERNS_HINT, become_root, write_own_maps
+    from sandbox.runtime.usermaps import USERNS_HINT, become_root
 
     sync_fd = int(argv[argv.index("--sync-fd") + 1])
     user_namespace = "--user-namespace" in argv
@@ -267,9 +267,7 @@ def main(argv: list[str]) -> int:
         channel.close()
     try:
         if user_namespace:
-            if own:
-                write_own_maps(*own)
-            become_root()
+            become_root(own)
         if mount_namespace:
             # Mounts made here must not propagate back to the host's namespace.
             kernel.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
