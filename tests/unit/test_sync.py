@@ -136,22 +136,7 @@ def test_an_oversized_line_arriving_whole_is_refused(pair):
 # -- fds --------------------------------------------------------------------------------------------------------------
 
 
-def _same_file(a: int, b: int) -> bool:
-    first, second = os.fstat(a), os.fstat(b)
-    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
-
-
-def test_an_fd_arrives_with_its_message(pair):
-    parent, child = pair
-    read_end, write_end = os.pipe()
-    try:
-        child.send(Kind.PTY, fds=[write_end])
-        (received,) = parent.expect(Kind.PTY, 1)["fds"]
-        assert _same_file(received, write_end) and not os.get_inheritable(received)
-        os.close(received)
-    finally:
-        os.close(read_end)
-        os.close(write_end)
+# (an fd riding on its message, in order, close-on-exec: tests/unit/test_pty_passing.py)
 
 
 def test_fds_of_a_message_of_the_wrong_kind_are_closed(pair):
