@@ -76,7 +76,6 @@ def spawn(
     its exit code), or one with 125 when it died without a word, sent nonsense, or did not answer within ``timeout``.
     """
     read_sock, write_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    read_sock.set_inheritable(False)
     write_fd = write_sock.detach()
     sys.stdout.flush()
     sys.stderr.flush()

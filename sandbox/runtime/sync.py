@@ -61,6 +61,7 @@ import contextlib
 import json
 import os
 import socket
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -139,10 +140,15 @@ class Channel:
         ``TimeoutError`` after ``timeout`` seconds; ``ValueError`` for a line over :data:`LINE_LIMIT`, one that is
         not a JSON object, or one announcing fds that did not come.
         """
-        self.sock.settimeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
         while b"\n" not in self.buffer:
             if len(self.buffer) > LINE_LIMIT:
                 raise ValueError("sync message too long")
+            # one deadline for the whole line: a sender trickling bytes cannot stretch it
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError
+            self.sock.settimeout(left)
             chunk, fds = self._receive()
             self.fds += fds
             if not chunk:

@@ -89,6 +89,29 @@ def test_timeout(pair):
     assert caught.value.reason == "timeout"
 
 
+def test_a_trickling_sender_cannot_stretch_the_timeout(pair):
+    parent, child = pair
+    stop = threading.Event()
+
+    def trickle():
+        with contextlib.suppress(OSError):
+            for _ in range(100):  # one byte at a time, each well within the timeout, never a whole line
+                if stop.wait(0.02):
+                    return
+                _raw(child, b" ")
+            child.sock.shutdown(socket.SHUT_WR)  # then the end: a per-read timeout would only see this
+
+    sender = threading.Thread(target=trickle)
+    sender.start()
+    try:
+        with pytest.raises(SyncError) as caught:
+            parent.expect(Kind.READY, 0.2)
+        assert caught.value.reason == "timeout"
+    finally:
+        stop.set()
+        sender.join()
+
+
 @pytest.mark.parametrize("line", [
     b"not json\n",
     b"[1, 2]\n",
