@@ -195,7 +195,10 @@ def collect(sock: socket.socket, send: bytes = b"", timeout: float = 20) -> tupl
 
 
 def sockets(directory: Path) -> list[Path]:
-    return sorted(directory.glob("exec-*.sock")) if directory.exists() else []
+    try:
+        return sorted(directory.glob("exec-*.sock"))
+    except FileNotFoundError:  # the last holder removes the directory, maybe while it is being listed
+        return []
 
 
 def wait_until(predicate, timeout: float = 10) -> bool:
