@@ -193,6 +193,11 @@ class ContainerStartError(SbxError):
     exit_code = exitcodes.CANNOT_RUN
 
 
+class SyncError(ContainerStartError):
+    """The process on the other end of a sync channel closed it, sent another kind or a malformed message, or said
+    nothing in time (``reason``: closed, unexpected, malformed, timeout); see :mod:`sandbox.runtime.sync`."""
+
+
 # --- terminals -------------------------------------------------------------------------------------------------------
 
 

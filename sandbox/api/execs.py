@@ -16,7 +16,7 @@ import sys
 from sandbox.api import streams
 from sandbox.errors import SbxError
 from sandbox.exitcodes import NOT_EXECUTABLE
-from sandbox.runtime.launcher import exit_code_of
+from sandbox.runtime import reap
 
 
 def run_exec(api, exec_, conn) -> None:
@@ -89,10 +89,10 @@ def _in_child(api, exec_, conn, options) -> int:
     if conn is None:  # detached: the child returns once the command runs; reap it without waiting here
         for fd in (out_read, err_read):
             os.close(fd)
-        return exit_code_of(pid)
+        return reap.exit_code(pid)
     output = streams.Output(conn, tty=False, stdout=exec_.stdout, stderr=exec_.stderr)
     streams.pump_pipes(conn, output, out_read, err_read, stdin[1] if stdin else None)
-    return exit_code_of(pid)
+    return reap.exit_code(pid)
 
 
 def _relay_and_wait(handle, _request) -> int:

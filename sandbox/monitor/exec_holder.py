@@ -6,12 +6,12 @@ container; sbx is just its first attach client (:mod:`sandbox.monitor.attach`)::
 
     sbx (service)                  middle child           holder (grandchild)
     -------------                  ------------           -------------------
-    pipe, fork ─────────────────►  setsid, fork ───────►  detach; listen at runtime_root/<id16>/exec-<hex>.sock
-    read one line          ◄──────────────────────────── {"listening": true}
+    socketpair, fork ───────────►  setsid, fork ───────►  detach; listen at runtime_root/<id16>/exec-<hex>.sock
+    expect LISTENING       ◄──────────────────────────── LISTENING
     connect ────────────────────────────────────────────► accept the first client (nobody in 30 s: nothing runs)
-    read one line                                         start(): joiner → the command on a new pty
-                           ◄──────────────────────────── {"ok": {"pid": COMMAND_PID, "monitor": PID}} once exec'ed,
-                           ◄──────────────────────────── or {"error": {"message", "exit_code" (1, 126, 127)}}
+    expect RUNNING                                        start(): joiner → the command on a new pty
+                           ◄──────────────────────────── RUNNING {pid: COMMAND_PID, monitor: PID} once exec'ed,
+                           ◄──────────────────────────── or ERROR {message, exit_code (1, 126, 127), ...}
     attach frames    ◄───────►                           pty master → every client (or dropped: nobody attached),
     (detach keys: sbx leaves,                            STDIN → master, RESIZE → TIOCSWINSZ, DETACH/close → drop
      the command runs on)                                the client; the command's end: EXIT {"code": N} to every

@@ -12,9 +12,10 @@ grandchild execs::
 ``-I -S``: no site, no user site, no environment variables, no working directory on sys.path; the directory that
 holds the ``sandbox`` package and sbx's own absolute sys.path entries are appended (:func:`search_path`), so
 nothing is imported at start but what ``BOOT`` names. :func:`main` blanks that command line to a title, imports
-``ENTRY`` (``module:function``) and calls it with the report pipe's fd (left open across the exec, and only it) and the
-JSON ``PARAMS``; the entry speaks to sbx over the report pipe as any supervisor does. ``PARAMS`` carries roots and a
-container id, never what the user passed (env values, the command): those stay in the container's record.
+``ENTRY`` (``module:function``) and calls it with the report socket's fd (left open across the exec, and only it)
+and the JSON ``PARAMS``; the entry speaks to sbx over the report socket as any supervisor does (sync messages).
+``PARAMS`` carries roots and a container id, never what the user passed (env values, the command): those stay in
+the container's record.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ def interpreter() -> str:
 
 
 def spawn(entry: str, params: dict, names, *, timeout: float, on_listening=None) -> dict:
-    """Start ``entry`` in a detached fresh interpreter; its "ok" payload once the supervised process runs (as
-    :func:`sandbox.monitor.session.spawn`, whose errors it raises)."""
+    """Start ``entry`` in a detached fresh interpreter; the ``{pid, monitor}`` of its RUNNING once the supervised
+    process runs (as :func:`sandbox.monitor.session.spawn`, whose errors it raises)."""
     from sandbox.monitor.session import spawn as spawn_detached
 
     argv = command(entry, params)
@@ -77,7 +78,7 @@ def main() -> None:
         module, _, function = entry.partition(":")
         getattr(__import__(module, fromlist=[function]), function)(report_fd, params)
         code = 0
-    except BaseException:  # nowhere to report it: stdio is /dev/null, and sbx reads EOF on the report pipe
+    except BaseException:  # nowhere to report it: stdio is /dev/null, and sbx reads EOF on the report socket
         code = 1
     finally:
         os._exit(code)

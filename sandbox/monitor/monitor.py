@@ -4,23 +4,23 @@
 
     sbx (service)                     middle child                  monitor (grandchild)
     -------------                     ------------                  --------------------
-    pipe, fork ───────────────────►   setsid, fork ───────────────► subreaper; stdio → /dev/null; inherited fds
+    socketpair, fork ─────────────►   setsid, fork ───────────────► subreaper; stdio → /dev/null; inherited fds
     waitpid(middle)             ◄───  exit 0                        pointed at /dev/null; record = store.get(id)
                                                                     spec, dir = build_spec(record)
                                                                     launcher.start(stdio = /dev/null + 2 pipes,
                                                                                    or a pty)
                                                                     wait for the exec: EOF on the sync socket
                                                                     record: RUNNING, pid, start times, boot id
-    read ONE JSON line          ◄───────────────────────────────── {"ok": {"pid": CONTAINER_PID, "monitor": PID}}
-    (or ContainerStartError     ◄───────────────────────────────── {"error": {"message", "exit_code", "hint"}}
-     from an "error" line)                                          copy stdout/stderr into ctr.log until EOF
+    expect RUNNING              ◄───────────────────────────────── RUNNING {pid: CONTAINER_PID, monitor: PID}
+    (or ContainerStartError     ◄───────────────────────────────── ERROR {class, message, hint, exit_code}
+     from an ERROR)                                                    copy stdout/stderr into ctr.log until EOF
                                                                     launcher.wait → its cgroup released (OOM
                                                                     noted) → record: EXITED, exit_code
                                                                     --rm: remove_dir(container dir); exit
 
-The double fork, the detaching, the report pipe and the attach loop are the generic supervisor of
+The double fork, the detaching, the report socket and the attach loop are the generic supervisor of
 :mod:`sandbox.monitor.session` (the exec holder runs on it too); what is the monitor's own is the container: its
-record, its log, --rm. The monitor ignores SIGINT and SIGHUP and forwards SIGTERM to the container's pid 1. "ok" is
+record, its log, --rm. The monitor ignores SIGINT and SIGHUP and forwards SIGTERM to the container's pid 1. RUNNING is
 sent once the command has been exec'ed (the launcher's sync socket is close-on-exec, so it reads EOF), which is why
 a missing command is still reported to sbx as an error (exit code 127) rather than as a container that exits at once.
 

@@ -5,18 +5,19 @@ its pipes), and serves attach clients on a unix socket. :func:`spawn` makes one;
 
     sbx                               middle child                  supervisor (grandchild)
     ---                               ------------                  -----------------------
-    pipe, fork ───────────────────►   setsid, fork ───────────────► detach(): SIGINT/SIGHUP ignored, subreaper,
+    socketpair, fork ─────────────►   setsid, fork ───────────────► detach(): SIGINT/SIGHUP ignored, subreaper,
     waitpid(middle)             ◄───  exit 0                        stdio → /dev/null, inherited fds pointed at
                                                                     /dev/null; then main(report_fd)
-    [read ONE JSON line         ◄───────────────────────────────── {"listening": true}   (a held start only)
+    [expect LISTENING           ◄───────────────────────────────── LISTENING   (a held start only)
      on_listening(): connect ──────────────────────────────────►   accept the first client, then start]
-    read ONE JSON line          ◄───────────────────────────────── {"ok": {"pid": PID, "monitor": SUPERVISOR_PID}}
-                                ◄───────────────────────────────── or {"error": {"message", "exit_code", "hint"}}
+    expect RUNNING              ◄───────────────────────────────── RUNNING {pid: PID, monitor: SUPERVISOR_PID}
+                                ◄───────────────────────────────── or ERROR {class, message, hint, exit_code}
 
-The double fork re-parents the supervisor (to init or the nearest subreaper), so it outlives sbx; ``setsid`` takes
-it out of the user's session and terminal, so a closing terminal's SIGHUP never reaches it. "ok" is sent once the
-supervised command has been exec'ed: the launcher's sync socket is close-on-exec, so the supervisor reads EOF
-there, or an error report from a failed exec (which is how a missing command still reaches sbx as exit code 127).
+The report socket is a :class:`sandbox.runtime.sync.Channel` (its messages and error encoding are those of every
+other exchange). The double fork re-parents the supervisor (to init or the nearest subreaper), so it outlives sbx;
+``setsid`` takes it out of the user's session and terminal, so a closing terminal's SIGHUP never reaches it. RUNNING
+is sent once the supervised command has been exec'ed: the launcher's sync socket is close-on-exec, so the supervisor
+reads EOF there, or an ERROR from a failed exec (which is how a missing command still reaches sbx as exit code 127).
 
 The loop (:meth:`Supervisor._pump`) is single-threaded and never blocks on a client: every output read goes to the
 ``record`` sink (the monitor's log; none for an exec) and to every client, input from any client goes to the pty
@@ -29,24 +30,24 @@ ended every client gets EXIT with its code and the socket is removed (the frames
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import select
 import selectors
 import signal
 import socket
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandbox.errors import ContainerStartError, SbxError
+from sandbox.errors import ContainerStartError, SyncError
 from sandbox.exitcodes import CANNOT_RUN
+from sandbox.runtime import reap
+from sandbox.runtime.sync import Channel, Kind, start_failure
+from sandbox.runtime.sync import as_start_error as start_error  # what monitor.py and exec_holder.py report
 
 SPAWN_TIMEOUT = 120.0
 HOLD_TIMEOUT = 30.0  # how long a held start waits for its first client
-_MESSAGE_LIMIT = 64 * 1024
 _READ_SIZE = 64 * 1024
 _INPUT_LIMIT = 256 * 1024  # attached input waiting for the process: clients are not read beyond this
 _CLIENT_LIMIT = 256  # attached clients at once
@@ -68,21 +69,22 @@ def spawn(
     timeout: float = SPAWN_TIMEOUT,
     on_listening: Callable[[], None] | None = None,
 ) -> dict:
-    """Run ``main(report_fd)`` in a detached grandchild; its "ok" payload once the supervised process runs.
+    """Run ``main(report_fd)`` in a detached grandchild; ``{"pid", "monitor"}`` once the supervised process runs.
 
-    ``main`` writes its JSON lines to ``report_fd`` (:meth:`Supervisor._report`) and must not return into the
-    caller's code (the grandchild ``_exit``s after it). A ``{"listening": true}`` line calls ``on_listening()`` (a
-    foreground attach connects there) and the next line is the answer. Raises :class:`ContainerStartError` with the
-    exit code the supervisor reported, or 125 when it died without a word or did not answer within ``timeout``.
+    ``main`` reports on ``report_fd``, a sync socket (:class:`Supervisor` does), and must not return into the
+    caller's code (the grandchild ``_exit``s after it). LISTENING calls ``on_listening()`` (a foreground attach
+    connects there) and RUNNING is the answer. Raises the :class:`ContainerStartError` the supervisor reported (with
+    its exit code), or one with 125 when it died without a word, sent nonsense, or did not answer within ``timeout``.
     """
-    read_fd, write_fd = os.pipe()
+    read_sock, write_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    write_fd = write_sock.detach()
     sys.stdout.flush()
     sys.stderr.flush()
     middle = os.fork()
     if middle == 0:  # the middle child: never returns into the caller's code
         code = 1
         try:
-            os.close(read_fd)
+            read_sock.close()
             os.setsid()
             if os.fork() == 0:
                 _run_detached(main, write_fd, names)  # exits
@@ -90,69 +92,29 @@ def spawn(
         finally:
             os._exit(code)
     os.close(write_fd)
+    channel = Channel(read_sock, names.supervisor, start_failure)
     try:
-        _reap(middle)
-        message = read_message(read_fd, timeout, names)
-        if message is not None and message.get("listening") and on_listening is not None:
-            on_listening()
-            message = read_message(read_fd, timeout, names)
+        reap.reap(middle)
+        return read_answer(channel, timeout, names, on_listening)
     finally:
-        os.close(read_fd)
-    return answer(message, names)
+        channel.close()
 
 
-def answer(message: dict | None, names: Names) -> dict:
-    """The "ok" payload of a supervisor's report, or the :class:`ContainerStartError` its "error" names."""
-    if message is None:
-        raise ContainerStartError(f"{names.supervisor} exited before {names.supervised} started")
-    if isinstance(message.get("ok"), dict):
-        return message["ok"]
-    error = message.get("error") if isinstance(message.get("error"), dict) else {}
-    hint = error.get("hint")
-    raise ContainerStartError(
-        str(error.get("message") or f"{names.supervised} failed to start"),
-        exit_code=int(error.get("exit_code") or CANNOT_RUN),
-        hint=hint if isinstance(hint, str) else None,
-    )
-
-
-def read_message(fd: int, timeout: float, names: Names) -> dict | None:
-    """One JSON line from the supervisor; None if it closed the pipe without one."""
-    deadline = time.monotonic() + timeout
-    data = b""
-    with selectors.DefaultSelector() as selector:
-        selector.register(fd, selectors.EVENT_READ)
-        while b"\n" not in data:
-            left = deadline - time.monotonic()
-            if left <= 0 or not selector.select(left):
-                raise ContainerStartError(f"{names.supervisor} did not answer within {timeout:.0f} seconds")
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            data += chunk
-            if len(data) > _MESSAGE_LIMIT:
-                raise ContainerStartError(f"{names.supervisor} sent a malformed message")
-    line = data.partition(b"\n")[0]
-    if not line.strip():
-        return None
-    try:
-        message = json.loads(line)
-    except ValueError:
-        message = None
-    if not isinstance(message, dict):
-        raise ContainerStartError(f"{names.supervisor} sent a malformed message")
-    return message
-
-
-def _reap(pid: int) -> None:
-    while True:
-        try:
-            os.waitpid(pid, 0)
-            return
-        except InterruptedError:
-            continue
-        except ChildProcessError:
-            return
+def read_answer(channel: Channel, timeout: float, names: Names,
+                on_listening: Callable[[], None] | None = None) -> dict:
+    """``{"pid", "monitor"}`` of the supervisor's RUNNING (after LISTENING and ``on_listening()`` when given)."""
+    closed = f"{names.supervisor} exited before {names.supervised} started"
+    if on_listening is not None:
+        message = channel.expect((Kind.LISTENING, Kind.RUNNING), timeout, closed=closed)
+        if message["type"] == Kind.LISTENING:
+            on_listening()
+            message = channel.expect(Kind.RUNNING, timeout, closed=closed)
+    else:
+        message = channel.expect(Kind.RUNNING, timeout, closed=closed)
+    answer = {key: message.get(key) for key in ("pid", "monitor")}
+    if not all(type(value) is int and value > 0 for value in answer.values()):
+        raise SyncError(f"{names.supervisor} sent a malformed message", reason="malformed")
+    return answer
 
 
 def _run_detached(main: Callable[[int], None], report_fd: int, names: Names) -> None:
@@ -202,19 +164,6 @@ def hide_command_line(names: Names) -> None:
     blank_command_line(f"sbx ({names.supervisor})")
 
 
-def start_error(error: BaseException) -> ContainerStartError:
-    """Any failure as the error sbx is told: a ContainerStartError keeps its code, another keeps its own or 125."""
-    if isinstance(error, ContainerStartError):
-        return error
-    if isinstance(error, SbxError):
-        return ContainerStartError(error.message, exit_code=getattr(error, "exit_code", None) or CANNOT_RUN,
-                                   hint=error.hint)
-    if isinstance(error, OSError):
-        text = error.strerror or str(error)
-        return ContainerStartError(text + (f": {error.filename}" if error.filename else ""), exit_code=CANNOT_RUN)
-    return ContainerStartError(f"{type(error).__name__}: {error}", exit_code=CANNOT_RUN)
-
-
 class Supervisor:
     """Owns one started process's pty master (or pipes), serves its attach socket, tells sbx how the start went.
 
@@ -225,7 +174,7 @@ class Supervisor:
     def __init__(self, report_fd: int, *, socket_path: Path | None = None, hold: bool = False) -> None:
         from sandbox.monitor import attach
 
-        self.report_fd: int | None = report_fd
+        self.report: Channel | None = Channel.of_fd(report_fd, "sbx")
         self.socket_path = socket_path
         self.hold = hold
         self.target_pid: int | None = None  # where SIGTERM is forwarded
@@ -240,20 +189,23 @@ class Supervisor:
 
     # -- the report to sbx ----------------------------------------------------------------------------------------
 
-    def _report(self, message: dict) -> None:
-        if self.report_fd is None:
+    def _report(self, kind: Kind, **fields) -> None:
+        """The last word to sbx: RUNNING or ERROR (once)."""
+        if self.report is None:
             return
-        fd, self.report_fd = self.report_fd, None
+        report, self.report = self.report, None
         try:
-            os.write(fd, json.dumps(message).encode() + b"\n")
-        except OSError:
-            pass  # sbx is gone (interrupted)
+            if kind == Kind.ERROR:
+                report.send_error(fields["error"])
+            else:
+                with contextlib.suppress(OSError):  # sbx is gone (interrupted)
+                    report.send(kind, **fields)
         finally:
-            os.close(fd)
+            report.close()
 
     def _running(self, pid: int) -> None:
-        """The process was exec'ed: "ok" to sbx (once)."""
-        self._report({"ok": {"pid": pid, "monitor": os.getpid()}})
+        """The process was exec'ed: RUNNING to sbx (once)."""
+        self._report(Kind.RUNNING, pid=pid, monitor=os.getpid())
 
     # -- the start ------------------------------------------------------------------------------------------------
 
@@ -279,8 +231,8 @@ class Supervisor:
 
     def _wait_for_first_client(self) -> bool:
         """Tell sbx the socket is there, then wait (bounded) for it to connect before the process starts."""
-        assert self.report_fd is not None and self.listener is not None
-        os.write(self.report_fd, b'{"listening": true}\n')
+        assert self.report is not None and self.listener is not None
+        self.report.send(Kind.LISTENING)
         if select.select([self.listener], [], [], HOLD_TIMEOUT)[0]:
             self._accept()
         return bool(self.clients)
@@ -309,7 +261,7 @@ class Supervisor:
                 os.kill(started.container_pid, signal.SIGKILL)
             with contextlib.suppress(BaseException):
                 code = launcher.wait(started)
-        if error is None and self.report_fd is not None:
+        if error is None and self.report is not None:
             self._running(started.container_pid)  # exec'ed and gone before the sync socket was looked at
         return error, code
 
@@ -322,7 +274,7 @@ class Supervisor:
 
     def _pump(self, started, sources: dict[int, str], record) -> None:
         """Copy the process's outputs to ``record`` and to attached clients until they all end, and the clients'
-        input to the process; say "ok" once the command is exec'ed. Never blocks on a client."""
+        input to the process; say RUNNING once the command is exec'ed. Never blocks on a client."""
         sync = started.channel.sock
         outputs = dict(sources)
         for fd in outputs:
@@ -520,13 +472,13 @@ class Supervisor:
             attach.remove_socket(self.socket_path)
 
     def _conclude(self, error: ContainerStartError | None, code: int | None) -> None:
-        """EXIT to the clients, the error to sbx if it still waits (before "ok"), and the orphans reaped."""
+        """EXIT to the clients, the error to sbx if it still waits (before RUNNING), and the orphans reaped."""
         if error is not None:
             code = error.exit_code
         with contextlib.suppress(Exception):
             self._close_attach(code)
         if error is not None:
-            self._report({"error": {"message": error.message, "exit_code": error.exit_code, "hint": error.hint}})
+            self._report(Kind.ERROR, error=error)
         # orphans handed to us as the subreaper: collect them before leaving
         with contextlib.suppress(ChildProcessError):
             while os.waitpid(-1, os.WNOHANG)[0]:

@@ -1,6 +1,6 @@
 """Run one more process inside a running container (`sbx exec`): join its namespaces, its root, and exec.
 
-The process tree and the sync protocol (one JSON object per line, :class:`userns.Channel`, as in :mod:`launcher`)::
+The process tree (the messages are those of :mod:`sandbox.runtime.sync`, where the exchange is drawn too)::
 
     sbx (parent)                      joiner (forked)                          the command (forked again)
     ------------                      ---------------                          --------------------------
@@ -12,15 +12,15 @@ The process tree and the sync protocol (one JSON object per line, :class:`userns
                                       pid mnt (each only when it differs
                                       from ours); fchdir(root), chroot(".")
                                       fork ───────────────────────────────►   waits for the joiner's go (a pipe)
-                                ◄───  {"type": "pid", "pid": HOSTPID}
+                                ◄───  PID {pid: HOSTPID}
                                       close the socket, go ────────────────►  -t: a pty from the container's
-                                ◄──────────────────────────────────────────    /dev/pts/ptmx, {"type": "pty"} + the
+                                ◄──────────────────────────────────────────    /dev/pts/ptmx, PTY + the
                                       waitpid(command), exit with its          master (SCM_RIGHTS); user from the
                                       status (128+N for a signal)              container's /etc/passwd and /etc/group;
                                                                                the process plan, as for pid 1
                                                                                (runtime/plan.py: session, tty, ids,
                                                                                privileges, fds, chdir, execvpe)
-                                ◄──────────────────────────────────────────    on failure: {"type": "error", ...}
+                                ◄──────────────────────────────────────────    on failure: ERROR
     proxy the pty or forward signals to HOSTPID, waitpid(joiner) (:func:`launcher.wait`)
 
 Why this shape: ``setns(CLONE_NEWUSER)`` refuses a threaded process, so the joiner is a fork of the single-threaded
@@ -49,7 +49,6 @@ found, 126 not executable or any other failure to start the command, 1 when the 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -57,24 +56,16 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sandbox.errors import ContainerNotRunning, ContainerStartError, SbxError
+from sandbox.errors import ContainerNotRunning, ContainerStartError, SbxError, SyncError
 from sandbox.exitcodes import NOT_EXECUTABLE
 from sandbox.kernel import constants as k
 from sandbox.runtime import plan as process_plan
+from sandbox.runtime import reap
 from sandbox.runtime.console import open_pty
 from sandbox.runtime.identity import resolve_identity
-from sandbox.runtime.launcher import (
-    Started,
-    _install_stdio,
-    exit_code_of,
-    read_small,
-    received_master,
-    report_error,
-    send_pty,
-    start_failure,
-)
+from sandbox.runtime.launcher import _install_stdio, read_small
 from sandbox.runtime.privileges import PrivilegePlan
-from sandbox.runtime.userns import Channel
+from sandbox.runtime.sync import Channel, Kind, Started, received_master, send_pty, start_failure
 
 # the order setns is applied in: the user namespace first (it gives the capabilities the others need), the mount
 # namespace last (after it, paths resolve in the container)
@@ -142,40 +133,46 @@ def start(request: ExecRequest, verify: Callable[[], bool], kernel, *,
     if pid == 0:  # the joiner
         parent_sock.close()
         code = NOT_EXECUTABLE
+        channel = Channel(child_sock, "sbx")
         try:
             if stdio is not None and not tty:
                 _install_stdio(stdio)
                 for fd in {*stdio, *parent_ends} - {0, 1, 2}:
                     os.close(fd)
-            code = _join(request, verify, kernel, Channel(child_sock), tty)
+            code = _join(request, verify, kernel, channel, tty)
         except BaseException as error:  # report and leave: never return into the parent's code
-            code = _report(Channel(child_sock), error)
+            code = channel.send_error(error, NOT_EXECUTABLE)
         finally:
             os._exit(code)
     child_sock.close()
-    channel = Channel(parent_sock)
+    channel = Channel(parent_sock, "the exec'd process", _failure)
     reported = False
     try:
-        message = channel.recv(30)
-        if message is None or message.get("type") != "pid":
-            reported = message is not None and message.get("type") == "error"
-            raise _failure(message, "could not enter the container")
-        if tty:  # the command's process sends its terminal after the joiner's "pid" (it waits for the go)
-            pty = channel.recv(30)
-            if pty is None or pty.get("type") != "pty":
-                reported = pty is not None and pty.get("type") == "error"
-                raise _failure(pty, "the command exited before its terminal was made")
+        try:
+            message = channel.expect(Kind.PID, 30, closed="could not enter the container")
+            # the command's process sends its terminal after the joiner's PID (it waits for the go)
+            pty = channel.expect(Kind.PTY, 30, closed="the command exited before its terminal was made") \
+                if tty else None
+        except SbxError as error:
+            reported = not isinstance(error, SyncError)
+            raise
+        if pty is not None:
             master_fd = received_master(pty)
     except BaseException:
         if reported:  # the failing process is on its way out, and the joiner with it: kill nobody in the container
-            _wait(pid)
+            reap.reap(pid)
         else:
-            _reap(pid)
+            reap.kill(pid)
         channel.close()
         if master_fd is not None:
             os.close(master_fd)
         raise
-    return Started(pid, int(message["pid"]), channel, master_fd)
+    command_pid = message.get("pid")
+    if type(command_pid) is not int or command_pid <= 0:
+        reap.kill(pid)
+        channel.close()
+        raise SyncError("the exec'd process sent a malformed message", reason="malformed")
+    return Started(pid, command_pid, channel, master_fd)
 
 
 def confirm(started: Started, timeout: float = 30.0) -> None:
@@ -190,7 +187,7 @@ def confirm(started: Started, timeout: float = 30.0) -> None:
     finally:
         started.channel.close()
     if report is not None:
-        raise _failure(report, "the command failed to start")
+        raise _failure(report if report.get("type") == Kind.ERROR else {"message": "the command failed to start"})
 
 
 # -- the joiner -------------------------------------------------------------------------------------------------------
@@ -241,18 +238,18 @@ def _join(request: ExecRequest, verify: Callable[[], bool], kernel, channel, tty
             os.close(go_read)
             _command(request, kernel, channel, tty, null, joined)  # execs, or raises
         except BaseException as error:
-            code = _report(channel, error)
+            code = channel.send_error(error, NOT_EXECUTABLE)
         finally:
             os._exit(code)
     os.close(go_read)
     os.close(null)
-    channel.send({"type": "pid", "pid": pid})
+    channel.send(Kind.PID, pid=pid)
     channel.close()
     os.write(go_write, b"g")
     os.close(go_write)
     for number in _FORWARDED:
         signal.signal(number, signal.SIG_IGN)  # sbx signals the command directly
-    return exit_code_of(pid)
+    return reap.exit_code(pid)
 
 
 def _command(request: ExecRequest, kernel, channel, tty: bool, null: int, joined: _Joined) -> None:
@@ -291,25 +288,9 @@ def _read_at(directory: int, name: str) -> str:
         os.close(fd)
 
 
-def _report(channel, error: BaseException) -> int:
-    """Send the error to sbx; returns the exit code (Docker's exec: 126 unless the error names another)."""
-    return report_error(channel, error, NOT_EXECUTABLE)
-
-
-def _failure(report, fallback: str) -> SbxError:
-    error = start_failure(report, fallback, NOT_EXECUTABLE)
+def _failure(report: dict) -> SbxError:
+    """An ERROR of the joiner or the command (Docker's exec: 126 unless it names another code)."""
+    error = start_failure(report, NOT_EXECUTABLE)
     if error.exit_code == 1:  # the container stopped under us: a daemon-style error, not an exec failure
         return ContainerNotRunning(error.message, hint=error.hint, exit_code=1)
     return error
-
-
-def _wait(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)

@@ -1,30 +1,10 @@
 """Start a container process from a :class:`ContainerSpec` and wait for it.
 
-The process tree and the sync protocol (one JSON object per line over a socketpair, :class:`userns.Channel`)::
-
-    sbx (parent)                      stage 1 (forked)                     stage 2 = pid 1 of the container
-    ------------                      ----------------                     --------------------------------
-    socketpair, fork ─────────────►   unshare(CLONE_NEWUSER)
-                                ◄───  {"type": "ready"}
-    newuidmap/newgidmap PID ...
-    (single map: stage 1 writes
-     its own); its cgroup, limits,
-     PID into cgroup.procs      ───►  {"type": "go", "own_maps": ...}
-                                      become root of the namespace
-                                      unshare(NS|PID|UTS|IPC|CGROUP[|NET])
-    slirp4netns, pasta: start   ◄───  {"type": "netns"}
-    the helper (network.setup)  ───►  {"type": "network"}
-                                      fork ───────────────────────────►    make / private, mount the rootfs,
-                                ◄───  {"type": "pid", "pid": HOSTPID}      /proc /dev /sys, volumes, masks;
-                                      waitpid(stage 2), exit with its      sethostname; pivot_root; lo up;
-                                      status (128+N for a signal)          [-t: a pty from /dev/pts/ptmx,
-                                ◄─────────────────────────────────────     {"type": "pty"} + the master (SCM_RIGHTS)]
-                                                                           user from the image's /etc/passwd;
-                                                                           the process plan (runtime/plan.py:
-                                                                           session, tty, ids, privileges, fds,
-                                                                           chdir, rlimits, execvpe)
-                                ◄─────────────────────────────────────    on failure: {"type": "error", ...}
-    forward signals (or proxy a pty) to HOSTPID, waitpid(stage 1)
+Three processes, speaking :mod:`sandbox.runtime.sync` (the sequence, every message, is drawn there): sbx (the
+parent), stage 1 (forked: makes the user namespace, waits for its maps, makes the others, forks pid 1 and waits for
+it, exiting with its code) and stage 2, the container's pid 1 (mounts, pivot_root, sethostname, lo up, the pty,
+the user, then the process plan of :mod:`sandbox.runtime.plan`: session, tty, ids, privileges, fds, chdir,
+rlimits, execvpe).
 
 With ``--network container:ID`` stage 1 joins that container's user namespace (and then its network namespace)
 instead of making one, and no maps are written (see :mod:`sandbox.network.modes`).
@@ -37,8 +17,8 @@ sets the exit code (125 for sbx's own failures, 126 not executable, 127 not foun
 With a tty the pty comes from the container's own devpts instance, never the host's: a pty's slave has a name
 (/dev/pts/N) only where its instance is mounted, and the container mounts a new instance at /dev/pts (see
 :func:`console.open_pty`). So pid 1 opens it after pivot_root, makes the slave its controlling terminal and stdio,
-and passes the master to sbx over the sync socket; ``Started.master_fd`` is that master. "pid" (from stage 1) and
-"pty" (from stage 2) may arrive in either order: two processes write to one socket.
+and passes the master to sbx over the sync socket; ``Started.master_fd`` is that master. PID (from stage 1) and
+PTY (from stage 2) may arrive in either order: two processes write to one socket.
 """
 
 from __future__ import annotations
@@ -48,22 +28,23 @@ import os
 import signal
 import socket
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-from sandbox.errors import ContainerStartError, NamespaceError, SbxError
+from sandbox.errors import NamespaceError, SyncError
 from sandbox.exitcodes import CANNOT_RUN as EXIT_SBX
+from sandbox.runtime import reap
 from sandbox.runtime.spec import ContainerSpec
+from sandbox.runtime.sync import (
+    Channel,
+    Kind,
+    Started,
+    child_handshake,
+    parent_handshake,
+    received_master,
+    start_failure,
+)
 
 _PASSWD_LIMIT = 4 * 1024 * 1024
-
-
-@dataclass
-class Started:
-    stage1: int
-    container_pid: int
-    channel: object
-    master_fd: int | None
 
 
 def start(
@@ -82,9 +63,9 @@ def start(
     (``container:ID``), or the helper to start once stage 1 has made the network namespace (the "netns" step);
     the caller stops that helper when the container ends or fails to start.
     """
-    from sandbox.runtime.userns import Channel, find_helper, write_maps
+    from sandbox.runtime.usermaps import helpers_for, map_ids
 
-    helpers = {} if spec.idmap.single else {name: find_helper(name) for name in ("newuidmap", "newgidmap")}
+    helpers = helpers_for(spec.idmap)
     from sandbox.runtime import privileges
 
     # compiled here, while libseccomp and the policy files are in reach (pid 1 loads it after pivot_root)
@@ -101,45 +82,44 @@ def start(
         for fd in close_in_child:
             os.close(fd)
         code = EXIT_SBX
+        channel = _channel(child_sock, "sbx")
         try:
-            code = _stage1(spec, container_dir, kernel, Channel(child_sock), stdio, plan, network)
+            code = _stage1(spec, container_dir, kernel, channel, stdio, plan, network)
         except BaseException as error:  # report and leave: never return into the parent's code
-            report_error(Channel(child_sock), error)
+            channel.send_error(error)
         finally:
             os._exit(code)
     child_sock.close()
-    channel = Channel(parent_sock)
-    try:
-        message = channel.recv(30)
-        if message is None or message.get("type") != "ready":
-            raise start_failure(message, "the container process exited before creating its namespaces")
-        own_maps = None
-        if getattr(network, "join", None):
-            pass  # stage 1 joined a user namespace whose maps are written already
-        elif spec.idmap.single:
-            own_maps = {"uid": spec.idmap.uids[0].host_id, "gid": spec.idmap.gids[0].host_id}
-        else:
-            write_maps(pid, spec.idmap, helpers, None)
+    channel = _channel(parent_sock, "the container process")
+
+    def write_maps() -> dict[str, int] | None:
         from sandbox.cgroups.tree import place
 
-        place(spec.limits, spec.id, container_dir, pid)  # its cgroup and limits: pid 1, forked after "go", inherits
-        channel.send({"type": "go", "own_maps": own_maps})
+        # container:ID: stage 1 joined a user namespace whose maps are written already
+        own_maps = None if getattr(network, "join", None) else map_ids(pid, spec.idmap, helpers)
+        place(spec.limits, spec.id, container_dir, pid)  # its cgroup and limits: pid 1, forked after GO, inherits
+        return own_maps
+
+    try:
+        parent_handshake(channel, write_maps, 30,
+                         closed="the container process exited before creating its namespaces")
         container_pid = None
         while container_pid is None or (spec.process.tty and master_fd is None):
-            message = channel.recv(60)
-            kind = message.get("type") if message is not None else None
-            if kind == "pid" and container_pid is None:
-                container_pid = int(message["pid"])
-            elif kind == "pty" and spec.process.tty and master_fd is None:
+            kinds = (Kind.PID, Kind.NETNS) if container_pid is None else ()
+            kinds += (Kind.PTY,) if spec.process.tty and master_fd is None else ()
+            message = channel.expect(kinds, 60, closed="the container process exited before starting")
+            if message["type"] == Kind.PID:
+                container_pid = _pid(message)
+            elif message["type"] == Kind.PTY:
                 master_fd = received_master(message)
-            elif kind == "netns" and network is not None and container_pid is None:
+            elif network is not None:  # NETNS
                 network.setup(pid)  # the helper joins stage 1's namespaces; pid 1 is forked only after this
-                channel.send({"type": "network"})
+                channel.send(Kind.NETWORK)
             else:
-                raise start_failure(message, "the container process exited before starting")
+                raise SyncError("the container process asked for a network it does not have")
     except BaseException:
-        _reap(pid)
-        parent_sock.close()
+        reap.kill(pid)
+        channel.close()  # with any fd that came and was never claimed
         if master_fd is not None:
             os.close(master_fd)
         raise
@@ -148,84 +128,29 @@ def start(
 
 def wait(started: Started) -> int:
     """Wait for the container to exit; its exit code, or ContainerStartError if it failed before exec."""
-    code = exit_code_of(started.stage1)
-    report = None
+    code = reap.exit_code(started.stage1)
     try:
-        report = started.channel.recv(1)
+        report = started.channel.recv(1)  # nothing but an ERROR: an exec closes the socket without a word
     except (TimeoutError, OSError, ValueError):
         report = None
     finally:
         started.channel.close()
-    if report is not None and report.get("type") == "error":
-        raise start_failure(report, "the container failed to start")
+    if report is not None and report.get("type") == Kind.ERROR:
+        raise start_failure(report)
     return code
 
 
-def start_failure(report, fallback: str, default_code: int = EXIT_SBX) -> SbxError:
-    """The error a child reported over the sync socket (or ``fallback`` when it died without a word)."""
-    if not report or report.get("type") != "error":
-        return ContainerStartError(fallback, exit_code=default_code)
-    return ContainerStartError(
-        str(report.get("message") or fallback), exit_code=int(report.get("exit_code") or default_code),
-        hint=report.get("hint") if isinstance(report.get("hint"), str) else None,
-    )
+def _channel(sock: socket.socket, peer: str, exit_code: int = EXIT_SBX) -> Channel:
+    """A sync channel whose reported errors come back as :class:`ContainerStartError` with ``exit_code`` unless
+    they carry their own."""
+    return Channel(sock, peer, lambda message: start_failure(message, exit_code))
 
 
-def report_error(channel, error: BaseException, default_code: int = EXIT_SBX) -> int:
-    """Send an error to sbx over the sync socket; returns the exit code the child should leave with."""
-    exit_code = getattr(error, "exit_code", None) or default_code
-    if isinstance(error, SbxError):
-        message, hint = error.message, error.hint
-    elif isinstance(error, OSError):
-        message, hint = f"{error.strerror or error}" + (f": {error.filename}" if error.filename else ""), None
-    else:
-        message, hint = f"{type(error).__name__}: {error}", None
-    with contextlib.suppress(OSError):
-        channel.send({"type": "error", "message": message, "hint": hint, "exit_code": exit_code})
-    return exit_code
-
-
-def send_pty(channel, open_pty, devpts: str = "/dev/pts", exit_code: int = EXIT_SBX,
-             size: tuple[int, int] | None = None) -> int:
-    """Make a pty of the devpts at ``devpts`` (``open_pty`` is :func:`console.open_pty`, imported by the caller
-    while the host's library is still in reach), send its master over ``channel`` as ``{"type": "pty"}``, and
-    return the slave, of ``size`` (rows, columns) when known; the master is closed here once the other end holds its
-    copy."""
-    try:
-        master, slave = open_pty(devpts, size)
-    except (OSError, ValueError) as error:
-        raise ContainerStartError(
-            f"cannot open a terminal in the container's {devpts}: {getattr(error, 'strerror', None) or error}",
-            exit_code=exit_code,
-            hint="the container's /dev/pts must be its own devpts mount (run without -t to do without a terminal)",
-        ) from None
-    try:
-        channel.send({"type": "pty"}, fds=[master])
-    except BaseException:
-        os.close(slave)
-        raise
-    finally:
-        os.close(master)
-    return slave
-
-
-def received_master(message: dict) -> int:
-    """The pty master a ``{"type": "pty"}`` message carried; the caller owns it. Anything else it carried is closed."""
-    fds = message.get("fds") if isinstance(message.get("fds"), list) else []
-    master = fds[0] if len(fds) == 1 and os.isatty(fds[0]) else None
-    for fd in fds:
-        if fd != master:
-            os.close(fd)
-    if master is None:
-        raise ContainerStartError("the container's terminal did not arrive over the sync socket")
-    return master
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
+def _pid(message: dict) -> int:
+    pid = message.get("pid")
+    if type(pid) is not int or pid <= 0:
+        raise SyncError("the container process sent a malformed message", reason="malformed")
+    return pid
 
 
 # -- stage 1: the user namespace, then the others, then pid 1 --------------------------------------------------------
@@ -235,7 +160,7 @@ def _stage1(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
             plan, network=None) -> int:
     from sandbox.kernel import constants as k
     from sandbox.network.modes import new_netns
-    from sandbox.runtime.nsjob import become_root, write_own_maps
+    from sandbox.runtime.usermaps import USERNS_HINT, become_root
 
     kernel.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
     try:
@@ -244,44 +169,33 @@ def _stage1(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
         else:
             kernel.unshare(k.CLONE_NEWUSER)
     except OSError as error:
-        from sandbox.runtime.userns import USERNS_HINT
-
         raise NamespaceError(f"cannot create a user namespace: {error.strerror}", hint=USERNS_HINT) from None
-    channel.send({"type": "ready"})
-    go = channel.recv(60)
-    if go is None or go.get("type") != "go":
-        return EXIT_SBX
-    if go.get("own_maps"):
-        write_own_maps(int(go["own_maps"]["uid"]), int(go["own_maps"]["gid"]))
-    become_root()
+    become_root(child_handshake(channel, 60))
     flags = k.CLONE_NEWNS | k.CLONE_NEWPID | k.CLONE_NEWUTS | k.CLONE_NEWIPC | k.CLONE_NEWCGROUP
     if new_netns(spec.network):
         flags |= k.CLONE_NEWNET
     kernel.unshare(flags)
     if getattr(network, "needs_setup", False):
-        channel.send({"type": "netns"})
-        answer = channel.recv(60)
-        if answer is None or answer.get("type") != "network":
-            return EXIT_SBX
+        channel.send(Kind.NETNS)
+        channel.expect(Kind.NETWORK, 60)
     pid = os.fork()
     if pid == 0:  # stage 2: pid 1
         code = EXIT_SBX
         try:
             _stage2(spec, container_dir, kernel, channel, stdio, plan)  # execs, or raises
         except BaseException as error:
-            code = getattr(error, "exit_code", None) or EXIT_SBX
-            report_error(channel, error)
+            code = channel.send_error(error)
         finally:
             os._exit(code)
     # stage 1 must not hold the caller's pipes open: their reader waits for EOF
     for fd in {fd for fd in stdio or () if fd > 2}:
         with contextlib.suppress(OSError):
             os.close(fd)
-    channel.send({"type": "pid", "pid": pid})
+    channel.send(Kind.PID, pid=pid)
     channel.close()
     for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(number, signal.SIG_IGN)  # the parent signals pid 1 directly
-    return exit_code_of(pid)
+    return reap.exit_code(pid)
 
 
 # -- stage 2: the container's pid 1 -------------------------------------------------------------------------------
@@ -301,6 +215,7 @@ def _stage2(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
     from sandbox.runtime.identity import resolve_identity
     from sandbox.runtime.mounts import apply_mounts, init_args, plan_mounts
     from sandbox.runtime.rootfs import mount_rootfs
+    from sandbox.runtime.sync import send_pty
 
     kernel.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
     if stdio is not None:
@@ -340,18 +255,6 @@ def _install_stdio(stdio: tuple[int, int, int]) -> None:
         os.dup2(copy, target)  # inheritable: exec keeps them
     for copy in copies:
         os.close(copy)
-
-
-def exit_code_of(pid: int) -> int:
-    """Wait for the child ``pid`` and give its exit code as a shell would: its status, or 128+N for signal N."""
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except InterruptedError:
-            continue
-    code = os.waitstatus_to_exitcode(status)
-    return 128 - code if code < 0 else code
 
 
 def read_small(path: str) -> str | None:

@@ -1,7 +1,8 @@
-"""The namespace job: the child's side of :mod:`sandbox.runtime.userns` (the protocol is drawn there), and the ops.
+"""The namespace job: the child's side of :mod:`sandbox.runtime.userns` (the protocol is drawn in
+:mod:`sandbox.runtime.sync`), and the ops.
 
 Run as ``python -m sandbox.runtime.nsjob --sync-fd N [--user-namespace] [--mount-namespace]``. It prints nothing
-but the one JSON result on stdout. Ops (``job["op"]``):
+but one sync message on stdout: RESULT ``{"result": ...}`` or ERROR. Ops (``job["op"]``):
 
 - ``unpack``: ``{"layers": [{"blob", "compression": "gzip"|"zstd"|"none", "dest", "whiteout_format"}],
   "max_bytes", "container_uids", "container_gids"}``; each layer's blob is decompressed as a stream and extracted
@@ -19,7 +20,6 @@ but the one JSON result on stdout. Ops (``job["op"]``):
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -138,47 +138,30 @@ def execute(job: dict[str, Any], kernel) -> dict[str, Any]:
 # --- the child process -------------------------------------------------------------------------------------------
 
 
-def _error_report(error: BaseException) -> dict[str, Any]:
+def job_error(error: BaseException) -> SbxError:
+    """A failure of an op as the error sbx is told: an OSError is a :class:`StoreError` (the ops write the store)."""
     if isinstance(error, SbxError):
-        fields = {key: value for key, value in error.fields.items() if isinstance(value, str | int | float | bool)}
-        return {"type": type(error).__name__, "message": error.message, "hint": error.hint, "fields": fields}
+        return error
     if isinstance(error, OSError):
-        return {
-            "type": "StoreError",
-            "message": f"{(error.strerror or str(error)).lower()}" + (f": {error.filename}" if error.filename else ""),
-            "hint": None,
-            "fields": {"errno": error.errno} if error.errno is not None else {},
-        }
-    return {"type": "SbxError", "message": f"namespace job failed: {type(error).__name__}: {error}", "hint": None}
-
-
-def write_own_maps(uid: int, gid: int) -> None:
-    # An unprivileged process may map only its own ids, and its gid only once setgroups is denied (else it could
-    # drop a supplementary group that denies it access somewhere).
-    for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1\n"), ("gid_map", f"0 {gid} 1\n")):
-        with open(f"/proc/self/{name}", "w") as file:
-            file.write(text)
-
-
-def become_root() -> None:
-    os.setresgid(0, 0, 0)
-    # setgroups is denied with a single map, or when newgidmap found no subgid range: then there is nothing to drop.
-    with contextlib.suppress(PermissionError):
-        os.setgroups([])
-    os.setresuid(0, 0, 0)
+        return StoreError(
+            f"{(error.strerror or str(error)).lower()}" + (f": {error.filename}" if error.filename else ""),
+            **({"errno": error.errno} if error.errno is not None else {}),
+        )
+    return SbxError(f"namespace job failed: {type(error).__name__}: {error}")
 
 
 def main(argv: list[str]) -> int:
     import signal
-    import socket
 
+    from sandbox.errors import NamespaceError
     from sandbox.kernel import Kernel
-    from sandbox.runtime.userns import Channel
+    from sandbox.runtime.sync import Channel, Kind, child_handshake, error_message
+    from sandbox.runtime.usermaps import USERNS_HINT, become_root
 
     sync_fd = int(argv[argv.index("--sync-fd") + 1])
     user_namespace = "--user-namespace" in argv
     mount_namespace = "--mount-namespace" in argv
-    channel = Channel(socket.socket(fileno=sync_fd))
+    channel = Channel.of_fd(sync_fd, "sbx")
     kernel = Kernel()
     flags = (k.CLONE_NEWUSER if user_namespace else 0) | (k.CLONE_NEWNS if mount_namespace else 0)
     try:
@@ -188,28 +171,27 @@ def main(argv: list[str]) -> int:
         if flags:
             kernel.unshare(flags)
     except OSError as error:
-        channel.send({"type": "error", "op": "unshare", "errno": error.errno, "message": error.strerror or str(error)})
-        return 1
-    channel.send({"type": "ready"})
-    go = channel.recv()
-    channel.close()
-    if go is None or go.get("type") != "go":
+        channel.send_error(NamespaceError(f"cannot create a user namespace: {error.strerror or error}",
+                                          hint=USERNS_HINT, op="unshare", errno=error.errno), None)
         return 1
     try:
+        own = child_handshake(channel)
+    except SbxError:
+        return 1
+    finally:
+        channel.close()
+    try:
         if user_namespace:
-            own = go.get("own_maps")
-            if own:
-                write_own_maps(int(own["uid"]), int(own["gid"]))
-            become_root()
+            become_root(own)
         if mount_namespace:
             # Mounts made here must not propagate back to the host's namespace.
             kernel.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
         job = json.load(sys.stdin)
-        message: dict[str, Any] = {"ok": execute(job, kernel)}
+        message: dict[str, Any] = {"type": Kind.RESULT.value, "result": execute(job, kernel)}
     except Exception as error:  # every failure goes back to the parent as one typed message
         if not isinstance(error, SbxError):
             traceback.print_exc(file=sys.stderr)
-        message = {"error": _error_report(error)}
+        message = {"type": Kind.ERROR.value, **error_message(job_error(error), None)}
     sys.stdout.write(json.dumps(message))
     sys.stdout.flush()
     return 0

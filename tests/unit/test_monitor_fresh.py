@@ -6,6 +6,7 @@ reports what the fresh process holds: its modules, its command line, its open fd
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -27,7 +28,9 @@ def report(report_fd, params):
         cmdline = handle.read()
     seen = {"modules": sorted(sys.modules), "cmdline": cmdline.decode(errors="replace"), "fds": fds,
             "report_fd": report_fd, "params": params}
-    os.write(report_fd, json.dumps({"ok": {"pid": os.getpid(), "monitor": os.getpid(), "seen": seen}}).encode()
+    with open(params["seen"], "w") as handle:
+        json.dump(seen, handle)
+    os.write(report_fd, json.dumps({"type": "running", "pid": os.getpid(), "monitor": os.getpid()}).encode()
              + b"\\n")
 
 
@@ -50,15 +53,15 @@ def test_the_supervisor_is_a_fresh_interpreter_holding_only_the_report_pipe(entr
     inherited = os.open(str(tmp_path), os.O_RDONLY)  # an inheritable fd of the caller's: it must not get through
     os.set_inheritable(inherited, True)
     try:
-        answer = fresh.spawn(f"{entry_module}:report", {"title": "sbx (the test supervisor)", "id": "x"}, NAMES,
-                             timeout=30)
+        params = {"title": "sbx (the test supervisor)", "id": "x", "seen": str(tmp_path / "seen.json")}
+        answer = fresh.spawn(f"{entry_module}:report", params, NAMES, timeout=30)
     finally:
         os.close(inherited)
-    seen = answer["seen"]
+    seen = json.loads((tmp_path / "seen.json").read_text())
     assert "pytest" in sys.modules and "pytest" not in seen["modules"]  # not a fork of this process
     assert "site" not in seen["modules"]  # -S: nothing but what the entry imports
     assert "sandbox.cli.main" not in seen["modules"]
-    assert seen["params"] == {"title": "sbx (the test supervisor)", "id": "x"}
+    assert seen["params"] == params
     assert seen["cmdline"].rstrip("\0") == "sbx (the test supervisor)"  # the parameters are not shown to ps
     assert seen["fds"][:3] == [0, 1, 2]
     assert len(set(seen["fds"]) - {0, 1, 2, seen["report_fd"]}) == 1  # the listing's own fd, and nothing else

@@ -1,4 +1,4 @@
-"""The supervisor engine (report pipe, error mapping) and the exec holder, on a plain /bin/sh: no namespaces.
+"""The supervisor engine (report socket, error mapping) and the exec holder, on a plain /bin/sh: no namespaces.
 
 The holder tests spawn a real detached holder whose ``start()`` forks a shell on a new pty the way
 ``enter.start`` does (session leader, controlling terminal, a close-on-exec sync socket), so they exercise the
@@ -21,73 +21,87 @@ import pytest
 
 from sandbox.errors import ContainerNotRunning, ContainerStartError, SbxError
 from sandbox.monitor import attach, exec_holder
-from sandbox.monitor.session import Names, answer, read_message, start_error
+from sandbox.monitor.session import Names, read_answer, start_error
 from sandbox.runtime import console
 from sandbox.runtime.launcher import Started
-from sandbox.runtime.userns import Channel
+from sandbox.runtime.sync import Channel, Kind, start_failure
 
 NAMES = Names("the test supervisor", "the thing")
 CONTAINER_ID = "ab" * 32
 
 
-# -- the report pipe --------------------------------------------------------------------------------------------
+# -- the report socket ------------------------------------------------------------------------------------------
 
 
-def pipe_with(data: bytes) -> int:
-    read_fd, write_fd = os.pipe()
-    fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, 1024 * 1024)  # room for more than a message may hold
-    os.write(write_fd, data)
-    os.close(write_fd)
-    return read_fd
+def report_with(data: bytes, *, keep_open: bool = False):
+    """The reading end of a report socket holding ``data`` (the writing end closed unless ``keep_open``)."""
+    reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    writer.sendall(data)
+    if not keep_open:
+        writer.close()
+    return Channel(reader, NAMES.supervisor, start_failure), writer
 
 
-def test_read_message_reads_one_line():
-    fd = pipe_with(b'{"listening": true}\n{"ok": {"pid": 5, "monitor": 6}}\n')
+def test_read_answer_after_listening_calls_on_listening():
+    called = []
+    channel, _ = report_with(b'{"type": "listening"}\n{"type": "running", "pid": 5, "monitor": 6}\n')
     try:
-        assert read_message(fd, 1, NAMES) == {"listening": True}
+        assert read_answer(channel, 1, NAMES, lambda: called.append(True)) == {"pid": 5, "monitor": 6}
+        assert called == [True]
     finally:
-        os.close(fd)
+        channel.close()
 
 
-def test_read_message_none_when_closed_without_a_line():
-    fd = pipe_with(b"")
+def test_read_answer_closed_without_a_line():
+    channel, _ = report_with(b"")
     try:
-        assert read_message(fd, 1, NAMES) is None
+        with pytest.raises(ContainerStartError, match="the test supervisor exited before the thing started") as gone:
+            read_answer(channel, 1, NAMES)
+        assert gone.value.exit_code == 125
     finally:
-        os.close(fd)
+        channel.close()
 
 
-@pytest.mark.parametrize("data", [b"[1, 2]\n", b"not json\n", b"x" * (70 * 1024)])
-def test_read_message_refuses_malformed(data):
-    fd = pipe_with(data)
+@pytest.mark.parametrize("data", [
+    b"[1, 2]\n", b"not json\n", b"x" * (70 * 1024), b'{"type": "nonsense"}\n',
+    b'{"type": "running", "pid": "5", "monitor": 6}\n', b'{"type": "running", "pid": -1, "monitor": 6}\n',
+])
+def test_read_answer_refuses_malformed(data):
+    channel, _ = report_with(data)
     try:
         with pytest.raises(ContainerStartError, match="the test supervisor sent a malformed message"):
-            read_message(fd, 1, NAMES)
+            read_answer(channel, 1, NAMES)
     finally:
-        os.close(fd)
+        channel.close()
 
 
-def test_read_message_times_out():
-    read_fd, write_fd = os.pipe()
+def test_read_answer_refuses_listening_nobody_asked_for():
+    channel, _ = report_with(b'{"type": "listening"}\n')
+    try:
+        with pytest.raises(ContainerStartError, match="the test supervisor sent listening instead of running"):
+            read_answer(channel, 1, NAMES)
+    finally:
+        channel.close()
+
+
+def test_read_answer_times_out():
+    channel, writer = report_with(b"", keep_open=True)
     try:
         with pytest.raises(ContainerStartError, match="the test supervisor did not answer within 0 seconds"):
-            read_message(read_fd, 0.1, NAMES)
+            read_answer(channel, 0.1, NAMES)
     finally:
-        os.close(read_fd)
-        os.close(write_fd)
+        channel.close()
+        writer.close()
 
 
-def test_answer():
-    assert answer({"ok": {"pid": 5, "monitor": 6}}, NAMES) == {"pid": 5, "monitor": 6}
-    with pytest.raises(ContainerStartError, match="the test supervisor exited before the thing started") as gone:
-        answer(None, NAMES)
-    assert gone.value.exit_code == 125
-    with pytest.raises(ContainerStartError, match="nope") as failed:
-        answer({"error": {"message": "nope", "exit_code": 127, "hint": "look"}}, NAMES)
-    assert failed.value.exit_code == 127 and failed.value.hint == "look"
-    with pytest.raises(ContainerStartError, match="the thing failed to start") as bare:
-        answer({"error": "?"}, NAMES)
-    assert bare.value.exit_code == 125
+def test_read_answer_raises_the_reported_error():
+    channel, _ = report_with(b'{"type": "error", "message": "nope", "exit_code": 127, "hint": "look"}\n')
+    try:
+        with pytest.raises(ContainerStartError, match="nope") as failed:
+            read_answer(channel, 1, NAMES)
+        assert failed.value.exit_code == 127 and failed.value.hint == "look"
+    finally:
+        channel.close()
 
 
 def test_start_error_keeps_codes():
@@ -131,7 +145,7 @@ def shell(script: str, *, fail: dict | None = None):
                 for target in (0, 1, 2):
                     os.dup2(slave, target)
                 if fail is not None:
-                    Channel(child).send({"type": "error", **fail})
+                    Channel(child).send(Kind.ERROR, **fail)
                     os._exit(fail["exit_code"])
                 os.execv("/bin/sh", ["sh", "-c", script])  # the sync socket is close-on-exec: EOF tells "exec'ed"
             finally:
@@ -181,7 +195,10 @@ def collect(sock: socket.socket, send: bytes = b"", timeout: float = 20) -> tupl
 
 
 def sockets(directory: Path) -> list[Path]:
-    return sorted(directory.glob("exec-*.sock")) if directory.exists() else []
+    try:
+        return sorted(directory.glob("exec-*.sock"))
+    except FileNotFoundError:  # the last holder removes the directory, maybe while it is being listed
+        return []
 
 
 def wait_until(predicate, timeout: float = 10) -> bool:

@@ -9,13 +9,14 @@ import termios
 import pytest
 
 from sandbox.errors import ContainerStartError
-from sandbox.runtime import console, launcher, userns
+from sandbox.runtime import console, sync
+from sandbox.runtime.sync import Kind
 
 
 @pytest.fixture
 def channels():
     left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    sender, receiver = userns.Channel(left), userns.Channel(right)
+    sender, receiver = sync.Channel(left), sync.Channel(right)
     yield sender, receiver
     sender.close()
     receiver.close()
@@ -30,7 +31,7 @@ def test_an_fd_rides_on_its_message_and_is_the_same_open_file(channels):
     sender, receiver = channels
     read_end, write_end = os.pipe()
     try:
-        sender.send({"type": "pty"}, fds=[write_end])
+        sender.send(Kind.PTY, fds=[write_end])
         message = receiver.recv(1)
         assert message["type"] == "pty"
         (received,) = message["fds"]
@@ -48,13 +49,13 @@ def test_fds_go_with_their_own_message_in_order(channels):
     sender, receiver = channels
     pipes = [os.pipe() for _ in range(2)]
     try:
-        sender.send({"type": "pid", "pid": 7})
-        sender.send({"type": "first"}, fds=[pipes[0][1]])
-        sender.send({"type": "plain"})
-        sender.send({"type": "second"}, fds=[pipes[1][1]])
+        sender.send(Kind.PID, pid=7)
+        sender.send(Kind.PTY, fds=[pipes[0][1]])
+        sender.send(Kind.NETNS)
+        sender.send(Kind.PTY, fds=[pipes[1][1]])
         assert receiver.recv(1) == {"type": "pid", "pid": 7}
         first = receiver.recv(1)
-        assert receiver.recv(1) == {"type": "plain"}
+        assert receiver.recv(1) == {"type": "netns"}
         second = receiver.recv(1)
         assert _same_file(first["fds"][0], pipes[0][1]) and _same_file(second["fds"][0], pipes[1][1])
         assert receiver.fds == []
@@ -75,9 +76,9 @@ def test_a_message_announcing_fds_it_did_not_bring_is_refused(channels):
 
 def test_unclaimed_fds_are_closed_with_the_channel():
     left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    sender, receiver = userns.Channel(left), userns.Channel(right)
+    sender, receiver = sync.Channel(left), sync.Channel(right)
     read_end, write_end = os.pipe()
-    sender.send({"type": "pty"}, fds=[write_end])
+    sender.send(Kind.PTY, fds=[write_end])
     os.close(write_end)
     sender.sock.shutdown(socket.SHUT_WR)
     # read the line's bytes but never hand out the message: the fd waits in the channel
@@ -95,16 +96,16 @@ def test_received_master_takes_one_terminal_and_closes_the_rest():
     master, slave = os.openpty()
     read_end, write_end = os.pipe()
     try:
-        taken = launcher.received_master({"type": "pty", "fds": [os.dup(master)]})
+        taken = sync.received_master({"type": "pty", "fds": [os.dup(master)]})
         assert os.isatty(taken)
         os.close(taken)
         extra = os.dup(write_end)
         with pytest.raises(ContainerStartError, match="terminal"):
-            launcher.received_master({"type": "pty", "fds": [extra]})  # a pipe is no terminal
+            sync.received_master({"type": "pty", "fds": [extra]})  # a pipe is no terminal
         with pytest.raises(OSError):
             os.fstat(extra)  # closed, not leaked
         with pytest.raises(ContainerStartError):
-            launcher.received_master({"type": "pty"})
+            sync.received_master({"type": "pty"})
     finally:
         for fd in (master, slave, read_end, write_end):
             os.close(fd)
@@ -119,12 +120,12 @@ def test_send_pty_sends_the_master_and_keeps_the_slave(channels):
         made["pair"] = os.openpty()
         return made["pair"]
 
-    slave = launcher.send_pty(sender, fake_open_pty, size=(24, 80))
+    slave = sync.send_pty(sender, fake_open_pty, size=(24, 80))
     try:
         assert made["devpts"] == "/dev/pts" and made["size"] == (24, 80) and slave == made["pair"][1]
         with pytest.raises(OSError):
             os.fstat(made["pair"][0])  # the sender's own copy of the master is closed (its copy is in flight)
-        master = launcher.received_master(receiver.recv(1))
+        master = sync.received_master(receiver.recv(1))
         os.write(master, b"typed\n")
         assert os.read(slave, 100) == b"typed\n"  # the master that arrived drives the slave that stayed
         os.close(master)
@@ -139,7 +140,7 @@ def test_send_pty_failure_is_a_start_error_with_the_given_code(channels):
         raise FileNotFoundError(2, "No such file or directory")
 
     with pytest.raises(ContainerStartError, match="cannot open a terminal in the container's /dev/pts") as caught:
-        launcher.send_pty(sender, no_devpts, exit_code=126)
+        sync.send_pty(sender, no_devpts, exit_code=126)
     assert caught.value.exit_code == 126
 
 

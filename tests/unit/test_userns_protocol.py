@@ -1,11 +1,10 @@
-"""sandbox.runtime.userns/nsjob without a kernel: the sync channel, error re-raising, owner maps, decompression."""
+"""sandbox.runtime.userns/nsjob/usermaps without a kernel: error re-raising, owner maps, id helpers, decompression."""
 
 from __future__ import annotations
 
 import gzip
 import io
 import os
-import socket
 import tarfile
 import time
 from pathlib import Path
@@ -15,60 +14,42 @@ import pytest
 from sandbox import errors
 from sandbox.errors import SbxError, UnsafeLayer
 from sandbox.kernel import FakeKernel
-from sandbox.runtime import nsjob, userns
+from sandbox.runtime import nsjob, sync, usermaps, userns
 from sandbox.runtime.idmap import IdMap, IdRange
 
 
-def test_channel_round_trip_and_eof() -> None:
-    left, right = socket.socketpair()
-    a, b = userns.Channel(left), userns.Channel(right)
-    a.send({"type": "ready"})
-    a.send({"type": "go", "own_maps": {"uid": 1000, "gid": 1000}})
-    assert b.recv(1) == {"type": "ready"}
-    assert b.recv(1) == {"type": "go", "own_maps": {"uid": 1000, "gid": 1000}}
-    a.close()
-    assert b.recv(1) is None
-    b.close()
-
-
-def test_channel_times_out() -> None:
-    left, right = socket.socketpair()
-    try:
-        with pytest.raises(TimeoutError):
-            userns.Channel(right).recv(0.05)
-    finally:
-        left.close()
-        right.close()
+def _through_the_job(error: BaseException) -> SbxError:
+    """``error`` raised by an op in the job, as run_job raises it again: the job's ERROR line, rebuilt."""
+    return sync.rebuild_error(sync.error_message(nsjob.job_error(error), None))
 
 
 def test_reported_errors_come_back_as_their_class() -> None:
-    report = nsjob._error_report(UnsafeLayer("unsafe layer: x", entry="a/b", uid=70000))
-    with pytest.raises(UnsafeLayer) as caught:
-        userns._raise_reported(report)
-    assert caught.value.message == "unsafe layer: x"
-    assert caught.value.entry == "a/b"
-    assert caught.value.uid == 70000
+    error = _through_the_job(UnsafeLayer("unsafe layer: x", entry="a/b", uid=70000))
+    assert type(error) is UnsafeLayer
+    assert error.message == "unsafe layer: x"
+    assert error.entry == "a/b"
+    assert error.uid == 70000
+    assert error.exit_code is None  # a job's error is no exit status
 
 
 @pytest.mark.parametrize("name", ["ValueError", "Path", "nonsense", None])
 def test_unknown_or_foreign_error_types_become_sbxerror(name: str | None) -> None:
-    with pytest.raises(SbxError) as caught:
-        userns._raise_reported({"type": name, "message": "boom", "hint": "do this"})
-    assert type(caught.value) is SbxError
-    assert caught.value.hint == "do this"
+    error = sync.rebuild_error({"class": name, "message": "boom", "hint": "do this"})
+    assert type(error) is SbxError
+    assert error.hint == "do this"
 
 
 def test_hint_of_the_class_is_kept() -> None:
-    report = nsjob._error_report(errors.NoSpace("no space left extracting entry 'x'"))
-    with pytest.raises(errors.NoSpace) as caught:
-        userns._raise_reported(report)
-    assert caught.value.hint == errors.NoSpace.hint
+    error = _through_the_job(errors.NoSpace("no space left extracting entry 'x'"))
+    assert type(error) is errors.NoSpace
+    assert error.hint == errors.NoSpace.hint
 
 
 def test_os_errors_are_reported_as_store_errors() -> None:
-    report = nsjob._error_report(PermissionError(13, "Permission denied", "/x"))
-    assert report["type"] == "StoreError"
-    assert report["message"] == "permission denied: /x"
+    error = _through_the_job(PermissionError(13, "Permission denied", "/x"))
+    assert type(error) is errors.StoreError
+    assert error.message == "permission denied: /x"
+    assert error.errno == 13
 
 
 def test_owner_map_passes_checks_and_squashes() -> None:
@@ -115,8 +96,8 @@ def test_missing_helper_names_the_package(monkeypatch: pytest.MonkeyPatch) -> No
     import shutil
 
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    with pytest.raises(userns.NamespaceError, match="newuidmap not found") as caught:
-        userns.find_helper("newuidmap")
+    with pytest.raises(errors.NamespaceError, match="newuidmap not found") as caught:
+        usermaps.find_helper("newuidmap")
     assert "uidmap" in caught.value.hint
 
 
@@ -143,7 +124,7 @@ def test_both_id_helpers_run_and_their_arguments_are_the_ranges(tmp_path: Path) 
     log = tmp_path / "calls"
     helpers = {name: _helper(tmp_path, name, f'echo "{name} $*" >> {log}') for name in ("newuidmap", "newgidmap")}
     idmap = IdMap((IdRange(0, 1000, 1), IdRange(1, 200000, 65536)), (IdRange(0, 1000, 1),))
-    userns.write_maps(4242, idmap, helpers, None)
+    usermaps.write_maps(4242, idmap, helpers, None)
     assert sorted(log.read_text().splitlines()) == [
         "newgidmap 4242 0 1000 1", "newuidmap 4242 0 1000 1 1 200000 65536",
     ]
@@ -155,8 +136,8 @@ def test_a_failing_id_helper_is_named_with_its_message(tmp_path: Path) -> None:
         "newgidmap": _helper(tmp_path, "newgidmap", "echo 'write to gid_map failed' >&2; exit 1"),
     }
     idmap = IdMap((IdRange(0, 1000, 1),), (IdRange(0, 1000, 1),))
-    with pytest.raises(userns.NamespaceError, match="newgidmap failed .exit 1.: write to gid_map failed") as caught:
-        userns.write_maps(4242, idmap, helpers, None)
+    with pytest.raises(errors.NamespaceError, match="newgidmap failed .exit 1.: write to gid_map failed") as caught:
+        usermaps.write_maps(4242, idmap, helpers, None)
     assert "/etc/subgid" in caught.value.hint
 
 
@@ -166,5 +147,5 @@ def test_a_hanging_id_helper_times_out_and_is_killed(tmp_path: Path) -> None:
         "newgidmap": _helper(tmp_path, "newgidmap", "exit 0"),
     }
     idmap = IdMap((IdRange(0, 1000, 1),), (IdRange(0, 1000, 1),))
-    with pytest.raises(userns.NamespaceError, match="newuidmap did not finish in time"):
-        userns.write_maps(4242, idmap, helpers, time.monotonic() + 0.5)
+    with pytest.raises(errors.NamespaceError, match="newuidmap did not finish in time"):
+        usermaps.write_maps(4242, idmap, helpers, time.monotonic() + 0.5)
