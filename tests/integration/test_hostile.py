@@ -9,7 +9,6 @@ tests that need it are skipped when the suite is run without that harness.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tarfile
 from pathlib import Path
@@ -161,14 +160,12 @@ def test_without_t_the_container_never_holds_the_users_terminal(busybox):
     busybox("create", "--name", "later", "busybox", "sh", "-c",
             f"while ! test -e /tmp/go; do sleep 0.05; done; {TTY_PROBE}")
 
-    def go(pid: int) -> None:  # once `start -a` holds its connection to the monitor
-        def connected() -> bool:
-            with contextlib.suppress(OSError):
-                return any(os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
-                           for fd in os.listdir(f"/proc/{pid}/fd"))
-            return False
+    def go(pid: int) -> None:  # once `start -a` holds its connection: a held start runs only after its first client
+        def running() -> bool:
+            state = busybox("inspect", "-f", "{{.State.Status}}", "later", check=False).stdout.strip()
+            return state == "running"
 
-        assert wait_for(connected, timeout=60)
+        assert wait_for(running, timeout=60)
         busybox("exec", "later", "touch", "/tmp/go")
 
     output = _from_a_terminal(busybox, "start", "-a", "later", meanwhile=go)
