@@ -11,13 +11,21 @@ commands are parsed without it (:mod:`sandbox.cli.fast`).
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
 from sandbox.exitcodes import BROKEN_PIPE, INTERRUPTED, SBX_ERROR
 
+# A command allocates some 100,000 objects while it imports and builds its classes, almost none of them garbage:
+# at Python's default (a young collection every 700) that is ~150 collections walking them, 4-5 ms of `sbx run`
+# (BENCHMARKS B1). Collections still happen, every GC_THRESHOLD allocations, so memory stays bounded in the long
+# lived processes a command becomes (an attached run, the monitor it forks, the API service).
+GC_THRESHOLD = 20_000
+
 
 def main(argv: list[str] | None = None) -> None:
+    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
     args = sys.argv[1:] if argv is None else argv
     if args in (["--version"], ["-v"]):
         from sandbox import __version__

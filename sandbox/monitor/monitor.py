@@ -234,8 +234,6 @@ def _before_fork() -> None:
     after the fork is then held twice. So what the monitor imports later anyway is imported now, and the objects
     made so far are frozen (``gc.freeze``): no collection on either side walks, and so writes to, what they share.
     Only in a fresh monitor: in one forked from sbx the collection of sbx's whole heap would delay every start."""
-    import subprocess  # noqa: F401 - newuidmap/newgidmap, run while stage 1 waits
-
     from sandbox.cgroups import tree  # noqa: F401 - placing the container, releasing its cgroup
     from sandbox.monitor import attach, logs  # noqa: F401 - the pump and the log writer
     from sandbox.network import modes  # noqa: F401 - stage 1's own imports: done once, here

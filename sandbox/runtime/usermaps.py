@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import time
-from typing import TYPE_CHECKING
 
 from sandbox.errors import NamespaceError
 from sandbox.runtime.idmap import IdMap
-
-if TYPE_CHECKING:
-    import subprocess
 
 _STDERR_TAIL = 2000
 _HELPER_TIMEOUT = 30.0
@@ -40,9 +37,7 @@ def helpers_for(idmap: IdMap) -> dict[str, str]:
 
 
 def find_helper(program: str) -> str:
-    import shutil
-
-    found = shutil.which(program)
+    found = which(program)
     if found is None:
         raise NamespaceError(
             f"{program} not found: it is needed to map subordinate ids into a user namespace",
@@ -50,6 +45,16 @@ def find_helper(program: str) -> str:
             program=program,
         )
     return found
+
+
+def which(program: str) -> str | None:
+    """``shutil.which`` for a bare program name: the first executable file of that name on ``$PATH`` (default
+    ``os.defpath``). Here, not shutil: importing shutil (and the compressors it imports) costs the monitor's start."""
+    for directory in (os.environ.get("PATH") or os.defpath).split(os.pathsep):
+        path = os.path.join(directory or os.curdir, program)
+        if os.access(path, os.X_OK) and os.path.isfile(path):
+            return path
+    return None
 
 
 def map_ids(pid: int, idmap: IdMap, helpers: dict[str, str], deadline: float | None = None) -> dict[str, int] | None:
@@ -63,39 +68,119 @@ def map_ids(pid: int, idmap: IdMap, helpers: dict[str, str], deadline: float | N
 
 def write_maps(pid: int, idmap: IdMap, helpers: dict[str, str], deadline: float | None) -> None:
     """Map ``pid``'s user namespace with newuidmap and newgidmap, run side by side: they write different files
-    (uid_map, gid_map) and neither needs the other's, so the two setuid helpers cost the start one helper's time."""
-    import subprocess
+    (uid_map, gid_map) and neither needs the other's, so the two setuid helpers cost the start one helper's time.
 
+    They are started with ``os.posix_spawn`` as subprocess would start them (stdin and stdout on /dev/null, stderr
+    a pipe, no inherited descriptor but those, SIGPIPE and SIGXFSZ at their defaults) without importing subprocess,
+    which the monitor would otherwise import on every container's start."""
     timeout = _HELPER_TIMEOUT if deadline is None else max(0.1, min(_HELPER_TIMEOUT, deadline - time.monotonic()))
-    running: list[tuple[str, subprocess.Popen]] = []
+    until = time.monotonic() + timeout
+    running: list[_Helper] = []
     try:
         for program, ranges in (("newuidmap", idmap.uids), ("newgidmap", idmap.gids)):
             command = [helpers[program], str(pid)]
             for item in ranges:
                 command += [str(item.container_id), str(item.host_id), str(item.size)]
-            running.append((program, subprocess.Popen(command, stdin=subprocess.DEVNULL,
-                                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)))
-        for program, process in running:
-            try:
-                _, stderr = process.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired as error:
-                raise NamespaceError(f"{program} did not finish in time", program=program) from error
-            if process.returncode != 0:
+            running.append(_Helper(program, command))
+        _collect(running, until)
+        for helper in running:
+            if helper.returncode:
+                program = helper.program
                 kind = "subuid" if program == "newuidmap" else "subgid"
                 raise NamespaceError(
-                    f"{program} failed (exit {process.returncode}): {tail(stderr) or 'no message'}",
+                    f"{program} failed (exit {helper.returncode}): {tail(bytes(helper.stderr)) or 'no message'}",
                     hint=f"check your range in /etc/{kind} (usermod --add-{kind}s) and that {program} is setuid root; "
                     "run sbx doctor",
                     program=program,
-                    returncode=process.returncode,
+                    returncode=helper.returncode,
                 )
+        for helper in running:
+            if helper.returncode is None:
+                raise NamespaceError(f"{helper.program} did not finish in time", program=helper.program)
     finally:
-        for _, process in running:
-            if process.poll() is None:
-                process.kill()
-            process.wait()
-            if process.stderr is not None:
-                process.stderr.close()
+        for helper in running:
+            helper.close()
+
+
+class _Helper:
+    """One id-map helper started with posix_spawn: its pid, its stderr pipe, and (once ended) its exit code."""
+
+    def __init__(self, program: str, command: list[str]) -> None:
+        self.program = program
+        self.stderr = bytearray()
+        self.returncode: int | None = None
+        self.pid: int | None = None
+        self.err_fd, write_fd = os.pipe()  # both close-on-exec; the child gets write_fd as its fd 2 only
+        try:
+            actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                       (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                       (os.POSIX_SPAWN_DUP2, write_fd, 2)]
+            actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds()]
+            self.pid = os.posix_spawn(command[0], command, dict(os.environ), file_actions=actions,
+                                      setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+        except BaseException:
+            os.close(self.err_fd)
+            raise
+        finally:
+            os.close(write_fd)
+
+    def reap(self, until: float) -> None:
+        """Its exit code once it has exited, waiting until ``until`` (monotonic) at most."""
+        while self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+            elif time.monotonic() >= until:
+                return
+            else:
+                time.sleep(0.001)
+
+    def close(self) -> None:
+        """Kill and reap it if it still runs; close its pipe."""
+        if self.pid is not None and self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+        if self.err_fd >= 0:
+            os.close(self.err_fd)
+            self.err_fd = -1
+
+
+def _collect(helpers: list[_Helper], until: float) -> None:
+    """Read the helpers' stderr to its end and reap them, until ``until`` (monotonic) or one has failed; one still
+    running then keeps ``returncode`` None."""
+    import select
+
+    poller = select.poll()
+    open_fds = {helper.err_fd: helper for helper in helpers}
+    for fd in open_fds:
+        poller.register(fd, select.POLLIN)
+    while open_fds:
+        left = until - time.monotonic()
+        if left <= 0:
+            return
+        for fd, _ in poller.poll(left * 1000):
+            helper = open_fds[fd]
+            data = os.read(fd, 65536)
+            if data:
+                helper.stderr += data[: _STDERR_TAIL * 4 - len(helper.stderr)]
+                continue
+            poller.unregister(fd)
+            del open_fds[fd]
+            helper.reap(until)  # stderr closed: it has exited or is about to
+            if helper.returncode:
+                return
+
+
+def _inheritable_fds() -> list[int]:
+    """This process's descriptors above stdio that a spawned program would inherit (subprocess's close_fds)."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        with contextlib.suppress(OSError):
+            if fd > 2 and os.get_inheritable(fd):
+                found.append(fd)
+    return found
 
 
 def write_own_maps(uid: int, gid: int) -> None:

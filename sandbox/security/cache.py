@@ -7,10 +7,10 @@ profile parser nor libseccomp.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
+from sandbox.oci.digest import sha256_hex
 from sandbox.security.sources import kernel_version
 
 COMPILER_VERSION = "2"  # part of the cache key: bump when the way rules become BPF changes
@@ -20,7 +20,7 @@ def cache_key(digest: str, caps: int, machine: str | None = None, kernel: tuple[
     """The cache file's name for a profile whose bytes hash to ``digest``, compiled for ``caps`` on this machine."""
     kernel = kernel or kernel_version()
     text = f"{COMPILER_VERSION}\0{digest}\0{caps:x}\0{machine or os.uname().machine}\0{kernel[0]}.{kernel[1]}"
-    return hashlib.sha256(text.encode()).hexdigest()
+    return sha256_hex(text.encode())
 
 
 def compile_cached(raw: bytes, name: str, caps: int, cache_dir: Path | None) -> tuple[bytes, bool]:
@@ -30,7 +30,7 @@ def compile_cached(raw: bytes, name: str, caps: int, cache_dir: Path | None) -> 
     A hit neither parses the profile nor imports libseccomp: the key is the hash of the profile's bytes, which
     were validated when the entry was written. The cache is the user's own (under the 0700 data root); an entry is
     one flag byte (b"1": no_new_privs) and the program, written temp → rename, so a reader sees all or nothing."""
-    key = cache_key("sha256:" + hashlib.sha256(raw).hexdigest(), caps)
+    key = cache_key("sha256:" + sha256_hex(raw), caps)
     path = cache_dir / f"{key}.bpf" if cache_dir is not None else None
     if path is not None:
         try:

@@ -303,9 +303,10 @@ def published_ports(options: RunOptions, network: str, exposed: tuple[str, ...],
 def parse_mounts(options: RunOptions, volume_source=None):
     """The mounts of -v, --mount and --tmpfs; ``volume_source(name)`` gives a named volume's directory."""
     from sandbox.runtime.spec import Mount
-    from sandbox.service.volumes import is_volume_name
 
     for text in options.volumes:
+        from sandbox.service.volumes import is_volume_name  # here: a run without -v needs no volume service
+
         parts = text.split(":")
         if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
             raise InvalidRunOption(

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import fnmatch
 import re
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -45,6 +44,8 @@ from sandbox.oci.manifest import Descriptor, Index, Manifest, Platform, parse_do
 from sandbox.oci.reference import DEFAULT_REGISTRY, Reference
 
 if TYPE_CHECKING:
+    import threading
+
     from sandbox.registry.client import RegistryClient
     from sandbox.registry.credentials import CredentialStore
     from sandbox.service.layers import LayerUnpacker
@@ -248,6 +249,8 @@ class ImageService:
         """Download the missing layers, PARALLEL_LAYERS at a time; returns the digests this call committed."""
         known = {layer.digest: layer.diff_id for record in self.store.images(strict=False) for layer in record.layers}
         committed: list[Digest] = []
+        import threading  # here: a container's start resolves images and never pulls
+
         failed = threading.Event()
         present = {layer.digest for layer in layers if self.store.has_blob(layer.digest)}
         for layer in layers:

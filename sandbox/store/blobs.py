@@ -16,11 +16,11 @@ record references it (:meth:`BlobStore.lease_release`), and the collector keeps 
 
 from __future__ import annotations
 
+import _thread
 import json
 import os
 import re
 import stat
-import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -154,7 +154,7 @@ class BlobStore:
         self.damaged_dir = root / "damaged"
         self.locks_dir = locks_dir
         self.lock_timeout = lock_timeout
-        self._lease_mutex = threading.Lock()
+        self._lease_mutex = _thread.allocate_lock()  # threading.Lock itself: no threading import on a start
         self._lease_fd: int | None = None
         self._lease_path: Path | None = None
         self._lease_pid = 0

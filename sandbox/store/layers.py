@@ -16,7 +16,6 @@ inside the user namespace (``runtime``); this module only names paths, takes loc
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.errors import StoreCorrupt
-from sandbox.oci.digest import Digest
+from sandbox.oci.digest import Digest, sha256_hex
 from sandbox.store.atomic import fsync_dir, store_error, write_atomic
 from sandbox.store.locks import FileLock
 
@@ -38,7 +37,7 @@ def chain_ids(diff_ids: Sequence[Digest]) -> list[Digest]:
             chain.append(diff_id)
         else:
             text = f"{chain[-1]} {diff_id}".encode()
-            chain.append(Digest("sha256", hashlib.sha256(text).hexdigest()))
+            chain.append(Digest("sha256", sha256_hex(text)))
     return chain
 
 

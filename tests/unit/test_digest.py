@@ -101,3 +101,14 @@ def test_parse_raises_only_invalid_digest(text):
 @given(st.binary(min_size=0, max_size=64))
 def test_of_parses_back(data):
     assert Digest.parse(str(Digest.of(data))) == Digest.of(data)
+
+
+@given(st.binary(max_size=4096))
+def test_the_small_data_sha256_is_hashlibs(data: bytes) -> None:
+    """sha256_hex (CPython's built-in sha256, no OpenSSL import on a container's start) and Digest.of give the
+    digest hashlib gives: a config's digest check on the start path stays the same check."""
+    from sandbox.oci.digest import sha256_hex
+
+    assert sha256_hex(data) == hashlib.sha256(data).hexdigest()
+    assert Digest.of(data) == Digest("sha256", hashlib.sha256(data).hexdigest())
+    assert Digest.of(data, "sha512") == Digest("sha512", hashlib.sha512(data).hexdigest())

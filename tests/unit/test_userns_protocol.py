@@ -92,10 +92,8 @@ def test_unpack_op_in_process(tmp_path: Path) -> None:
     assert not dest.exists()
 
 
-def test_missing_helper_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
-    import shutil
-
-    monkeypatch.setattr(shutil, "which", lambda name: None)
+def test_missing_helper_names_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # a directory without the helpers
     with pytest.raises(errors.NamespaceError, match="newuidmap not found") as caught:
         usermaps.find_helper("newuidmap")
     assert "uidmap" in caught.value.hint
@@ -149,3 +147,40 @@ def test_a_hanging_id_helper_times_out_and_is_killed(tmp_path: Path) -> None:
     idmap = IdMap((IdRange(0, 1000, 1),), (IdRange(0, 1000, 1),))
     with pytest.raises(errors.NamespaceError, match="newuidmap did not finish in time"):
         usermaps.write_maps(4242, idmap, helpers, time.monotonic() + 0.5)
+
+
+def test_the_id_helpers_inherit_no_descriptor_but_stdio(tmp_path: Path) -> None:
+    """newuidmap/newgidmap are setuid root: they get stdin, stdout, stderr and nothing else of the monitor's, even a
+    descriptor left inheritable (as subprocess's close_fds did)."""
+    log = tmp_path / "fds"
+    helpers = {name: _helper(tmp_path, name, f"ls /proc/self/fd > {log}.{name}") for name in ("newuidmap", "newgidmap")}
+    leaked_r, leaked_w = os.pipe()
+    os.set_inheritable(leaked_w, True)
+    try:
+        idmap = IdMap((IdRange(0, 1000, 1),), (IdRange(0, 1000, 1),))
+        usermaps.write_maps(4242, idmap, helpers, None)
+    finally:
+        os.close(leaked_r)
+        os.close(leaked_w)
+    for name in helpers:
+        fds = {int(fd) for fd in Path(f"{log}.{name}").read_text().split()}
+        assert leaked_w > 3 and fds <= {0, 1, 2, 3}  # 3: the directory ls itself reads
+
+
+def test_mapping_ids_imports_neither_subprocess_nor_shutil(tmp_path: Path) -> None:
+    """The monitor maps ids on every start: subprocess and shutil (with the compressors it imports) would cost each
+    start their import (BENCHMARKS B1)."""
+    import subprocess
+    import sys
+
+    helpers = {name: _helper(tmp_path, name, "exit 0") for name in ("newuidmap", "newgidmap")}
+    code = ("import sys\n"
+            "from sandbox.runtime import usermaps\n"
+            "from sandbox.runtime.idmap import IdMap, IdRange\n"
+            "helpers = {name: usermaps.find_helper(name) for name in ('newuidmap', 'newgidmap')}\n"
+            "usermaps.write_maps(1, IdMap((IdRange(0, 1000, 1),), (IdRange(0, 1000, 1),)), helpers, None)\n"
+            "print(sorted(m for m in ('subprocess', 'shutil') if m in sys.modules))")
+    env = {**os.environ, "PATH": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert helpers and result.stdout.strip() == "[]", result.stderr

@@ -1,0 +1,43 @@
+"""What a container's start must not import (BENCHMARKS B1): each costs every `sbx run` its import time.
+
+hashlib loads OpenSSL (~2.5 ms): the start hashes only a few bytes (the image config's digest check, chain ids,
+the seccomp cache key) and does it with CPython's built-in sha256. subprocess and shutil (which imports the
+compressors) were the monitor's for newuidmap/newgidmap, now started with posix_spawn. threading (the blob store's
+lease mutex is a plain lock) and the volume service (only for -v NAME:) are not needed either.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+CODE = """
+import sys
+from sandbox.cli import commands, fast
+from sandbox.cli import run, attach  # noqa: F401
+from sandbox.service import lifecycle, containers, images, monitoring  # noqa: F401
+from sandbox.monitor import monitor, attach as protocol  # noqa: F401
+from sandbox.runtime import launcher, privileges, usermaps, spec  # noqa: F401
+from sandbox.security import cache
+from sandbox.store import layers
+from sandbox.oci.digest import Digest
+
+assert fast.resolve(['run', '--rm', '--network', 'none', 'img', 'true']) is not None
+Digest.of(b'{}')
+layers.chain_ids([Digest.of(b'a'), Digest.of(b'b')])
+cache.cache_key('sha256:' + '0' * 64, 0)
+from sandbox.service.containers import RunOptions, parse_mounts
+from sandbox.store.blobs import BlobStore
+from pathlib import Path
+BlobStore(Path('/nonexistent'), Path('/nonexistent'), 1.0)
+list(parse_mounts(RunOptions()))
+unwanted = ('hashlib', '_hashlib', 'subprocess', 'shutil', 'threading', 'sandbox.service.volumes', 'typer', 'requests')
+print(sorted(m for m in unwanted if m in sys.modules))
+"""
+
+
+def test_the_start_path_imports_no_hashlib_subprocess_shutil_or_threading() -> None:
+    result = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=60,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
