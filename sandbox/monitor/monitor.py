@@ -233,7 +233,8 @@ def _before_fork() -> None:
     """With ``--network container:ID`` a stage 1 is forked from the monitor and lives as long as the container (pid
     1 itself is cloned and execs at once otherwise): every page either of them writes after the fork is held twice.
     So what the monitor imports later anyway is imported now, and the objects made so far are frozen (``gc.freeze``):
-    no collection on either side walks, and so writes to, what they share. Only in a fresh monitor: in one forked from sbx the collection of sbx's whole heap would delay every start."""
+    no collection on either side walks, and so writes to, what they share. Only in a fresh monitor: in one forked
+    from sbx the collection of sbx's whole heap would delay every start."""
     import subprocess  # noqa: F401 - newuidmap/newgidmap, run while stage 1 waits
 
     from sandbox.cgroups import tree  # noqa: F401 - placing the container, releasing its cgroup
