@@ -119,6 +119,8 @@ def test_killed_monitor_takes_the_container_down(setup):
     assert record.monitor_pid == monitor and record.monitor_start is not None
     os.kill(record.pid, 0)
     assert store.observe(record).state is ContainerState.RUNNING
+    # pid 1's parent is the monitor itself (it clones pid 1): no process of sbx's stands between them
+    assert int(Path(f"/proc/{record.pid}/stat").read_text().rpartition(")")[2].split()[1]) == monitor
     os.kill(monitor, signal.SIGKILL)
     wait_for(lambda: gone(record.pid), timeout=10)
     stored = store.get(container_id)
