@@ -14,7 +14,7 @@ The kernel's contract, as sbx relies on it (Documentation/admin-guide/cgroup-v2.
   an error, as it is on the real filesystem). ``cgroup.kill`` kills every process in a cgroup at once (5.14+),
   ``cgroup.freeze`` freezes it, ``memory.events`` counts OOM kills.
 - A process placed in a cgroup before it creates a cgroup namespace sees that cgroup as the root of its own
-  ``/sys/fs/cgroup``: the launcher moves stage 1 before its ``unshare(CLONE_NEWCGROUP)``.
+  ``/sys/fs/cgroup``: the launcher moves pid 1 (or stage 1) before its ``unshare(CLONE_NEWCGROUP)``.
 
 Where no controller is delegated (a hybrid v1/v2 layout, or a session scope nobody delegated), what an rlimit can
 enforce is enforced in the container's pid 1 (:mod:`sandbox.cgroups.limits` decides, the launcher applies), the

@@ -94,7 +94,7 @@ def enable(path: Path, controllers: list[str], files: CgroupFiles | None = None)
 
 
 def attach(path: Path, pid: int, files: CgroupFiles | None = None) -> None:
-    """Move ``pid`` (stage 1, before its cgroup namespace exists) into the container's cgroup."""
+    """Move ``pid`` (pid 1 or stage 1, before its cgroup namespace exists) into the container's cgroup."""
     write_control(path, "cgroup.procs", str(pid), files)
 
 
@@ -223,8 +223,9 @@ def _mkdir(files: CgroupFiles, path: Path) -> None:
 
 def place(limits, container_id: str, container_dir: Path, pid: int, *, delegation=None,
           files: CgroupFiles | None = None) -> Path | None:
-    """The launcher's hook, between stage 1's "ready" and "go": make the container's cgroup (where delegated or
-    needed) and move stage 1 into it, so pid 1, forked after "go", starts inside with its limits in force."""
+    """The launcher's hook, between "ready" and "go": make the container's cgroup (where delegated or needed) and
+    move the child into it (pid 1, or stage 1, which forks pid 1 after "go"), so the command runs inside with its
+    limits in force and the cgroup namespace made after "go" has it as its root."""
     if delegation is None:
         from sandbox.cgroups.delegation import discover
 

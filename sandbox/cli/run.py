@@ -106,6 +106,7 @@ def _run_attached(lifecycle, image: str, args: list[str], options, *, auto_remov
     """Docker's foreground run: create + start + attach through the container's monitor, connected before the
     container starts so no output is lost; Ctrl-p Ctrl-q (or --detach-keys) leaves it running."""
     from sandbox.cli.attach import attach_streams, detach_key_bytes
+    from sandbox.errors import ContainerNotFound
     from sandbox.monitor import attach as protocol
 
     keys = detach_key_bytes(detach_keys, lifecycle.settings)
@@ -122,8 +123,11 @@ def _run_attached(lifecycle, image: str, args: list[str], options, *, auto_remov
             connection["sock"].close()
         raise
     print_warnings(lifecycle)
-    record = lifecycle.get(container_id)
-    outcome, code = attach_streams(pid=record.pid, tty=options.tty, stdin=options.interactive, keys=keys,
+    try:
+        pid = lifecycle.get(container_id).pid
+    except ContainerNotFound:  # --rm: it ended and was removed already; its code still comes over the socket
+        pid = None
+    outcome, code = attach_streams(pid=pid, tty=options.tty, stdin=options.interactive, keys=keys,
                                    sock=connection["sock"], forward_signals=not options.tty,
                                    end_input=not options.tty)  # Docker's run -i: the end of stdin ends the input
     if outcome == "detached":

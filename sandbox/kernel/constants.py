@@ -76,6 +76,13 @@ SYS_PIVOT_ROOT = {
     "arm64": 41,
 }
 
+# --- clone(2) has a libc wrapper, but one that wants a new stack and a function: the raw syscall's number ----------
+SYS_CLONE = {
+    "x86_64": 56,
+    "aarch64": 220,
+    "arm64": 220,
+}
+
 # --- setrlimit(2) resources (<asm-generic/resource.h>: x86_64 and aarch64 alike) ------------------------------------
 RLIMITS = {
     "cpu": 0, "fsize": 1, "data": 2, "stack": 3, "core": 4, "rss": 5, "nproc": 6, "nofile": 7, "memlock": 8,

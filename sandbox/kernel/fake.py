@@ -8,7 +8,7 @@ The process calls keep just enough state for a test to check what a plan left be
 numbers from 100 up and :attr:`FakeKernel.open_fds` holds those not closed yet (``close`` and ``close_range``
 close them); ``getcwd`` answers the last ``chdir`` (or :attr:`FakeKernel.cwd` as a test sets it), ``device_of``
 answers :attr:`FakeKernel.devices` (``/proc`` is device 2, anything else 1); ``execvpe`` returns where the real
-one replaces the process.
+one replaces the process; ``clone`` makes no child and answers :attr:`FakeKernel.clone_result` as the parent.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class FakeKernel:
         self._next_fd = 100
         self.cwd: str | None = None
         self.devices: dict[str, int] = {"/proc": 2}
+        self.clone_result = 4242
 
     def fail(self, op: str, errno: int, nth: int = 1) -> FakeKernel:
         """Make the ``nth`` call (counting from 1, over the fake's whole life) of ``op`` raise ``errno``."""
@@ -65,6 +66,11 @@ class FakeKernel:
 
     def unshare(self, flags: int) -> None:
         self._record("unshare", (flags,))
+
+    def clone(self, flags: int) -> int:
+        """Returns :attr:`FakeKernel.clone_result` (a pid: the caller goes on as the parent; no child exists)."""
+        self._record("clone", (flags,))
+        return self.clone_result
 
     def setns(self, fd: int, nstype: int = 0) -> None:
         self._record("setns", (fd, nstype))

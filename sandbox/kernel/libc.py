@@ -20,12 +20,14 @@ from typing import Any, NoReturn
 from sandbox.kernel.constants import (
     LINUX_CAPABILITY_VERSION_3,
     SECCOMP_SET_MODE_FILTER,
+    SYS_CLONE,
     SYS_PIVOT_ROOT,
     SYS_SECCOMP,
     TIOCSCTTY,
 )
 
 _libc: ctypes.CDLL | None = None
+_pylibc: ctypes.PyDLL | None = None
 _ULONG_MASK = (1 << 64) - 1  # rlim_t is an unsigned long on the 64-bit architectures sbx supports
 _CPU_SET_BYTES = 128  # glibc's cpu_set_t: 1024 cpus
 
@@ -40,6 +42,16 @@ def _load() -> ctypes.CDLL:
         libc.prctl.restype = ctypes.c_int
         _libc = libc
     return _libc
+
+
+def _load_holding_the_gil() -> ctypes.PyDLL:
+    """libc again, as a PyDLL: its calls keep the GIL (and check for a Python error after them)."""
+    global _pylibc
+    if _pylibc is None:
+        libc = ctypes.PyDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        _pylibc = libc
+    return _pylibc
 
 
 def _encode(value: str | None) -> bytes | None:
@@ -64,6 +76,34 @@ class Kernel:
 
     def unshare(self, flags: int) -> None:
         _check(_load().unshare(ctypes.c_int(flags)), "unshare")
+
+    def clone(self, flags: int) -> int:
+        """clone(2) with fork's semantics plus ``flags`` (namespaces): ``syscall(SYS_clone, flags | SIGCHLD, 0,
+        NULL, NULL, 0)``, no new stack, so the child goes on from here on a copy of the caller's memory, as after
+        fork. Returns the child's pid (as the caller's pid namespace sees it) in the parent, 0 in the child.
+
+        With ``CLONE_NEWUSER | CLONE_NEWPID`` the child is pid 1 of a new pid namespace owned by a new user
+        namespace, and the caller stays its real parent (waitpid, PR_SET_PDEATHSIG keep their meaning): what
+        ``unshare`` cannot give, since a new pid namespace only applies to the caller's later children and a new
+        user namespace would take the caller in with it. The kernel refuses a threaded caller (EINVAL with
+        CLONE_NEWUSER) and counts the namespaces against the user's limits (ENOSPC).
+
+        The contract, since neither glibc's fork() nor :func:`os.fork` runs around it: the caller must be
+        single-threaded (sbx's monitor is) and flush what it buffered (stdio) before. The call keeps the GIL
+        (PyDLL), so the child comes back holding it, as the only thread, in a consistent interpreter; no lock
+        of glibc or Python can be held by another thread. What the child does NOT get is the after-fork work:
+        glibc's atfork handlers and the refresh of its cached thread id (``pthread_self``'s tid stays the
+        parent's: the child must not use pthread calls aimed at itself by tid), and Python's ``os.register_at_fork``
+        callbacks and pending-signal reset (``random`` is not reseeded, ``threading`` is not told). sbx's child
+        only makes system calls, imports, speaks over its socket and execs (or ``_exit``s), which needs none of it.
+        """
+        machine = os.uname().machine
+        number = SYS_CLONE.get(machine)
+        if number is None:
+            raise OSError(38, f"clone: no syscall number known for {machine}")  # ENOSYS
+        result = _load_holding_the_gil().syscall(ctypes.c_long(number), ctypes.c_ulong(flags | signal.SIGCHLD),
+                                                 ctypes.c_ulong(0), None, None, ctypes.c_ulong(0))
+        return _check(result, "clone")
 
     def setns(self, fd: int, nstype: int = 0) -> None:
         _check(_load().setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")

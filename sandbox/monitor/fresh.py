@@ -2,10 +2,9 @@
 needs, not what the sbx command had imported.
 
 A monitor forked from sbx would carry every module the command imported (the CLI, the services, the image code) for
-the whole life of its container, and stage 1, forked from the monitor, would carry them too. :func:`spawn` detaches
-exactly as :func:`sandbox.monitor.session.spawn` does (double fork, ``setsid``, stdio and every inherited fd on
-/dev/null, SIGINT/SIGHUP ignored, subreaper; all of these survive ``execve``), then the
-grandchild execs::
+the whole life of its container. :func:`spawn` detaches exactly as :func:`sandbox.monitor.session.spawn` does
+(double fork, ``setsid``, stdio and every inherited fd on /dev/null, SIGINT/SIGHUP ignored, subreaper; all of these
+survive ``execve``), then the grandchild execs::
 
     python -I -S -c BOOT SEARCH_PATH ENTRY PARAMS REPORT_FD
 

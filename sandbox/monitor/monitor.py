@@ -111,7 +111,7 @@ def serve(report_fd: int, store_root: Path, container_id: str, build_spec, remov
 class Monitor(Supervisor):
     """The container's supervisor: its record (RUNNING, then EXITED with the code), its log, and --rm."""
 
-    fresh = False  # started by spawn_fresh: it prepares the fork of stage 1 (_before_fork); a forked one does not
+    fresh = False  # started by spawn_fresh: it prepares a fork of stage 1 (_before_fork); a forked one does not
 
     def __init__(self, store_root: Path, container_id: str, build_spec, remove_dir, report_fd: int, *,
                  socket_path: Path | None = None, hold: bool = False) -> None:
@@ -139,8 +139,8 @@ class Monitor(Supervisor):
             spec, container_dir = self.build_spec(record)
             self._listen()
             self.network = network.attach(self.store, record, spec, self._runtime_dir(container_dir), self.kernel)
-            if self.fresh:
-                _before_fork()
+            if self.fresh and getattr(self.network, "join", None):
+                _before_fork()  # only --network container: forks a stage 1 that lives as long as the container
             started, sources = self._start(launcher, spec, container_dir, record)
             self.running_spec = network.with_settings(record.spec, self.network)
         except BaseException as error:
@@ -230,10 +230,11 @@ class Monitor(Supervisor):
 
 
 def _before_fork() -> None:
-    """Stage 1 is forked from the monitor and lives as long as the container: every page either of them writes
-    after the fork is then held twice. So what the monitor imports later anyway is imported now, and the objects
-    made so far are frozen (``gc.freeze``): no collection on either side walks, and so writes to, what they share.
-    Only in a fresh monitor: in one forked from sbx the collection of sbx's whole heap would delay every start."""
+    """With ``--network container:ID`` a stage 1 is forked from the monitor and lives as long as the container (pid
+    1 itself is cloned and execs at once otherwise): every page either of them writes after the fork is held twice.
+    So what the monitor imports later anyway is imported now, and the objects made so far are frozen (``gc.freeze``):
+    no collection on either side walks, and so writes to, what they share. Only in a fresh monitor: in one forked
+    from sbx the collection of sbx's whole heap would delay every start."""
     from sandbox.cgroups import tree  # noqa: F401 - placing the container, releasing its cgroup
     from sandbox.monitor import attach, logs  # noqa: F401 - the pump and the log writer
     from sandbox.network import modes  # noqa: F401 - stage 1's own imports: done once, here

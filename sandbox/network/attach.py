@@ -1,8 +1,8 @@
 """What the launcher is handed for a container's network (:func:`sandbox.runtime.launcher.start`'s ``network``).
 
 An :class:`Attachment` either joins the namespaces of another container (``join``: open fds of its user and network
-namespaces, held from before the fork so a recycled pid cannot swap them) or starts a helper once stage 1 has made a
-network namespace (``needs_setup``; :meth:`setup` runs in the monitor with stage 1's pid). ``none`` and ``host``
+namespaces, held from before the fork so a recycled pid cannot swap them) or starts a helper once pid 1 has made a
+network namespace (``needs_setup``; :meth:`setup` runs in the monitor with pid 1's pid). ``none`` and ``host``
 need no attachment at all.
 """
 
@@ -24,7 +24,7 @@ class Attachment:
         return self.backend is not None
 
     def setup(self, pid: int) -> None:
-        """In the monitor: start the helper against the namespaces of ``pid`` (stage 1) and forward the ports."""
+        """In the monitor: start the helper against the namespaces of ``pid`` (pid 1) and forward the ports."""
         self.backend.start(pid)
 
     def enter(self, kernel) -> None:

@@ -6,14 +6,14 @@ cannot outlive the monitor, waiting for it with a bound, stopping it.
     monitor                                    helper (slirp4netns, pasta)
     -------                                    ---------------------------
     backend = make_backend(mode, ...)
-    launcher.start: stage 1 made the netns,
+    launcher.start: pid 1 made the netns,
       says {"type": "netns"}
-    backend.start(stage1_pid) ─── fork/exec ─► PR_SET_PDEATHSIG(SIGKILL); joins the user namespace of
-                                               stage1_pid and its network namespace; configures tap0
+    backend.start(pid1)        ─── fork/exec ─► PR_SET_PDEATHSIG(SIGKILL); joins the user namespace of
+                                               pid1 and its network namespace; configures tap0
                                ◄── ready ───── (slirp4netns: a byte on --ready-fd; pasta: its pid file)
     forward the published ports
     (slirp4netns: add_hostfwd on the API socket; pasta: its -t/-u options)
-    → stage 1 goes on to fork pid 1
+    → pid 1 goes on to its mounts and exec
     ...the container runs...
     backend.stop()             ─── close the exit fd / SIGTERM, then SIGKILL after a bound; reap; remove files
 

@@ -1,12 +1,12 @@
 """Network modes as the command line and the spec name them, and what each asks of the launcher.
 
-- ``none``: stage 1 unshares a network namespace; pid 1 brings ``lo`` up; nothing else.
-- ``slirp4netns``, ``pasta``: the same new namespace, then stage 1 waits while the monitor starts the helper
+- ``none``: pid 1 unshares a network namespace and brings ``lo`` up; nothing else.
+- ``slirp4netns``, ``pasta``: the same new namespace, then pid 1 waits while the monitor starts the helper
   against it (the launcher's ``netns`` sync step) and forwards the published ports.
 - ``host``: no network namespace of its own.
 - ``container:ID``: the namespace of another running container, joined with ``setns``. That namespace belongs to
   the other container's user namespace, and the kernel lets only a process holding CAP_SYS_ADMIN in the owning user
-  namespace join it, so stage 1 joins that user namespace first (instead of making its own) — as podman does for the
+  namespace join it, so a stage 1 joins that user namespace first (instead of making its own) — as podman does for the
   containers of a pod. Both containers of a user get the same id map, so the joined one maps the same ids.
 """
 

@@ -2,8 +2,8 @@
 routes, and published ports are forwarded by pasta's own ``-t``/``-u`` options, with splice(2) for TCP — several
 times faster than slirp4netns's forwarder.
 
-pasta is given the pid of stage 1 and joins its user and network namespaces itself. It runs in the foreground
-(``-f``) as the monitor's child, with the parent-death signal set, and writes its pid file (``-P``) once the
+pasta is given pid 1's pid (before it execs) and joins its user and network namespaces itself. It runs in the
+foreground (``-f``) as the monitor's child, with the parent-death signal set, and writes its pid file (``-P``) once the
 namespace is configured (``--config-net``), which is the readiness signal waited for. ``-t none -u none`` when
 nothing is published (its default, ``auto``, would forward every port the container binds), ``-T none -U none``
 (its default would let the container reach every port bound on the host's loopback) and ``--no-map-gw`` (the

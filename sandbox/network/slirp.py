@@ -1,7 +1,7 @@
 """The slirp4netns backend: user-mode TCP/IP for the container's namespace, ports forwarded over its API socket.
 
 slirp4netns is started by the monitor with the pid of a process already in the container's user and network
-namespaces (stage 1); it joins the user namespace (``--userns-path``) so it may open the network namespace and
+namespaces (pid 1); it joins the user namespace (``--userns-path``) so it may open the network namespace and
 create ``tap0`` there, configures it (``--configure``: 10.0.2.100/24, gateway 10.0.2.2, DNS 10.0.2.3), writes a byte
 on ``--ready-fd`` when done, and exits when ``--exit-fd`` reaches EOF. ``--disable-host-loopback`` keeps the
 container from reaching services bound to the host's 127.0.0.1 through 10.0.2.2; ``--enable-sandbox`` (a mount

@@ -1,24 +1,29 @@
 """Start a container process from a :class:`ContainerSpec` and wait for it.
 
-Three processes, speaking :mod:`sandbox.runtime.sync` (the sequence, every message, is drawn there): sbx (the
-parent), stage 1 (forked: makes the user namespace, waits for its maps, makes the others, forks pid 1 and waits for
-it, exiting with its code) and stage 2, the container's pid 1 (mounts, pivot_root, sethostname, lo up, the pty,
-the user, then the process plan of :mod:`sandbox.runtime.plan`: session, tty, ids, privileges, fds, chdir,
-rlimits, execvpe).
+Two processes, speaking :mod:`sandbox.runtime.sync` (the sequence, every message, is drawn there): the parent (the
+monitor) and the container's pid 1, which the parent makes with ``clone(CLONE_NEWUSER | CLONE_NEWPID)`` (see
+:func:`_create`), so that it is born pid 1 of a new pid namespace in a new user namespace, and the parent is its
+real parent: it waits for pid 1 itself, and pid 1's PDEATHSIG kills the container when the parent dies. pid 1
+says READY, waits while the parent writes its id maps and places it in its cgroup (GO), becomes root there,
+unshares the mount, UTS, IPC, cgroup (and network) namespaces, has the network helper started (NETNS, NETWORK), then
+goes on as stage 2: mounts, pivot_root, sethostname, lo up, the pty, the user, then the process plan of
+:mod:`sandbox.runtime.plan` (session, tty, ids, privileges, fds, chdir, rlimits, execvpe). The parent knows pid
+1's host pid from clone; no PID message.
 
-With ``--network container:ID`` stage 1 joins that container's user namespace (and then its network namespace)
-instead of making one, and no maps are written (see :mod:`sandbox.network.modes`).
+With ``--network container:ID`` the child must join that container's user namespace (and then its network
+namespace) instead of making one, and no maps are written (see :mod:`sandbox.network.modes`); a cloned child cannot
+(:func:`_create`), so that mode keeps a stage 1: forked, it joins, unshares the rest with a new pid namespace, forks
+pid 1, sends its PID, and waits for it, exiting with its code.
 
-Namespace work happens in forked children of a single-threaded process: ``unshare(CLONE_NEWUSER)`` refuses a
-threaded one, and a new pid namespace only applies to children, which is why stage 2 exists. The socket is
-close-on-exec, so a successful exec closes stage 2's end without a word; an error report names what failed and
-sets the exit code (125 for sbx's own failures, 126 not executable, 127 not found, as Docker does).
+Namespace work happens in children of a single-threaded process: ``clone``/``unshare(CLONE_NEWUSER)`` refuse a
+threaded one. The socket is close-on-exec, so a successful exec closes pid 1's end without a word; an error report
+names what failed and sets the exit code (125 for sbx's own failures, 126 not executable, 127 not found, as Docker).
 
 With a tty the pty comes from the container's own devpts instance, never the host's: a pty's slave has a name
 (/dev/pts/N) only where its instance is mounted, and the container mounts a new instance at /dev/pts (see
 :func:`console.open_pty`). So pid 1 opens it after pivot_root, makes the slave its controlling terminal and stdio,
-and passes the master to sbx over the sync socket; ``Started.master_fd`` is that master. PID (from stage 1) and
-PTY (from stage 2) may arrive in either order: two processes write to one socket.
+and passes the master to the parent over the sync socket; ``Started.master_fd`` is that master. With a stage 1, its
+PID and pid 1's PTY may arrive in either order: two processes write to one socket.
 """
 
 from __future__ import annotations
@@ -51,16 +56,17 @@ def start(
     spec: ContainerSpec, container_dir: Path, kernel, *, stdio: tuple[int, int, int] | None = None,
     network=None, close_in_child: tuple[int, ...] = (),
 ) -> Started:
-    """Fork the container; returns once its pid 1 exists (it may still fail before exec: see :func:`wait`).
+    """Make the container's pid 1; returns once it exists (it may still fail before exec: see :func:`wait`).
 
-    ``kernel`` (a :class:`sandbox.kernel.KernelAPI`) makes every kernel call of both stages, and of pid 1's plan.
+    ``kernel`` (a :class:`sandbox.kernel.KernelAPI`) makes every kernel call of pid 1 (and of stage 1), and of its
+    plan; its ``clone`` makes pid 1, so the caller must be single-threaded.
 
     ``stdio`` (ignored with a tty): three fds that become the container's 0, 1 and 2 instead of the caller's own;
-    the caller keeps and closes them. ``close_in_child``: fds of the caller that stage 1 must not hold (the write
-    end of the container's stdin pipe: while stage 1 held it, closing it would never give the container EOF).
+    the caller keeps and closes them. ``close_in_child``: fds of the caller that the child must not hold (the write
+    end of the container's stdin pipe: while the child held it, closing it would never give the container EOF).
 
     ``network`` (:class:`sandbox.network.attach.Attachment`, or None for none and host): the namespaces to join
-    (``container:ID``), or the helper to start once stage 1 has made the network namespace (the "netns" step);
+    (``container:ID``), or the helper to start once pid 1 has made the network namespace (the "netns" step);
     the caller stops that helper when the container ends or fails to start.
     """
     from sandbox.runtime.usermaps import helpers_for, map_ids
@@ -74,19 +80,29 @@ def start(
     master_fd = None
     if spec.process.tty:
         stdio = None
+    joining = bool(getattr(network, "join", None))
     sys.stdout.flush()
     sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:  # stage 1
+    try:
+        pid = _create(kernel, joining)
+    except BaseException:
+        parent_sock.close()
+        child_sock.close()
+        raise
+    if pid == 0:  # pid 1 (or, joining, stage 1)
         parent_sock.close()
         for fd in close_in_child:
             os.close(fd)
         code = EXIT_SBX
         channel = _channel(child_sock, "sbx")
         try:
-            code = _stage1(spec, container_dir, kernel, channel, stdio, plan, network)
+            if joining:
+                code = _stage1(spec, container_dir, kernel, channel, stdio, plan, network)
+            else:
+                _init(spec, container_dir, kernel, channel, stdio, plan, network)  # execs, or raises
         except BaseException as error:  # report and leave: never return into the parent's code
-            channel.send_error(error)
+            reported = channel.send_error(error)
+            code = code if joining else reported
         finally:
             os._exit(code)
     child_sock.close()
@@ -96,27 +112,29 @@ def start(
         from sandbox.cgroups.tree import place
 
         # container:ID: stage 1 joined a user namespace whose maps are written already
-        own_maps = None if getattr(network, "join", None) else map_ids(pid, spec.idmap, helpers)
-        place(spec.limits, spec.id, container_dir, pid)  # its cgroup and limits: pid 1, forked after GO, inherits
+        own_maps = None if joining else map_ids(pid, spec.idmap, helpers)
+        # its cgroup and limits, before pid 1 makes its cgroup namespace (or stage 1 forks pid 1) after GO
+        place(spec.limits, spec.id, container_dir, pid)
         return own_maps
 
     try:
         parent_handshake(channel, write_maps, 30,
                          closed="the container process exited before creating its namespaces")
-        container_pid = None
-        while container_pid is None or (spec.process.tty and master_fd is None):
-            kinds = (Kind.PID, Kind.NETNS) if container_pid is None else ()
+        container_pid = pid if not joining else None  # stage 1 sends pid 1's (PID)
+        network_pending = bool(getattr(network, "needs_setup", False))
+        while container_pid is None or network_pending or (spec.process.tty and master_fd is None):
+            kinds = (Kind.PID,) if container_pid is None else ()
+            kinds += (Kind.NETNS,) if network_pending else ()
             kinds += (Kind.PTY,) if spec.process.tty and master_fd is None else ()
             message = channel.expect(kinds, 60, closed="the container process exited before starting")
             if message["type"] == Kind.PID:
                 container_pid = _pid(message)
             elif message["type"] == Kind.PTY:
                 master_fd = received_master(message)
-            elif network is not None:  # NETNS
-                network.setup(pid)  # the helper joins stage 1's namespaces; pid 1 is forked only after this
+            else:  # NETNS: the helper joins pid 1's namespaces (its user and network ones), before anything runs
+                network.setup(pid)
+                network_pending = False
                 channel.send(Kind.NETWORK)
-            else:
-                raise SyncError("the container process asked for a network it does not have")
     except BaseException:
         reap.kill(pid)
         channel.close()  # with any fd that came and was never claimed
@@ -153,31 +171,73 @@ def _pid(message: dict) -> int:
     return pid
 
 
-# -- stage 1: the user namespace, then the others, then pid 1 --------------------------------------------------------
+# -- making the child: pid 1 by clone, or (joining another container's user namespace) stage 1 by fork ----------------
+
+
+def _create(kernel, joining: bool) -> int:
+    """The container's first process; its pid in the parent, 0 in the child.
+
+    Made by ``clone(CLONE_NEWUSER | CLONE_NEWPID)`` (:meth:`sandbox.kernel.KernelAPI.clone`, whose contract the
+    single-threaded monitor meets): the child is already pid 1 of its pid namespace, in its own user namespace, and
+    the monitor is its real parent, so pid 1's PDEATHSIG fires when the monitor dies and the monitor waits for pid 1
+    itself. No process of sbx stays beside the container but the monitor.
+
+    ``joining`` (``--network container:ID``): the child must enter that container's user namespace, which a child
+    born in a new one cannot (setns into a sibling user namespace needs CAP_SYS_ADMIN there), and an unprivileged
+    caller cannot make a pid namespace outside a new user namespace. So that mode keeps the two processes: stage 1,
+    forked, joins the namespaces, unshares the rest (a new pid namespace among them) and forks pid 1, then waits for
+    it for the container's whole life, exiting with its code.
+    """
+    if joining:
+        return os.fork()
+    from sandbox.kernel import constants as k
+    from sandbox.runtime.usermaps import USERNS_HINT
+
+    try:
+        return kernel.clone(k.CLONE_NEWUSER | k.CLONE_NEWPID)
+    except OSError as error:
+        raise NamespaceError(f"cannot create a user namespace: {error.strerror}", hint=USERNS_HINT) from None
+
+
+def _init(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tuple[int, int, int] | None,
+          plan, network=None) -> None:
+    """pid 1, cloned in its new user and pid namespaces: its maps, then the other namespaces, then stage 2."""
+    from sandbox.kernel import constants as k
+    from sandbox.runtime.usermaps import become_root
+
+    # until GO the parent's death shows as the channel closing; stage 2 sets it again once the ids are root's
+    # (a change of the effective uid clears it)
+    kernel.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
+    become_root(child_handshake(channel, 60))
+    _namespaces(spec, kernel, channel, network, 0)
+    _stage2(spec, container_dir, kernel, channel, stdio, plan)  # execs, or raises
+
+
+def _namespaces(spec: ContainerSpec, kernel, channel, network, extra: int) -> None:
+    """As root in the user namespace: unshare mount, UTS, IPC, cgroup (``extra``: pid) and, unless joined or
+    host, network namespaces; then, when a helper must join the new network namespace, NETNS and wait for it."""
+    from sandbox.kernel import constants as k
+    from sandbox.network.modes import new_netns
+
+    flags = k.CLONE_NEWNS | k.CLONE_NEWUTS | k.CLONE_NEWIPC | k.CLONE_NEWCGROUP | extra
+    if new_netns(spec.network):
+        flags |= k.CLONE_NEWNET
+    kernel.unshare(flags)  # the cgroup namespace's root: the cgroup the parent placed this process in before GO
+    if getattr(network, "needs_setup", False):
+        channel.send(Kind.NETNS)
+        channel.expect(Kind.NETWORK, 60)
 
 
 def _stage1(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tuple[int, int, int] | None,
             plan, network=None) -> int:
+    """``--network container:ID`` only (see :func:`_create`): join, unshare the rest, fork pid 1, wait for it."""
     from sandbox.kernel import constants as k
-    from sandbox.network.modes import new_netns
-    from sandbox.runtime.usermaps import USERNS_HINT, become_root
+    from sandbox.runtime.usermaps import become_root
 
     kernel.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
-    try:
-        if getattr(network, "join", None):
-            network.enter(kernel)  # container:ID: its user namespace, then its network namespace
-        else:
-            kernel.unshare(k.CLONE_NEWUSER)
-    except OSError as error:
-        raise NamespaceError(f"cannot create a user namespace: {error.strerror}", hint=USERNS_HINT) from None
+    network.enter(kernel)  # its user namespace, then its network namespace
     become_root(child_handshake(channel, 60))
-    flags = k.CLONE_NEWNS | k.CLONE_NEWPID | k.CLONE_NEWUTS | k.CLONE_NEWIPC | k.CLONE_NEWCGROUP
-    if new_netns(spec.network):
-        flags |= k.CLONE_NEWNET
-    kernel.unshare(flags)
-    if getattr(network, "needs_setup", False):
-        channel.send(Kind.NETNS)
-        channel.expect(Kind.NETWORK, 60)
+    _namespaces(spec, kernel, channel, network, k.CLONE_NEWPID)
     pid = os.fork()
     if pid == 0:  # stage 2: pid 1
         code = EXIT_SBX

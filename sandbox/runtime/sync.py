@@ -10,22 +10,30 @@ the same class with the same message, hint, fields and exit code (:func:`error_m
 The sequences, every kind in one place (``──►`` parent to child, ``◄──`` child to parent)::
 
     run (runtime/launcher.py)
-    parent (the monitor)              stage 1                           pid 1 (stage 2)
-    ────────────────────              ───────                           ───────────────
-    socketpair, fork ───────────►     unshare(USER) or setns into
-                                      container:ID's user + net ns
+    parent (the monitor)              pid 1
+    ────────────────────              ─────
+    socketpair, clone(NEWUSER |
+      NEWPID) ──────────────────►     (born pid 1 of its pid namespace; the parent has its host pid from clone)
     parent_handshake:           ◄──   READY                             (child_handshake)
       newuidmap/newgidmap (or the
       own map in GO); cgroup place
                                 ──►   GO {own_maps}
-                                      become root; unshare the rest
-    network.setup(stage 1)      ◄──   NETNS (only when a helper runs)
+                                      become root; unshare NS UTS IPC CGROUP [NET]
+    network.setup(pid 1)        ◄──   NETNS (only when a helper runs)
                                 ──►   NETWORK
-                                      fork ───────────────────────►     mounts, pivot_root, [-t: a pty of
-                                ◄──   PID {pid}                          its own devpts]
-                                ◄─────────────────────────────────      PTY + the master fd (SCM_RIGHTS)
-                                      waitpid(pid 1) → its code         execve: close-on-exec ends the channel
-                                ◄─────────────────────────────────      or ERROR {class, message, hint, exit_code}
+                                      mounts, pivot_root, [-t: a pty of its own devpts]
+                                ◄──   PTY + the master fd (SCM_RIGHTS)
+    waitpid(pid 1) → its code         execve: close-on-exec ends the channel
+                                ◄──   or ERROR {class, message, hint, exit_code}
+
+    run --network container:ID: a forked stage 1 between them (a cloned child cannot join a sibling user namespace)
+    parent (the monitor)              stage 1                           pid 1 (stage 2)
+    socketpair, fork ───────────►     setns into ID's user + net ns
+                                ◄──   READY; GO ──►; become root; unshare the rest with NEWPID
+                                      fork ───────────────────────►     mounts, pivot_root, ...
+                                ◄──   PID {pid}
+                                ◄─────────────────────────────────      PTY, then execve or ERROR
+    waitpid(stage 1)                  waitpid(pid 1) → its code
 
     exec (runtime/enter.py)
     parent (sbx or the exec holder)   joiner                            the command
@@ -81,9 +89,9 @@ class Kind(StrEnum):
 
     READY = "ready"  # the child made its user namespace: write its maps
     GO = "go"  # the maps are written (or the child writes its own: "own_maps")
-    NETNS = "netns"  # stage 1 made the network namespace: start the network helper
+    NETNS = "netns"  # pid 1 (or stage 1) made the network namespace: start the network helper
     NETWORK = "network"  # the helper runs
-    PID = "pid"  # the host pid of the container's process (pid 1, or an exec'd command)
+    PID = "pid"  # the host pid of the container's process (pid 1 forked by stage 1, or an exec'd command)
     PTY = "pty"  # the terminal's master rides on this message
     RESULT = "result"  # a namespace job's result
     LISTENING = "listening"  # a held supervisor serves its attach socket
@@ -224,8 +232,9 @@ class Channel:
 @dataclass
 class Started:
     """What the parent holds once the child's process exists (:func:`launcher.start`, :func:`enter.start`): the
-    child it forked (``stage1``: stage 1 or the joiner, which exits with the command's code), the command's host
-    pid, the channel (an ERROR may still come, or EOF once it exec'ed) and, with a tty, the pty master."""
+    child it waits for (``stage1``: pid 1 itself, cloned; stage 1 with ``--network container:``; the joiner, which
+    exits with the command's code), the command's host pid, the channel (an ERROR may still come, or EOF once it
+    exec'ed) and, with a tty, the pty master."""
 
     stage1: int
     container_pid: int

@@ -195,3 +195,21 @@ def test_setrlimit_and_sched_setaffinity_through_libc() -> None:
         return [list(resource.getrlimit(resource.RLIMIT_NOFILE)), sorted(os.sched_getaffinity(0)) == [first], refused]
 
     assert in_child(body) == [[64, 128], True, True]
+
+
+def test_clone_makes_pid_1_of_a_new_pid_namespace_in_a_new_user_namespace() -> None:
+    """What the launcher builds on: the child is pid 1 of its own pid namespace (its parent outside it: ppid 0),
+    in a new user namespace whose owner it is not root of yet (unmapped: the overflow uid), and we wait for it."""
+    read_fd, write_fd = os.pipe()
+    pid = Kernel().clone(k.CLONE_NEWUSER | k.CLONE_NEWPID)
+    if pid == 0:
+        try:
+            os.write(write_fd, json.dumps([os.getpid(), os.getppid(), os.getuid()]).encode())
+        finally:
+            os._exit(3)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        seen = json.loads(pipe.read())
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 3
+    assert seen == [1, 0, int(Path("/proc/sys/kernel/overflowuid").read_text())]

@@ -72,8 +72,9 @@ def test_rm_of_a_running_container_needs_force(busybox):
 
 def test_auto_remove_and_exit_codes(busybox):
     container_id = detached(busybox, "--rm", "busybox", "sh", "-c", "exit 0")
-    assert wait_for(lambda: busybox("ps", "-aq").stdout == "")
-    assert not (busybox.data_home / "sbx" / "containers" / container_id).exists()
+    directory = busybox.data_home / "sbx" / "containers" / container_id
+    # the record goes first, then the rest of the directory: wait for both
+    assert wait_for(lambda: busybox("ps", "-aq").stdout == "" and not directory.exists())
     detached(busybox, "--name", "three", "busybox", "sh", "-c", "exit 3")
     assert busybox("wait", "three").stdout == "3\n"
     missing = busybox("run", "-d", "busybox", "no-such-command", check=False)

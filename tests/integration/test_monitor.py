@@ -111,7 +111,7 @@ def test_sigterm_to_the_monitor_reaches_the_container(setup):
 
 
 def test_killed_monitor_takes_the_container_down(setup):
-    """Observed: SIGKILL of the monitor kills the container too (stage 1 and pid 1 carry PDEATHSIG=SIGKILL), and the
+    """Observed: SIGKILL of the monitor kills the container too (pid 1, its child, carries PDEATHSIG=SIGKILL), and the
     record, written by nobody, still says running; ContainerStore.observe tells the truth (exited, code 255)."""
     store, container_id, _, monitor = start(setup, ["sleep", "30"])
     record = store.get(container_id)
@@ -119,6 +119,8 @@ def test_killed_monitor_takes_the_container_down(setup):
     assert record.monitor_pid == monitor and record.monitor_start is not None
     os.kill(record.pid, 0)
     assert store.observe(record).state is ContainerState.RUNNING
+    # pid 1's parent is the monitor itself (it clones pid 1): no process of sbx's stands between them
+    assert int(Path(f"/proc/{record.pid}/stat").read_text().rpartition(")")[2].split()[1]) == monitor
     os.kill(monitor, signal.SIGKILL)
     wait_for(lambda: gone(record.pid), timeout=10)
     stored = store.get(container_id)

@@ -215,7 +215,8 @@ def test_the_helper_goes_with_the_container(busybox, backend):
         "stop": lambda name, record: busybox("stop", "-t", "1", name),
         "rm": lambda name, record: busybox("rm", "-f", name),
         "kill-pid1": lambda name, record: os.kill(record["State"]["Pid"], signal.SIGKILL),
-        "kill-monitor": lambda name, record: os.kill(_parent(_parent(record["State"]["Pid"])), signal.SIGKILL),
+        # the monitor is pid 1's parent (it clones pid 1)
+        "kill-monitor": lambda name, record: os.kill(_parent(record["State"]["Pid"]), signal.SIGKILL),
     }
     for way, end in ways.items():
         name = f"gone-{way}"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import json
+import os
 import subprocess
 import sys
 
@@ -199,3 +201,19 @@ def test_real_tiocsctty_on_a_file_that_is_no_terminal_raises_enotty(tmp_path) ->
     with open(tmp_path / "file", "w") as file, pytest.raises(OSError) as raised:
         Kernel().set_controlling_terminal(file.fileno())
     assert raised.value.errno == errno.ENOTTY and "TIOCSCTTY" in raised.value.strerror
+
+
+def test_real_clone_without_flags_is_a_fork_whose_child_runs_python_and_is_reaped_by_its_parent() -> None:
+    read_fd, write_fd = os.pipe()
+    pid = Kernel().clone(0)
+    if pid == 0:  # the child: never return into pytest
+        try:
+            os.write(write_fd, json.dumps({"pid": os.getpid(), "parent": os.getppid()}).encode())
+        finally:
+            os._exit(7)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        seen = json.loads(pipe.read())
+    _, status = os.waitpid(pid, 0)  # our child, as after fork
+    assert os.waitstatus_to_exitcode(status) == 7
+    assert seen == {"pid": pid, "parent": os.getpid()}
