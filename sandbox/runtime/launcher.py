@@ -208,7 +208,7 @@ def _init(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tupl
     # until GO the parent's death shows as the channel closing; stage 2 sets it again once the ids are root's
     # (a change of the effective uid clears it)
     kernel.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
-    become_root(child_handshake(channel, 60))
+    become_root(kernel, child_handshake(channel, 60))
     _namespaces(spec, kernel, channel, network, 0)
     _stage2(spec, container_dir, kernel, channel, stdio, plan)  # execs, or raises
 
@@ -236,7 +236,7 @@ def _stage1(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
 
     kernel.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
     network.enter(kernel)  # its user namespace, then its network namespace
-    become_root(child_handshake(channel, 60))
+    become_root(kernel, child_handshake(channel, 60))
     _namespaces(spec, kernel, channel, network, k.CLONE_NEWPID)
     pid = os.fork()
     if pid == 0:  # stage 2: pid 1

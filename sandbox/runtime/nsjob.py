@@ -182,7 +182,7 @@ def main(argv: list[str]) -> int:
         channel.close()
     try:
         if user_namespace:
-            become_root(own)
+            become_root(kernel, own)
         if mount_namespace:
             # Mounts made here must not propagate back to the host's namespace.
             kernel.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)

@@ -191,13 +191,13 @@ def write_own_maps(uid: int, gid: int) -> None:
             file.write(text)
 
 
-def become_root(own_maps: tuple[int, int] | None = None) -> None:
-    """Become root of this process's new user namespace, mapping it first to ``own_maps`` (uid, gid) when the
-    parent left that to it (:func:`sandbox.runtime.sync.child_handshake` returns them)."""
+def become_root(kernel, own_maps: tuple[int, int] | None = None) -> None:
+    """Become root of this process's new user namespace through ``kernel``, mapping it first to ``own_maps``
+    (uid, gid) when the parent left that to it (:func:`sandbox.runtime.sync.child_handshake` returns them)."""
     if own_maps:
         write_own_maps(*own_maps)
-    os.setresgid(0, 0, 0)
+    kernel.setresgid(0, 0, 0)
     # setgroups is denied with a single map, or when newgidmap found no subgid range: then there is nothing to drop.
     with contextlib.suppress(PermissionError):
-        os.setgroups([])
-    os.setresuid(0, 0, 0)
+        kernel.setgroups(())
+    kernel.setresuid(0, 0, 0)

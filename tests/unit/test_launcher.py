@@ -64,7 +64,7 @@ def test_a_refused_clone_is_a_namespace_error_and_leaks_no_socket(tmp_path):
 
 @pytest.fixture
 def child(monkeypatch):
-    monkeypatch.setattr("sandbox.runtime.usermaps.become_root", lambda own_maps=None: None)
+    monkeypatch.setattr("sandbox.runtime.usermaps.become_root", lambda kernel, own_maps=None: None)
     reached = []
     monkeypatch.setattr(launcher, "_stage2", lambda *args: reached.append(args))
     parent, child_sock = socket.socketpair()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import io
 import os
@@ -184,3 +185,18 @@ def test_mapping_ids_imports_neither_subprocess_nor_shutil(tmp_path: Path) -> No
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env,
                             cwd=Path(__file__).resolve().parents[2])
     assert helpers and result.stdout.strip() == "[]", result.stderr
+
+
+def test_becoming_root_goes_through_the_kernel_gid_before_groups_before_uid() -> None:
+    kernel = FakeKernel()
+    usermaps.become_root(kernel)
+    assert [(call.op, call.args) for call in kernel.calls] == [
+        ("setresgid", (0, 0, 0)), ("setgroups", ((),)), ("setresuid", (0, 0, 0))]
+
+
+def test_becoming_root_with_setgroups_denied_still_switches_the_uid() -> None:
+    kernel = FakeKernel().fail("setgroups", errno.EPERM)  # a single map denies setgroups: nothing to drop
+    usermaps.become_root(kernel)
+    assert kernel.ops() == ["setresgid", "setgroups", "setresuid"]
+    with pytest.raises(OSError):
+        usermaps.become_root(FakeKernel().fail("setresuid", errno.EPERM))
