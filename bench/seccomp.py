@@ -72,10 +72,10 @@ if os.path.exists(podman_path):
     podman = profile.load(podman_path)
     out["build_podman_profile"] = median_ms(lambda: compiler.build(podman, caps), int(sys.argv[1]))
     out["podman_profile_instructions"] = len(compiler.build(podman, caps).bpf) // 8
-with tempfile.TemporaryDirectory() as cache:
+with tempfile.TemporaryDirectory() as cache_dir:
     from pathlib import Path
     def cached():
-        return cache.compile_cached(sources.read_limited(sources.locate("default")), "default", caps, Path(cache))
+        return cache.compile_cached(sources.read_limited(sources.locate("default")), "default", caps, Path(cache_dir))
     cached()
     out["cached_read"] = median_ms(cached, 200)
 

@@ -78,11 +78,12 @@ def single_map_namespace(mount=False):
 
 
 def unpack_inproc(dest, fmt, blobs):
-    from sandbox.runtime.nsjob import _open_layer, owner_map
+    from sandbox.oci.decompress import open_layer
+    from sandbox.runtime.nsjob import owner_map
     from sandbox.store.unpack import unpack_layer
     files = 0
     for blob in blobs:
-        with _open_layer(Path(blob), "gzip") as stream:
+        with open_layer(Path(blob), "gzip") as stream:
             stats = unpack_layer(stream, Path(dest), whiteout_format=fmt, max_bytes=1 << 40, owner_map=owner_map(1, 1))
             files += stats.files
     return files
