@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.errors import ContainerNotRunning, ContainerStartError
-from sandbox.monitor.session import SPAWN_TIMEOUT, Names, Supervisor, start_error
+from sandbox.monitor.session import SPAWN_TIMEOUT, Names, Supervisor
 from sandbox.monitor.session import spawn as spawn_supervisor
+from sandbox.runtime.sync import as_start_error
 
 NAMES = Names("the exec session", "the command")
 SOCKET_PREFIX = "exec-"
@@ -111,7 +112,7 @@ class Holder(Supervisor):
                 raise ContainerStartError("nobody attached to the exec session", hint="run the exec again")
             started = self.start()
         except BaseException as error:
-            self._conclude(start_error(error), None)
+            self._conclude(as_start_error(error), None)
             return
         self.master_fd = self.input_fd = started.master_fd
         error, code = self._supervise(started, {started.master_fd: "stdout"})

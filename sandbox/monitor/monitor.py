@@ -41,8 +41,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sandbox.errors import ContainerStartError
-from sandbox.monitor.session import SPAWN_TIMEOUT, Names, Supervisor, start_error
+from sandbox.monitor.session import SPAWN_TIMEOUT, Names, Supervisor
 from sandbox.monitor.session import spawn as spawn_supervisor
+from sandbox.runtime.sync import as_start_error
 
 LOG_NAME = "ctr.log"
 NAMES = Names("the container monitor", "the container")
@@ -145,7 +146,7 @@ class Monitor(Supervisor):
             self.running_spec = network.with_settings(record.spec, self.network)
         except BaseException as error:
             network.stop(self.network)
-            self._finish(start_error(error), None, container_dir, record)
+            self._finish(as_start_error(error), None, container_dir, record)
             return
         error, code = self._supervise(started, sources, lambda: _Writer(container_dir / LOG_NAME))
         network.stop(self.network)  # before the exit is recorded: whoever sees it exited sees no helper

@@ -43,8 +43,7 @@ from pathlib import Path
 from sandbox.errors import ContainerStartError, SyncError
 from sandbox.exitcodes import CANNOT_RUN
 from sandbox.runtime import reap
-from sandbox.runtime.sync import Channel, Kind, start_failure
-from sandbox.runtime.sync import as_start_error as start_error  # what monitor.py and exec_holder.py report
+from sandbox.runtime.sync import Channel, Kind, as_start_error, start_failure
 
 SPAWN_TIMEOUT = 120.0
 HOLD_TIMEOUT = 30.0  # how long a held start waits for its first client
@@ -256,7 +255,7 @@ class Supervisor:
         except ContainerStartError as failure:
             error = failure
         except BaseException as failure:
-            error = start_error(failure)
+            error = as_start_error(failure)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(started.container_pid, signal.SIGKILL)
             with contextlib.suppress(BaseException):

@@ -23,7 +23,7 @@ class ExecOptions:
 
 @dataclass(frozen=True)
 class PipedCommand:
-    """An exec'ed command without a tty: ``started`` (``launcher.Started``) and the ``relay`` of its pipes."""
+    """An exec'ed command without a tty: ``started`` (``sync.Started``) and the ``relay`` of its pipes."""
 
     started: object
     relay: object

@@ -310,9 +310,13 @@ class Lifecycle:
         exit. Only a container whose monitor is gone too is taken as observed."""
         store = self.store
         record = store.resolve(text)
-        if record.state.value == "running" and not store.alive(record) and not _monitor_alive(record, store.proc):
+        if record.state.value == "running" and self._unwatched(record):
             return store.observe(store.get(record.id))  # the monitor may have recorded the exit as it left
         return record
+
+    def _unwatched(self, record) -> bool:
+        """The process and its monitor are both gone: nobody will record the real exit code."""
+        return not self.store.alive(record) and not _monitor_alive(record, self.store.proc)
 
     def remove(self, text: str, *, force: bool = False) -> None:
         import signal
@@ -342,7 +346,7 @@ class Lifecycle:
                 return True  # --rm: the monitor removed it
             if record.state.value != "running":
                 return True
-            if not self.store.alive(record) and not _monitor_alive(record):
+            if self._unwatched(record):
                 return True  # the monitor died without a word: the observed record is all there is
             time.sleep(_POLL)
         return False

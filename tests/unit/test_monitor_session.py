@@ -21,10 +21,9 @@ import pytest
 
 from sandbox.errors import ContainerNotRunning, ContainerStartError, SbxError
 from sandbox.monitor import attach, exec_holder
-from sandbox.monitor.session import Names, read_answer, start_error
+from sandbox.monitor.session import Names, read_answer
 from sandbox.runtime import console
-from sandbox.runtime.launcher import Started
-from sandbox.runtime.sync import Channel, Kind, start_failure
+from sandbox.runtime.sync import Channel, Kind, Started, as_start_error, start_failure
 
 NAMES = Names("the test supervisor", "the thing")
 CONTAINER_ID = "ab" * 32
@@ -106,14 +105,14 @@ def test_read_answer_raises_the_reported_error():
 
 def test_start_error_keeps_codes():
     exec_failure = ContainerStartError("exec failed", exit_code=126)
-    assert start_error(exec_failure) is exec_failure
-    stopped = start_error(ContainerNotRunning("the container is no longer running", exit_code=1))
+    assert as_start_error(exec_failure) is exec_failure
+    stopped = as_start_error(ContainerNotRunning("the container is no longer running", exit_code=1))
     assert (stopped.message, stopped.exit_code) == ("the container is no longer running", 1)
-    plain = start_error(SbxError("bad spec", hint="fix it"))
+    plain = as_start_error(SbxError("bad spec", hint="fix it"))
     assert (plain.exit_code, plain.hint) == (125, "fix it")
-    missing = start_error(FileNotFoundError(2, "No such file or directory", "/x"))
+    missing = as_start_error(FileNotFoundError(2, "No such file or directory", "/x"))
     assert (missing.message, missing.exit_code) == ("No such file or directory: /x", 125)
-    assert start_error(ValueError("odd")).message == "ValueError: odd"
+    assert as_start_error(ValueError("odd")).message == "ValueError: odd"
 
 
 # -- the exec holder --------------------------------------------------------------------------------------------
