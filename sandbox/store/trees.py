@@ -6,6 +6,7 @@ kept in a module of its own so that `sbx rm` does not import tarfile.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from pathlib import Path
@@ -30,7 +31,9 @@ def remove_at(parent_fd: int, name: str) -> None:
     """Remove ``name`` in ``parent_fd`` and, for a directory, all below it: iterative, fd-based, never following.
 
     Walks down one directory at a time and back up through ``..``, so depth costs neither recursion nor fds.
-    Directories without ``u+rwx`` (mode 000 in images) get it before they are entered.
+    Directories without ``u+rwx`` (mode 000 in images) get it before they are entered. An entry that another
+    remover of the same tree takes away first is simply gone; only losing the way up (``..`` of a directory
+    removed under us) raises FileNotFoundError, for :func:`remove_tree` to walk again from the top.
     """
     st = lstat_at(name, parent_fd)
     if st is None:
@@ -45,8 +48,11 @@ def remove_at(parent_fd: int, name: str) -> None:
         while names:
             child = _next_subdir_after_unlinking_files(fd)
             if child is not None:
-                _make_enterable(child, fd, None)
-                fd_child = open_dir(child, fd)
+                try:
+                    _make_enterable(child, fd, None)
+                    fd_child = open_dir(child, fd)
+                except FileNotFoundError:  # another remover took it: look again
+                    continue
                 os.close(fd)
                 fd = fd_child
                 names.append(child)
@@ -56,14 +62,19 @@ def remove_at(parent_fd: int, name: str) -> None:
                 fd_up = open_dir("..", fd)
                 os.close(fd)
                 fd = fd_up
-                os.rmdir(done, dir_fd=fd)
+                _rmdir_unless_gone(done, fd)
             else:
                 os.close(fd)
                 fd = -1
-                os.rmdir(done, dir_fd=parent_fd)
+                _rmdir_unless_gone(done, parent_fd)
     finally:
         if fd >= 0:
             os.close(fd)
+
+
+def _rmdir_unless_gone(name: str, dir_fd: int) -> None:
+    with contextlib.suppress(FileNotFoundError):  # another remover emptied and removed it first
+        os.rmdir(name, dir_fd=dir_fd)
 
 
 def _make_enterable(name: str, dir_fd: int, st: os.stat_result | None) -> None:
@@ -82,7 +93,8 @@ def _next_subdir_after_unlinking_files(fd: int) -> str | None:
             for entry in entries:
                 if entry.is_dir(follow_symlinks=False):
                     return entry.name
-                os.unlink(entry.name, dir_fd=fd)
+                with contextlib.suppress(FileNotFoundError):  # another remover unlinked it first
+                    os.unlink(entry.name, dir_fd=fd)
                 unlinked = True
         if not unlinked:
             return None
