@@ -36,7 +36,7 @@ import sys
 from pathlib import Path
 
 from sandbox.errors import NamespaceError, SyncError
-from sandbox.exitcodes import CANNOT_RUN as EXIT_SBX
+from sandbox.exitcodes import CANNOT_RUN
 from sandbox.runtime import reap
 from sandbox.runtime.spec import ContainerSpec
 from sandbox.runtime.sync import (
@@ -93,7 +93,7 @@ def start(
         parent_sock.close()
         for fd in close_in_child:
             os.close(fd)
-        code = EXIT_SBX
+        code = CANNOT_RUN
         channel = _channel(child_sock, "sbx")
         try:
             if joining:
@@ -158,7 +158,7 @@ def wait(started: Started) -> int:
     return code
 
 
-def _channel(sock: socket.socket, peer: str, exit_code: int = EXIT_SBX) -> Channel:
+def _channel(sock: socket.socket, peer: str, exit_code: int = CANNOT_RUN) -> Channel:
     """A sync channel whose reported errors come back as :class:`ContainerStartError` with ``exit_code`` unless
     they carry their own."""
     return Channel(sock, peer, lambda message: start_failure(message, exit_code))
@@ -240,7 +240,7 @@ def _stage1(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
     _namespaces(spec, kernel, channel, network, k.CLONE_NEWPID)
     pid = os.fork()
     if pid == 0:  # stage 2: pid 1
-        code = EXIT_SBX
+        code = CANNOT_RUN
         try:
             _stage2(spec, container_dir, kernel, channel, stdio, plan)  # execs, or raises
         except BaseException as error:
@@ -301,7 +301,7 @@ def _stage2(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
         set_groups=not spec.idmap.single, terminal=slave_fd,
         # without -i the container gets no stdin, as with Docker
         stdin="/dev/null" if not spec.process.stdin and stdio is None else None,
-        spare=(channel.sock.fileno(),), limits=spec.limits, exit_code=EXIT_SBX,
+        spare=(channel.sock.fileno(),), limits=spec.limits, exit_code=CANNOT_RUN,
     )
     process_plan.execute(kernel, process_plan.build(process))  # execs, or raises
 

@@ -77,7 +77,7 @@ from typing import Any
 
 from sandbox import errors
 from sandbox.errors import ContainerStartError, SbxError, SyncError
-from sandbox.exitcodes import CANNOT_RUN as EXIT_SBX
+from sandbox.exitcodes import CANNOT_RUN
 
 LINE_LIMIT = 1 << 16  # bytes of one message
 _MAX_FDS = 4  # fds one receive takes; every message carries at most one
@@ -135,7 +135,7 @@ class Channel:
         if data:
             self.sock.sendall(data)
 
-    def send_error(self, error: BaseException, exit_code: int = EXIT_SBX) -> int:
+    def send_error(self, error: BaseException, exit_code: int = CANNOT_RUN) -> int:
         """Report ``error`` (best effort: the other end may be gone); returns the exit code to leave with."""
         message = error_message(error, exit_code)
         with contextlib.suppress(OSError):
@@ -245,7 +245,7 @@ class Started:
 # -- the one error encoding -------------------------------------------------------------------------------------------
 
 
-def as_start_error(error: BaseException, exit_code: int = EXIT_SBX) -> ContainerStartError:
+def as_start_error(error: BaseException, exit_code: int = CANNOT_RUN) -> ContainerStartError:
     """Any failure as a :class:`ContainerStartError`: one keeps itself, another SbxError its message, hint and own
     code (else ``exit_code``), an OSError its strerror and file name, anything else its type and text."""
     if isinstance(error, ContainerStartError):
@@ -259,14 +259,14 @@ def as_start_error(error: BaseException, exit_code: int = EXIT_SBX) -> Container
     return ContainerStartError(f"{type(error).__name__}: {error}", exit_code=exit_code)
 
 
-def error_message(error: BaseException, exit_code: int | None = EXIT_SBX) -> dict[str, Any]:
+def error_message(error: BaseException, exit_code: int | None = CANNOT_RUN) -> dict[str, Any]:
     """The fields of an ERROR message for ``error`` (a non-SbxError goes as :func:`as_start_error` makes it).
 
     ``exit_code`` is the code the sender leaves with unless the error carries its own; None sends none (a job's
     error is not an exit status).
     """
     if not isinstance(error, SbxError):
-        error = as_start_error(error, exit_code or EXIT_SBX)
+        error = as_start_error(error, exit_code or CANNOT_RUN)
     code = getattr(error, "exit_code", None) or exit_code
     fields = {key: value for key, value in error.fields.items()
               if key != "exit_code" and isinstance(value, str | int | float | bool)}
@@ -299,7 +299,7 @@ def rebuild_error(message: dict[str, Any], exit_code: int | None = None) -> SbxE
     return error
 
 
-def start_failure(message: dict[str, Any], exit_code: int = EXIT_SBX) -> ContainerStartError:
+def start_failure(message: dict[str, Any], exit_code: int = CANNOT_RUN) -> ContainerStartError:
     """An ERROR from a process that was starting a container's command: a :class:`ContainerStartError`."""
     return as_start_error(rebuild_error(message, exit_code), exit_code)
 
@@ -334,7 +334,7 @@ def child_handshake(channel: Channel, timeout: float | None = None) -> tuple[int
 # -- the terminal -----------------------------------------------------------------------------------------------------
 
 
-def send_pty(channel: Channel, open_pty, devpts: str = "/dev/pts", exit_code: int = EXIT_SBX,
+def send_pty(channel: Channel, open_pty, devpts: str = "/dev/pts", exit_code: int = CANNOT_RUN,
              size: tuple[int, int] | None = None) -> int:
     """Make a pty of the devpts at ``devpts`` (``open_pty`` is :func:`console.open_pty`, imported by the caller
     while the host's library is still in reach), send its master as PTY, and return the slave, of ``size`` (rows,
