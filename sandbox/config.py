@@ -23,21 +23,21 @@ Every root is a field so tests can point them at a tmp dir.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sandbox.errors import ConfigError, UnsafeRuntimeDir
+from sandbox.valueclass import field, replace, valueclass
 
 _STORAGE_DRIVERS = ("overlay", "fuse-overlayfs", "copy")
 
 
-@dataclass(frozen=True)
+@valueclass
 class RegistryConfig:
     mirrors: tuple[str, ...] = ()
     insecure: bool = False
 
 
-@dataclass(frozen=True)
+@valueclass
 class Settings:
     data_root: Path
     runtime_root: Path

@@ -15,16 +15,16 @@ import contextlib
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
 
 from sandbox.errors import ContainerStartError, SbxError
 from sandbox.monitor import attach as protocol
+from sandbox.valueclass import field, valueclass
 
 _POLL = 0.1
 SLOT_TIMEOUT = 3600.0  # how long an attach to a created container waits for its start
 
 
-@dataclass
+@valueclass(frozen=False)
 class Slot:
     """An attach waiting for its container's start: ``sock`` is its monitor connection once it started."""
 

@@ -12,9 +12,8 @@ checked by the same parsers and refused with the same messages.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from sandbox.api.errors import ApiError, unsupported
+from sandbox.valueclass import field, valueclass
 
 # Config fields read below, and those that only describe how a client attaches (the attach request says that)
 _CONFIG_READ = {
@@ -41,7 +40,7 @@ _CONTAINER_NETWORK = "container:"
 _MOUNT_TYPES = ("bind", "volume", "tmpfs")
 
 
-@dataclass
+@valueclass(frozen=False)
 class CreateRequest:
     image: str
     args: list[str]

@@ -15,10 +15,10 @@ rule), unless they are enabled already. Every path is a parameter, so the tests 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.cgroups.limits import CONTROLLERS
+from sandbox.valueclass import valueclass
 
 DELEGATE_FIX = ("have an administrator delegate cgroups: a systemd drop-in "
                 "/etc/systemd/system/user@.service.d/delegate.conf with \"[Service]\\nDelegate=cpu cpuset io memory "
@@ -28,7 +28,7 @@ UNIFIED_FIX = ("boot with systemd.unified_cgroup_hierarchy=1 (cgroup v2 only), t
                "a subtree (systemd Delegate= for user@.service, or chown of a cgroup directory)")
 
 
-@dataclass(frozen=True)
+@valueclass
 class Delegation:
     """Where container cgroups go (``parent``, None when nowhere) and which controllers they can have."""
 

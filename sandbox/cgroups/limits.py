@@ -15,9 +15,8 @@ stood in for: :func:`decide` refuses them unless best-effort.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-
 from sandbox.errors import InvalidRunOption, LimitUnavailable
+from sandbox.valueclass import asdict, fields, valueclass
 
 CPU_PERIOD = 100_000  # microseconds, Docker's and runc's default
 MIN_MEMORY = 6 * 1024 * 1024  # Docker: "Minimum memory limit allowed is 6MB"
@@ -42,7 +41,7 @@ CONTROLLERS = ("cpu", "cpuset", "io", "memory", "pids")
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}
 
 
-@dataclass(frozen=True)
+@valueclass
 class Ulimit:
     """One ``--ulimit name=soft[:hard]``; -1 is unlimited."""
 
@@ -54,7 +53,7 @@ class Ulimit:
         return f"{self.name}={self.soft}:{self.hard}"
 
 
-@dataclass(frozen=True)
+@valueclass
 class Resources:
     """What the user asked for, in Docker's HostConfig units; 0 (or "") is unset."""
 
@@ -100,7 +99,7 @@ def _asks(name: str, value: object) -> bool:
     return bool(value)
 
 
-@dataclass(frozen=True)
+@valueclass
 class CgroupWrite:
     """One control file written in the container's cgroup before its pid 1 exists; where ``file`` is missing
     (``io.weight`` without blk-iocost) ``alternative`` is written instead."""
@@ -111,7 +110,7 @@ class CgroupWrite:
     alternative: tuple[str, str] | None = None
 
 
-@dataclass(frozen=True)
+@valueclass
 class Limits:
     """The create-time decision, kept in the spec: the request, the cgroup controllers the container's cgroup must
     have, and what pid 1 sets before exec (``--ulimit`` and the rlimit fallbacks, the cpu affinity)."""

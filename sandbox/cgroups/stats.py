@@ -11,14 +11,14 @@ but ``lo``) either way. CPU % needs two samples: :func:`cpu_percent`.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.cgroups.delegation import read_words
 from sandbox.cgroups.tree import events
+from sandbox.valueclass import valueclass
 
 
-@dataclass(frozen=True)
+@valueclass
 class Sample:
     at: float  # time.monotonic() of the reading
     cpu_usec: int

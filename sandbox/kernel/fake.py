@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any
 
+from sandbox.valueclass import valueclass
 
-@dataclass(frozen=True)
+
+@valueclass
 class Call:
     """One recorded call: the method name and its arguments, positionally, defaults filled in."""
 

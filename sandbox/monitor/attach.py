@@ -39,10 +39,10 @@ import signal
 import socket
 import stat
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.errors import SbxError
+from sandbox.valueclass import valueclass
 
 SOCKET_NAME = "attach.sock"
 
@@ -72,7 +72,7 @@ class AttachProtocolError(AttachError):
 # -- frames -------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@valueclass
 class Frame:
     type: int
     payload: bytes

@@ -27,19 +27,19 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.errors import ContainerNotRunning, ContainerStartError
 from sandbox.monitor.session import SPAWN_TIMEOUT, Names, Supervisor
 from sandbox.monitor.session import spawn as spawn_supervisor
 from sandbox.runtime.sync import as_start_error
+from sandbox.valueclass import valueclass
 
 NAMES = Names("the exec session", "the command")
 SOCKET_PREFIX = "exec-"
 
 
-@dataclass(frozen=True)
+@valueclass
 class ExecSession:
     """A running `exec -t` command: ``sock`` is connected to its holder (the caller closes it), ``pid`` is the
     command's host pid (for forwarded signals), ``holder_pid`` the holder's."""

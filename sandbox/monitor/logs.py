@@ -12,8 +12,9 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
+
+from sandbox.valueclass import valueclass
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_FILES = 2
@@ -21,7 +22,7 @@ STREAMS = ("stdout", "stderr")
 POLL_INTERVAL = 0.1
 
 
-@dataclass(frozen=True)
+@valueclass
 class LogEntry:
     stream: str
     time: float  # seconds since the epoch

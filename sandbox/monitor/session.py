@@ -37,13 +37,13 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.errors import ContainerStartError, SyncError
 from sandbox.exitcodes import CANNOT_RUN
 from sandbox.runtime import reap
 from sandbox.runtime.sync import Channel, Kind, as_start_error, start_failure
+from sandbox.valueclass import valueclass
 
 SPAWN_TIMEOUT = 120.0
 HOLD_TIMEOUT = 30.0  # how long a held start waits for its first client
@@ -53,7 +53,7 @@ _CLIENT_LIMIT = 256  # attached clients at once
 _LISTEN_TRIES = 3
 
 
-@dataclass(frozen=True)
+@valueclass
 class Names:
     """How errors name the supervisor and what it supervises ("the container monitor", "the container")."""
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
-from dataclasses import dataclass
 
 from sandbox.errors import InvalidPort, PortInUse
+from sandbox.valueclass import valueclass
 
 PROTOCOLS = ("tcp", "udp")
 ALL_INTERFACES = "0.0.0.0"
@@ -23,7 +23,7 @@ UNPRIVILEGED_PORT_START = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
 _HINT = "use -p [ip:][hostport:]containerport[/tcp|udp], e.g. -p 8080:80 or -p 127.0.0.1:8080-8081:80-81/udp"
 
 
-@dataclass(frozen=True, order=True)
+@valueclass(order=True)
 class PortMapping:
     container_port: int
     proto: str = "tcp"

@@ -8,9 +8,9 @@ Anything else — ``sha256:../../x``, upper-case hex, short hex, ``md5:`` — is
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from sandbox.errors import InvalidDigest
+from sandbox.valueclass import valueclass
 
 _LENGTHS = {"sha256": 64, "sha512": 128}
 
@@ -30,7 +30,7 @@ def sha256_hex(data: bytes) -> str:
 _HEX = re.compile(r"[0-9a-f]+")
 
 
-@dataclass(frozen=True, slots=True)
+@valueclass(slots=True)
 class Digest:
     algorithm: str
     hex: str

@@ -5,14 +5,13 @@ Only the fields sbx uses are modelled; :attr:`ImageConfig.raw` keeps the whole d
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from sandbox.errors import InvalidDigest, InvalidManifest
 from sandbox.oci.digest import Digest
 from sandbox.oci.manifest import load_json
+from sandbox.valueclass import field, valueclass
 
 
-@dataclass(frozen=True, slots=True)
+@valueclass(slots=True)
 class ImageConfig:
     os: str
     architecture: str

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import json
 import reprlib
-from dataclasses import dataclass, field
 
 from sandbox.errors import InvalidDigest, InvalidManifest, PlatformNotFound
 from sandbox.oci import mediatypes as mt
 from sandbox.oci.digest import Digest
+from sandbox.valueclass import field, valueclass
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_LAYERS = 1000
 
 
-@dataclass(frozen=True, slots=True)
+@valueclass(slots=True)
 class Platform:
     os: str
     architecture: str
@@ -75,7 +75,7 @@ def _normalise_arch(arch: str) -> tuple[str, str | None]:
     return aliases.get(arch, (arch, None))
 
 
-@dataclass(frozen=True, slots=True)
+@valueclass(slots=True)
 class Descriptor:
     media_type: str
     digest: Digest
@@ -94,14 +94,14 @@ class Descriptor:
         return data
 
 
-@dataclass(frozen=True, slots=True)
+@valueclass(slots=True)
 class Manifest:
     media_type: str
     config: Descriptor
     layers: tuple[Descriptor, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@valueclass(slots=True)
 class Index:
     media_type: str
     manifests: tuple[Descriptor, ...]

@@ -9,10 +9,10 @@ The grammar follows distribution's ``reference`` package.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from sandbox.errors import InvalidReference
 from sandbox.oci.digest import Digest
+from sandbox.valueclass import valueclass
 
 DEFAULT_REGISTRY = "docker.io"
 DEFAULT_TAG = "latest"
@@ -25,7 +25,7 @@ _DOMAIN = re.compile(rf"(?:{_DOMAIN_LABEL}(?:\.{_DOMAIN_LABEL})*|\[[0-9a-fA-F:]+
 _NAME_MAX = 255
 
 
-@dataclass(frozen=True, slots=True)
+@valueclass(slots=True)
 class Reference:
     registry: str
     repository: str

@@ -27,13 +27,13 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from sandbox.config import is_loopback
 from sandbox.errors import AuthenticationRequired, InsecureRegistry, RegistryError
 from sandbox.registry.credentials import CredentialSource
 from sandbox.registry.transport import Endpoint, Transport, http_url, printable
+from sandbox.valueclass import field, valueclass
 
 MAX_TOKEN_BODY = 1024 * 1024
 MAX_CHALLENGE_HEADER = 16 * 1024
@@ -45,7 +45,7 @@ _TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHI
 _TOKEN68 = frozenset("-._~+/0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
-@dataclass(frozen=True, slots=True)
+@valueclass(slots=True)
 class Challenge:
     """One challenge of a ``WWW-Authenticate`` header: the scheme (lower-case) and its parameters."""
 

@@ -23,7 +23,6 @@ import json
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
@@ -50,6 +49,7 @@ from sandbox.registry.auth import DOCKER_HUB_ENDPOINT, Authenticator
 from sandbox.registry.credentials import DOCKER_HUB, CredentialSource, normalise_registry
 from sandbox.registry.download import BLOB_CHUNK, BlobDownload, BlobWriter
 from sandbox.registry.transport import Endpoint, Transport, check_redirect, netloc_of, printable, transient
+from sandbox.valueclass import valueclass
 
 MAX_LIST_PAGE = MAX_MANIFEST_BYTES
 MAX_LIST_PAGES = 1000
@@ -66,7 +66,7 @@ _HOST = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]+\])(?::(?P<port
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
+@valueclass(slots=True)
 class FetchedManifest:
     """A manifest or index exactly as the registry sent it: parse ``raw``, the bytes that were hashed."""
 

@@ -24,7 +24,6 @@ import json
 import os
 import socket
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import SplitResult, urljoin, urlsplit
 
@@ -40,6 +39,7 @@ from sandbox.errors import (
     ResponseTooLarge,
     SbxError,
 )
+from sandbox.valueclass import valueclass
 
 MAX_REDIRECTS = 10
 MAX_ERROR_BODY = 1024 * 1024
@@ -63,7 +63,7 @@ def printable(text: str, limit: int = 300) -> str:
     return result
 
 
-@dataclass(frozen=True, slots=True)
+@valueclass(slots=True)
 class Endpoint:
     """One server that answers the registry API: a mirror or the registry itself.
 

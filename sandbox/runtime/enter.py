@@ -54,7 +54,6 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from sandbox.errors import ContainerNotRunning, ContainerStartError, SbxError, SyncError
 from sandbox.exitcodes import NOT_EXECUTABLE
@@ -66,6 +65,7 @@ from sandbox.runtime.identity import resolve_identity
 from sandbox.runtime.launcher import _install_stdio, read_small
 from sandbox.runtime.privileges import PrivilegePlan
 from sandbox.runtime.sync import Channel, Kind, Started, received_master, send_pty, start_failure
+from sandbox.valueclass import valueclass
 
 # the order setns is applied in: the user namespace first (it gives the capabilities the others need), the mount
 # namespace last (after it, paths resolve in the container)
@@ -81,7 +81,7 @@ NAMESPACES = (
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 
-@dataclass(frozen=True)
+@valueclass
 class ExecRequest:
     """What to run in the container whose pid 1 is ``pid`` (a host pid).
 
@@ -104,7 +104,7 @@ class ExecRequest:
     limits: object | None = None
 
 
-@dataclass(frozen=True)
+@valueclass
 class _Joined:
     """What the joiner learned about the container's pid 1 before joining it."""
 

@@ -17,9 +17,9 @@ Docker's rules (moby/sys/user ``GetExecUser``), as pure functions over TEXT: the
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from sandbox.errors import InvalidUser
+from sandbox.valueclass import valueclass
 
 MAX_ID = 2**31 - 1
 MAX_NAME = 32
@@ -31,7 +31,7 @@ _NEGATIVE = re.compile(r"-[0-9]+")
 _USAGE = "use --user NAME|UID[:GROUP|GID], ids between 0 and 2147483647"
 
 
-@dataclass(frozen=True)
+@valueclass
 class Identity:
     uid: int
     gid: int
@@ -106,7 +106,7 @@ def parse_user(text: str) -> tuple[str, str | None]:
     return user, group
 
 
-@dataclass(frozen=True)
+@valueclass
 class _Passwd:
     name: str
     uid: int
@@ -114,7 +114,7 @@ class _Passwd:
     home: str
 
 
-@dataclass(frozen=True)
+@valueclass
 class _Group:
     name: str
     gid: int

@@ -12,14 +12,15 @@ Only :func:`default_idmap` and :func:`subordinate_ranges` read files, and every 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
+
+from sandbox.valueclass import valueclass
 
 MAX_CONTAINER_IDS = 65536  # container ids 1..65536 besides 0: what images use, and what usermod hands out
 SUGGESTED_START = 100000  # where useradd starts subordinate ranges
 
 
-@dataclass(frozen=True)
+@valueclass
 class IdRange:
     """``size`` consecutive container ids from ``container_id`` stand for host ids from ``host_id``."""
 
@@ -52,7 +53,7 @@ def _span(ranges: tuple[IdRange, ...]) -> int:
     return end
 
 
-@dataclass(frozen=True)
+@valueclass
 class IdMap:
     """The uid and gid maps of a user namespace; ``note`` is the one-line notice for a reduced map, if any."""
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import errno as errno_codes
 import os
 import stat
-from dataclasses import dataclass
 
 from sandbox.errors import RootfsError
 from sandbox.kernel.constants import (
@@ -46,6 +45,7 @@ from sandbox.kernel.constants import (
 )
 from sandbox.runtime.spec import ContainerSpec
 from sandbox.security.paths import MASKED_PATHS, READONLY_PATHS, masked, read_only  # noqa: F401 - tests read them
+from sandbox.valueclass import valueclass
 
 # --- policy, as data ---------------------------------------------------------------------------------------------
 
@@ -74,7 +74,7 @@ _SAFE = MS_NOSUID | MS_NODEV | MS_NOEXEC
 _READ_ONLY_REMOUNT = MS_BIND | MS_REMOUNT | MS_RDONLY
 
 
-@dataclass(frozen=True)
+@valueclass
 class MountOp:
     """One step of the plan. ``kind`` says what the executor does:
 

@@ -46,7 +46,6 @@ import contextlib
 import errno
 import os
 import signal
-from dataclasses import dataclass
 
 from sandbox.cgroups.limits import apply_in_process
 from sandbox.errors import ContainerStartError
@@ -55,12 +54,13 @@ from sandbox.kernel import constants as k
 from sandbox.runtime import workdir
 from sandbox.runtime.identity import Identity
 from sandbox.runtime.privileges import CAP_SYS_ADMIN, PrivilegePlan
+from sandbox.valueclass import valueclass
 
 _LAST_CAP = 63
 _USER = "switch to the container's user"
 
 
-@dataclass(frozen=True)
+@valueclass
 class Process:
     """What to run and how, for run and exec alike (an OCI bundle's ``process`` maps onto it).
 
@@ -83,7 +83,7 @@ class Process:
     exit_code: int = CANNOT_RUN  # what a refused step exits with
 
 
-@dataclass(frozen=True)
+@valueclass
 class Step:
     """One step: ``op`` is a KernelAPI call made with ``args``, or one of the executor's own (see :data:`_OWN`);
     ``what`` names it in the error ("cannot {what}: {strerror}")."""
@@ -103,7 +103,7 @@ class Step:
         return f"{self.op}({', '.join(shown)})"
 
 
-@dataclass(frozen=True)
+@valueclass
 class ProcessPlan:
     steps: tuple[Step, ...]
     exit_code: int

@@ -29,13 +29,14 @@ and the policy files are host files, out of reach afterwards), by :func:`prepare
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+
+from sandbox.valueclass import valueclass
 
 CAP_SYS_ADMIN = 21
 
 
-@dataclass(frozen=True)
+@valueclass
 class PrivilegePlan:
     """The privileges a container's processes get, decided before the process leaves the host's root."""
 

@@ -19,16 +19,16 @@ multi-layer image.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.errors import RootfsError
+from sandbox.valueclass import valueclass
 
 DRIVERS = ("overlay", "fuse-overlayfs", "copy")
 _PAGE = 4096
 
 
-@dataclass(frozen=True)
+@valueclass
 class RootfsPlan:
     driver: str
     layer_root: str  # the store's layers/ directory: the working directory of the mount

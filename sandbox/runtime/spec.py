@@ -3,16 +3,15 @@ handed to the launcher, and (later) persisted by the monitor. Nothing here touch
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from sandbox.cgroups.limits import Limits
 from sandbox.errors import SbxError, StoreCorrupt
 from sandbox.runtime.idmap import IdMap, IdRange
 from sandbox.runtime.rootfs import RootfsPlan
 from sandbox.security.options import SecurityOptions
+from sandbox.valueclass import field, valueclass
 
 
-@dataclass(frozen=True)
+@valueclass
 class Mount:
     """A mount the user asked for: ``-v``, ``--mount``, ``--tmpfs``."""
 
@@ -25,7 +24,7 @@ class Mount:
     pin: tuple[int, int] | None = None
 
 
-@dataclass(frozen=True)
+@valueclass
 class Process:
     args: tuple[str, ...]
     env: tuple[str, ...]
@@ -38,7 +37,7 @@ class Process:
     console_size: tuple[int, int] | None = None
 
 
-@dataclass(frozen=True)
+@valueclass
 class ContainerSpec:
     id: str
     rootfs: RootfsPlan

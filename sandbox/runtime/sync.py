@@ -71,13 +71,13 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from sandbox import errors
 from sandbox.errors import ContainerStartError, SbxError, SyncError
 from sandbox.exitcodes import CANNOT_RUN
+from sandbox.valueclass import valueclass
 
 LINE_LIMIT = 1 << 16  # bytes of one message
 _MAX_FDS = 4  # fds one receive takes; every message carries at most one
@@ -229,7 +229,7 @@ class Channel:
         self.sock.close()
 
 
-@dataclass
+@valueclass(frozen=False)
 class Started:
     """What the parent holds once the child's process exists (:func:`launcher.start`, :func:`enter.start`): the
     child it waits for (``stage1``: pid 1 itself, cloned; stage 1 with ``--network container:``; the joiner, which

@@ -23,17 +23,17 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass
 
 from sandbox.errors import InvalidSecurityProfile
 from sandbox.security.profile import Profile, Rule, native_machine
 from sandbox.security.sources import kernel_version
+from sandbox.valueclass import valueclass
 
 _REFUSING = ("SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_TRAP", "SCMP_ACT_ERRNO",
              "SCMP_ACT_TRACE")
 
 
-@dataclass(frozen=True)
+@valueclass
 class Compiled:
     bpf: bytes  # struct sock_filter[] in the machine's byte order, 8 bytes per instruction
     skipped: tuple[str, ...] = ()  # "name (why)" for each rule left out, for `sbx policy check`
@@ -135,7 +135,7 @@ def _invalid(profile: Profile, reason: str) -> InvalidSecurityProfile:
     return InvalidSecurityProfile(f"invalid seccomp profile {profile.name}: {reason}")
 
 
-@dataclass(frozen=True)
+@valueclass
 class Summary:
     """What a profile does for one capability set on this machine (`sbx policy check`)."""
 

@@ -13,17 +13,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from sandbox.errors import InvalidRunOption
 from sandbox.security import capabilities
+from sandbox.valueclass import valueclass
 
 UNCONFINED = "unconfined"
 DEFAULT_PROFILE = "default"
 _PROFILE_FILE = "file"  # ``seccomp`` of a spec whose profile came from a path: the text is in ``seccomp_profile``
 
 
-@dataclass(frozen=True)
+@valueclass
 class SecurityOptions:
     seccomp: str = DEFAULT_PROFILE  # a shipped profile's name, "file" (text in seccomp_profile), or "unconfined"
     seccomp_profile: str | None = None  # the profile's JSON text when it came from a path

@@ -25,11 +25,11 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass
 
 from sandbox.errors import InvalidSecurityProfile
 from sandbox.security import capabilities
 from sandbox.security.sources import PROFILE_LIMIT, read_limited
+from sandbox.valueclass import valueclass
 
 ACTIONS = (
     "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_TRAP", "SCMP_ACT_ERRNO",
@@ -51,14 +51,14 @@ _SYSCALL_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
 _U64 = (1 << 64) - 1
 
 
-@dataclass(frozen=True)
+@valueclass
 class Conditions:
     caps: tuple[str, ...] = ()  # without CAP_, as in capabilities.NAMES
     arches: tuple[str, ...] = ()
     min_kernel: tuple[int, int] | None = None
 
 
-@dataclass(frozen=True)
+@valueclass
 class Argument:
     index: int
     op: str
@@ -66,7 +66,7 @@ class Argument:
     value_two: int = 0
 
 
-@dataclass(frozen=True)
+@valueclass
 class Rule:
     names: tuple[str, ...]
     action: str
@@ -91,7 +91,7 @@ class Rule:
         return not (self.includes.min_kernel is not None and kernel < self.includes.min_kernel)
 
 
-@dataclass(frozen=True)
+@valueclass
 class Profile:
     name: str
     digest: str  # sha256 of the file's bytes: the compiled filter's cache key starts with it

@@ -25,7 +25,6 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -49,6 +48,7 @@ from sandbox.service.archiveverifier import (
 from sandbox.service.imagearchive import CHUNK, ImageArchive
 from sandbox.service.images import named_tag
 from sandbox.service.rootfsimport import rootfs_layer
+from sandbox.valueclass import valueclass
 
 if TYPE_CHECKING:
     from sandbox.service.images import ImageService
@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 FORMATS = ("docker-archive", "oci-archive")
 
 
-@dataclass(frozen=True)
+@valueclass
 class Loaded:
     record: ImageRecord
     tags: tuple[str, ...]  # qualified tags this load gave the image

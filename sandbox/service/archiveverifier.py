@@ -14,7 +14,6 @@ import json
 import re
 import tarfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 from sandbox.errors import (
     DiffIDMismatch,
@@ -35,6 +34,7 @@ from sandbox.oci.layerdigest import DiffIDHasher
 from sandbox.oci.manifest import MAX_LAYERS, MAX_MANIFEST_BYTES, Index, Manifest, Platform, load_json, parse_document
 from sandbox.oci.reference import Reference
 from sandbox.service.imagearchive import ImageArchive, member_name
+from sandbox.valueclass import field, valueclass
 
 MAX_IMAGES = 1000
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -46,7 +46,7 @@ _BLOB_PATH = re.compile(r"blobs/(sha256|sha512)/([0-9a-f]+)")
 _HEX_JSON = re.compile(r"([0-9a-f]{64})\.json")
 
 
-@dataclass
+@valueclass(frozen=False)
 class ArchiveLayer:
     member: tarfile.TarInfo
     digest: Digest
@@ -55,7 +55,7 @@ class ArchiveLayer:
     diff_id: Digest
 
 
-@dataclass
+@valueclass(frozen=False)
 class ArchiveImage:
     config_raw: bytes
     config_digest: Digest

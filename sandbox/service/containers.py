@@ -7,16 +7,16 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandbox.config import Settings
 from sandbox.errors import InvalidRunOption, SbxError
+from sandbox.valueclass import field, valueclass
 
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
 
 
-@dataclass
+@valueclass(frozen=False)
 class RunOptions:
     env: list[str] = field(default_factory=list)
     env_files: list[str] = field(default_factory=list)

@@ -31,10 +31,10 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandbox.runtime.idmap import MAX_CONTAINER_IDS, subordinate_ranges, suggested_start
+from sandbox.valueclass import field, valueclass
 
 OK = "ok"
 WARNING = "warning"
@@ -49,7 +49,7 @@ DELEGATE_FIX = (
 )
 
 
-@dataclass(frozen=True)
+@valueclass
 class Check:
     """One answer: ``status`` is ok, warning or missing; ``fix`` the exact command; ``data`` facts for --format json."""
 
@@ -66,7 +66,7 @@ class Check:
         return self.blocking and self.status == MISSING
 
 
-@dataclass(frozen=True)
+@valueclass
 class Report:
     checks: tuple[Check, ...]
 
@@ -92,7 +92,7 @@ class Report:
         }
 
 
-@dataclass(frozen=True)
+@valueclass
 class Host:
     """Where the facts live (every path a parameter) and who asks."""
 

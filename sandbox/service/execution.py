@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from sandbox.config import Settings
 from sandbox.errors import ContainerNotRunning, InvalidRunOption
+from sandbox.valueclass import field, valueclass
 
 
-@dataclass
+@valueclass(frozen=False)
 class ExecOptions:
     env: list[str] = field(default_factory=list)
     workdir: str | None = None
@@ -21,7 +21,7 @@ class ExecOptions:
     console_size: tuple[int, int] | None = None  # with tty: (rows, columns) of the terminal sbx runs in
 
 
-@dataclass(frozen=True)
+@valueclass
 class PipedCommand:
     """An exec'ed command without a tty: ``started`` (``sync.Started``) and the ``relay`` of its pipes."""
 

@@ -21,7 +21,6 @@ import fnmatch
 import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from sandbox.config import Settings
@@ -42,6 +41,7 @@ from sandbox.oci.digest import Digest
 from sandbox.oci.imageconfig import ImageConfig
 from sandbox.oci.manifest import Descriptor, Index, Manifest, Platform, parse_document
 from sandbox.oci.reference import DEFAULT_REGISTRY, Reference
+from sandbox.valueclass import replace, valueclass
 
 if TYPE_CHECKING:
     import threading
@@ -73,7 +73,7 @@ class PullEvents:
         """Something the user should read once (a single-id map fallback, device nodes skipped)."""
 
 
-@dataclass(frozen=True)
+@valueclass
 class PullResult:
     reference: Reference
     record: ImageRecord
@@ -81,7 +81,7 @@ class PullResult:
     up_to_date: bool
 
 
-@dataclass(frozen=True)
+@valueclass
 class PushResult:
     reference: Reference
     digest: Digest
@@ -89,13 +89,13 @@ class PushResult:
     layers: tuple[tuple[Digest, bool], ...]  # (digest, already existed)
 
 
-@dataclass(frozen=True)
+@valueclass
 class Removal:
     untagged: tuple[str, ...] = ()
     deleted: tuple[str, ...] = ()
 
 
-@dataclass
+@valueclass(frozen=False)
 class ImageRow:
     """One line of `sbx images`: a record shown under one repository and tag."""
 

@@ -13,18 +13,18 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandbox.config import Settings
 from sandbox.errors import InvalidVolumeName, StoreCorrupt, VolumeInUse, VolumeNotFound
+from sandbox.valueclass import field, valueclass
 
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
 _META = "volume.json"
 _DATA = "_data"
 
 
-@dataclass(frozen=True)
+@valueclass
 class Volume:
     name: str
     path: Path  # the directory containers see

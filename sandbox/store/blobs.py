@@ -23,13 +23,13 @@ import re
 import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.errors import DigestMismatch, InvalidDigest, SizeMismatch, StoreCorrupt, StoreError
 from sandbox.oci.digest import Digest
 from sandbox.store.atomic import ensure_private_dir, fsync_dir, listdir, store_error, write_all, write_atomic
 from sandbox.store.locks import FileLock, create_locked, read_if_locked
+from sandbox.valueclass import valueclass
 
 ALGORITHMS = ("sha256", "sha512")
 _BLOB_MODE = 0o444
@@ -37,7 +37,7 @@ _READ_CHUNK = 1024 * 1024
 _DIGEST_TEXT = re.compile(rb"(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})")
 
 
-@dataclass(frozen=True)
+@valueclass
 class Blob:
     digest: Digest
     path: Path

@@ -30,7 +30,6 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -48,6 +47,7 @@ from sandbox.oci.digest import Digest
 from sandbox.store.atomic import ensure_private_dir, fsync_dir, listdir, store_error, write_atomic
 from sandbox.store.fields import JsonFields
 from sandbox.store.locks import FileLock
+from sandbox.valueclass import field, fields, replace, valueclass
 
 SCHEMA_VERSION = 1
 NAME_PATTERN = r"[a-zA-Z0-9][a-zA-Z0-9_.-]*"
@@ -76,7 +76,7 @@ class ContainerState(StrEnum):
         return self is ContainerState.RUNNING
 
 
-@dataclass(frozen=True)
+@valueclass
 class ContainerRecord:
     id: str  # 64 lower-case hex
     name: str

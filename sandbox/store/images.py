@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
 
 from sandbox.errors import InvalidDigest, StoreCorrupt
 from sandbox.oci.digest import Digest
 from sandbox.store.fields import JsonFields
+from sandbox.valueclass import field, valueclass
 
 SCHEMA_VERSION = 1
 
 
-@dataclass(frozen=True)
+@valueclass
 class LayerRecord:
     digest: Digest  # of the compressed blob
     media_type: str
@@ -45,7 +45,7 @@ class LayerRecord:
         )
 
 
-@dataclass(frozen=True)
+@valueclass
 class ImageRecord:
     id: Digest  # the config digest (Docker's image id)
     manifest_digest: Digest

@@ -19,13 +19,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.errors import StoreCorrupt
 from sandbox.oci.digest import Digest, sha256_hex
 from sandbox.store.atomic import fsync_dir, store_error, write_atomic
 from sandbox.store.locks import FileLock
+from sandbox.valueclass import valueclass
 
 _TMP_PREFIX = ".tmp-"
 
@@ -41,7 +41,7 @@ def chain_ids(diff_ids: Sequence[Digest]) -> list[Digest]:
     return chain
 
 
-@dataclass(frozen=True)
+@valueclass
 class PendingLayer:
     """A layer being unpacked: extract into ``diff``, then :meth:`LayerStore.commit`."""
 

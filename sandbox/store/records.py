@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from contextlib import suppress
-from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.errors import AmbiguousImage, ImageNotFound, InvalidDigest, InvalidReference, StoreCorrupt
@@ -25,11 +24,12 @@ from sandbox.oci.reference import Reference
 from sandbox.store.atomic import ensure_private_dir, fsync_dir, listdir, store_error, unlink, write_atomic
 from sandbox.store.blobs import ALGORITHMS
 from sandbox.store.images import ImageRecord
+from sandbox.valueclass import valueclass
 
 _HEX = re.compile(r"[0-9a-f]+")
 
 
-@dataclass(frozen=True)
+@valueclass
 class Damaged:
     path: Path
     image_id: Digest | None

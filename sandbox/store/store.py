@@ -39,7 +39,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from contextlib import AbstractContextManager, suppress
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sandbox.errors import ImageNotFound, InvalidReference, StoreCorrupt
@@ -49,9 +48,10 @@ from sandbox.store.blobs import Blob, BlobIngest, BlobStore, file_identity
 from sandbox.store.images import ImageRecord
 from sandbox.store.locks import FileLock, remove_if_unlocked
 from sandbox.store.records import ImageRecords, normal_repo_digest, normal_tag, unique
+from sandbox.valueclass import replace, valueclass
 
 
-@dataclass(frozen=True)
+@valueclass
 class Problem:
     """One finding of :meth:`Store.check`: what is broken, and how."""
 
@@ -62,7 +62,7 @@ class Problem:
         return f"{self.item}: {self.message}"
 
 
-@dataclass(frozen=True)
+@valueclass
 class Usage:
     images: int  # image records (damaged ones included)
     active_images: int  # images among the ``in_use`` ids given to disk_usage (used by containers)

@@ -34,7 +34,6 @@ import os
 import stat
 import tarfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -51,6 +50,7 @@ from sandbox.store.tarheaders import BoundedTarInfo, header_bytes
 from sandbox.store.trees import lstat_at as _lstat
 from sandbox.store.trees import open_dir as _open_dir
 from sandbox.store.trees import remove_at as _remove_at
+from sandbox.valueclass import valueclass
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
@@ -68,7 +68,7 @@ _PAX_XATTR = "SCHILY.xattr."
 OwnerMap = Callable[[int, int], tuple[int, int]]
 
 
-@dataclass(frozen=True)
+@valueclass
 class UnpackStats:
     files: int  # entries created: files, directories, links, FIFOs, whiteouts
     bytes: int  # bytes of regular file data written

@@ -12,6 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "sandbox"
 LAYERS = {
     "errors": 0,
     "exitcodes": 0,
+    "valueclass": 0,
     "config": 1,
     "oci": 1,
     "kernel": 1,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import multiprocessing
 import os
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from sandbox import valueclass
 from sandbox.errors import (
     AmbiguousContainer,
     ContainerNotFound,
@@ -47,7 +47,7 @@ def make_record(n: int = 1, name: str | None = None, **changes) -> ContainerReco
         created=1000.0 + n,
         spec={"process": {"args": ["sh"]}, "mounts": []},
     )
-    return dataclasses.replace(record, **changes)
+    return valueclass.replace(record, **changes)
 
 
 def write_stat(proc: Path, pid: int, start: int, comm: str = "sh") -> None:
@@ -486,7 +486,7 @@ def test_observe_with_the_real_proc(tmp_path):
     me = running(pid=os.getpid(), start=process_start_time(os.getpid()), boot=boot_id())
     assert real.alive(me)
     assert real.observe(me).state is ContainerState.RUNNING
-    assert not real.alive(dataclasses.replace(me, pid_start=me.pid_start + 1))
+    assert not real.alive(valueclass.replace(me, pid_start=me.pid_start + 1))
 
 
 def test_previous_boot_auto_remove(store, proc):

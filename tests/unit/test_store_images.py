@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import multiprocessing
 import os
@@ -13,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sandbox import valueclass
 from sandbox.errors import AmbiguousImage, ImageNotFound, InvalidReference, NoSpace, StoreCorrupt
 from sandbox.oci import mediatypes as mt
 from sandbox.oci.digest import Digest
@@ -75,7 +75,7 @@ def record_file(store: Store, image_id: Digest) -> Path:
 
 def test_record_round_trips(store):
     record = build_image(store, "a", [b"l1", b"l2"], (BUSYBOX,))
-    record = dataclasses.replace(record, index_digest=Digest.of(b"index"))
+    record = valueclass.replace(record, index_digest=Digest.of(b"index"))
     assert ImageRecord.from_json(record.to_json()) == record
     assert ImageRecord.from_bytes(record.to_bytes()) == record
     assert set(record.blob_digests()) == {record.id, record.manifest_digest, Digest.of(b"index")} | {
@@ -180,12 +180,12 @@ def test_add_normalises_names_and_merges_same_id(store):
     stored = store.add_image(record)
     assert stored.repo_tags == (BUSYBOX,)
     assert stored.repo_digests == (f"docker.io/library/busybox@{record.manifest_digest}",)
-    again = store.add_image(dataclasses.replace(record, repo_tags=("busybox:1.36",), added=99.0))
+    again = store.add_image(valueclass.replace(record, repo_tags=("busybox:1.36",), added=99.0))
     assert again.repo_tags == (BUSYBOX, "docker.io/library/busybox:1.36")
     assert again.added == 50.0
     assert [r.id for r in store.images()] == [record.id]
     with pytest.raises(InvalidReference):
-        store.add_image(dataclasses.replace(record, repo_tags=("Bad Name",)))
+        store.add_image(valueclass.replace(record, repo_tags=("Bad Name",)))
 
 
 def test_moving_a_tag_leaves_the_old_image_with_its_other_tags_then_dangling(store):
