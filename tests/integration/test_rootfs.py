@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-from dataclasses import asdict
 
 import pytest
 
@@ -19,6 +18,7 @@ from sandbox.runtime.rootfs import DRIVERS, create_dirs, plan_rootfs
 from sandbox.runtime.userns import run_job
 from sandbox.store.layers import LayerStore, chain_ids
 from sandbox.store.store import Store
+from sandbox.valueclass import asdict
 
 _TYPES = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK, "fifo": stat.S_IFIFO}
 
