@@ -67,10 +67,12 @@ mutation: venv
 	$(PY) -m mutmut export-cicd-stats
 	@cat mutants/mutmut-cicd-stats.json; echo
 
-# bench: the baselines (podman, bwrap, matplotlib), sbx installed world-readable in $(TEST_ROOT), every benchmark
+# bench: the baselines (podman, bwrap, matplotlib), sbx installed world-readable in $(TEST_ROOT) as users install it
+# (pip install ., not editable: scripts/bench-install.sh), every benchmark
 bench: setup
 	@bash scripts/bench-setup.sh
 	@SBX_INSTALL_ONLY=1 bash scripts/test-integration.sh
+	@bash scripts/bench-install.sh
 	@$(PY) -m bench
 
 # demo: nginx from Debian packages, served by a local registry, run rootless as $(TEST_USER) on port 8080

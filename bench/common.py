@@ -25,8 +25,12 @@ from typing import Any
 BENCH_DIR = Path(os.environ.get("SBX_BENCH_DIR", "/var/tmp/sbx-bench"))
 BENCH_USER = os.environ.get("SBX_BENCH_USER", "sbxtest")
 RESULTS_DIR = Path(os.environ.get("SBX_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
-# the world-readable install scripts/test-integration.sh makes (`make bench` runs it with SBX_INSTALL_ONLY=1)
-DEFAULT_SBX_VENV_PY = f"{os.environ.get('SBX_TEST_ROOT') or '/var/tmp/sbx-test'}/venv/bin/python"
+# sbx installed as users install it (pip install ., not editable), world-readable: scripts/bench-install.sh
+SBX_BENCH_VENV = f"{os.environ.get('SBX_TEST_ROOT') or '/var/tmp/sbx-test'}/bench-venv"
+DEFAULT_SBX_VENV_PY = f"{SBX_BENCH_VENV}/bin/python"
+DEFAULT_SBX = f"{SBX_BENCH_VENV}/bin/sbx"
+INSTALL_HINT = ("run `make bench` (or, as root, scripts/bench-install.sh after "
+                "SBX_INSTALL_ONLY=1 scripts/test-integration.sh)")
 
 
 class BenchError(Exception):
@@ -34,21 +38,27 @@ class BenchError(Exception):
 
 
 def sbx_cmd() -> list[str]:
-    """How the benchmarks start sbx: $SBX_BENCH_CMD, else the integration venv's Python with ``-P -m sandbox``.
-
-    ``-P`` keeps the working directory off sys.path: `make bench` runs from the checkout, and a bare ``-m sandbox``
-    would import the checkout's package there instead of the installed copy (uncompiled for the bench user, whose
-    every command then recompiled sbx: ~60 ms in each figure before this was seen).
-    """
+    """How the benchmarks start sbx: $SBX_BENCH_CMD (shell words), else the ``sbx`` console script of the bench's
+    own install (:data:`DEFAULT_SBX`), as a user who ran ``pip install .`` starts it: no ``-m`` (runpy costs ~4 ms),
+    no editable path, byte-compiled by pip (the bench user could not write a missing .pyc: every command would
+    recompile sbx)."""
     env_cmd = os.environ.get("SBX_BENCH_CMD")
     if env_cmd:
         return shlex.split(env_cmd)
-    if not Path(DEFAULT_SBX_VENV_PY).exists():
-        raise BenchError(
-            f"sbx venv not found ({DEFAULT_SBX_VENV_PY}); run `SBX_INSTALL_ONLY=1 scripts/test-integration.sh` as "
-            "root once (it installs this checkout there; `make bench` does) or set SBX_BENCH_CMD"
-        )
-    return [DEFAULT_SBX_VENV_PY, "-P", "-m", "sandbox"]
+    if not Path(DEFAULT_SBX).exists():
+        raise BenchError(f"sbx is not installed for the bench ({DEFAULT_SBX}); {INSTALL_HINT}, or set SBX_BENCH_CMD")
+    return [DEFAULT_SBX]
+
+
+def interpreter_of(cmd: list[str]) -> str:
+    """The Python that runs ``cmd``: its first word when that is a python, else the script's ``#!`` interpreter."""
+    if os.path.basename(cmd[0]).startswith("python"):
+        return cmd[0]
+    with open(cmd[0], "rb") as script:
+        first = script.readline().decode(errors="replace")
+    if not first.startswith("#!"):
+        raise BenchError(f"{cmd[0]} is neither a python nor a python script")
+    return first[2:].split()[0]
 
 
 def log(msg: str) -> None:

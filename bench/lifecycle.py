@@ -41,6 +41,7 @@ from bench.common import (
     compare,
     drop_tree,
     exclusive,
+    interpreter_of,
     log,
     machine_facts,
     percentile,
@@ -497,7 +498,7 @@ def b3_b10(lab: Lab, warmup: int, iterations: int) -> tuple[dict[str, Any], dict
                          "sbx/podman pss": round(st["pss_kb_per_container"] / max(pt["pss_kb_per_container"], 1), 2)}
         b10["targets"] = {"sbx <= 1.0 x podman (rss)": b10["ratios"]["sbx/podman rss"] <= 1.0}
 
-    py = lab.sbx.cmd[0] if os.path.basename(lab.sbx.cmd[0]).startswith("python") else "python3"
+    py = interpreter_of(lab.sbx.cmd)
     cols: dict[str, dict[str, Any]] = {}
     labels = {"sbx ps": f"sbx ps -a ({N_PS} running)", "podman ps": f"podman ps -a ({N_PS} running)",
               "sbx --version": "sbx --version", "podman --version": "podman --version",

@@ -3,7 +3,7 @@
 Timed, each as the unprivileged bench user (sbxtest, via runuser when the harness runs as root):
 
 * ``sbx``: ``sbx pull -q REF`` with ``XDG_DATA_HOME``/``SBX_CONFIG``/``XDG_RUNTIME_DIR`` pointing into a scratch dir;
-  the command is ``$SBX_BENCH_CMD`` (shell words) or ``/var/tmp/sbx-test/venv/bin/python -m sandbox``;
+  the command is ``$SBX_BENCH_CMD`` (shell words) or the bench's installed ``sbx`` (``bench.common.sbx_cmd``);
 * ``podman``: rootless ``podman --runtime runc --cgroup-manager cgroupfs --storage-driver overlay pull -q``
   (falls back to vfs when overlay fails; ``SBX_BENCH_PODMAN_DRIVER`` forces one) with its own --root/--runroot;
 * ``skopeo+umoci``: ``skopeo copy docker://REF oci:DIR:bench`` then ``umoci unpack --rootless``.
@@ -137,12 +137,6 @@ class Sbx(Tool):
         }
 
     def prepare(self) -> None:
-        exe = self.cmd[0]
-        if not os.environ.get("SBX_BENCH_CMD") and not Path(exe).exists():
-            raise BenchError(
-                f"sbx venv not found ({exe}); run `make test` once (it builds /var/tmp/sbx-test/venv) "
-                "or set SBX_BENCH_CMD to the sbx command"
-            )
         self.user.mkdir(self.work)
         conf = [f'[registries."docker.io"]\nmirrors = ["{self.reg.host}"]\n']
         if self.driver:

@@ -31,6 +31,7 @@ from bench.common import (
     compare,
     drop_tree,
     exclusive,
+    interpreter_of,
     log,
     machine_facts,
     run,
@@ -113,7 +114,7 @@ def _bench(iterations: int, warmup: int) -> dict[str, Any]:
     script = WORK / "inprocess.py"
     script.write_text(INPROCESS_SOURCE)
     os.chmod(script, 0o644)
-    cp = run(user.wrap([sbx.cmd[0], "-P", str(script), "20"], sbx.env), check=False, timeout=600)
+    cp = run(user.wrap([interpreter_of(sbx.cmd), "-P", str(script), "20"], sbx.env), check=False, timeout=600)
     inprocess = json.loads(cp.stdout) if cp.returncode == 0 else {"status": f"failed: {cp.stderr[-400:]}"}
 
     argvs = {"sbx": sbx.argv()}

@@ -4,8 +4,8 @@ The image is a tiny busybox-static root (``/bin/busybox``, ``/bin/true`` and ``/
 mount points), packed once into a tar, ``sbx import``-ed, ``sbx save``-d to a docker-archive and ``podman load``-ed
 from that archive, so both tools run the same bytes. Columns, each run as the bench user:
 
-* ``sbx``: ``$SBX_BENCH_CMD run --rm --network none IMG /bin/true`` (default
-  ``/var/tmp/sbx-test/venv/bin/python -m sandbox``), own ``XDG_*`` dirs;
+* ``sbx``: ``$SBX_BENCH_CMD run --rm --network none IMG /bin/true`` (default: the ``sbx`` script of
+  ``pip install .`` in ``/var/tmp/sbx-test/bench-venv``), own ``XDG_*`` dirs;
 * ``podman``: rootless ``podman --runtime runc --cgroup-manager cgroupfs run --rm --network none IMG /bin/true``
   (overlay storage, own --root/--runroot);
 * ``bwrap``: ``bwrap --unshare-all --die-with-parent --ro-bind ROOT / --proc /proc --dev /dev /bin/true`` over the
@@ -40,6 +40,7 @@ from bench.common import (
     compare,
     drop_tree,
     exclusive,
+    interpreter_of,
     log,
     machine_facts,
     ratios_line,
@@ -207,10 +208,9 @@ class Sbx:
 
     def importtime(self) -> dict[str, Any]:
         """One extra run with -X importtime: the top 10 cumulative imports and the total."""
-        if os.path.basename(self.cmd[0]).startswith("python") and len(self.cmd) > 1:
-            argv = [self.cmd[0], "-X", "importtime", *self.cmd[1:], *self.argv()[len(self.cmd):]]
-        else:
-            return {"status": f"skipped: {shlex.join(self.cmd)} is not `python ...`"}
+        python = interpreter_of(self.cmd)
+        rest = self.cmd[1:] if python == self.cmd[0] else self.cmd  # python ARGS..., or python SCRIPT
+        argv = [python, "-X", "importtime", *rest, *self.argv()[len(self.cmd):]]
         t0 = time.perf_counter()
         cp = run(self.user.wrap(argv, self.env), check=False, timeout=CMD_TIMEOUT)
         wall = time.perf_counter() - t0

@@ -30,6 +30,7 @@ from typing import Any
 from bench.common import (
     BENCH_DIR,
     DEFAULT_SBX_VENV_PY,
+    INSTALL_HINT,
     BenchError,
     Figure,
     Table,
@@ -155,8 +156,7 @@ def sbx_python() -> str:
     cmd = os.environ.get("SBX_BENCH_PY", DEFAULT_SBX_VENV_PY)
     if not Path(cmd).exists():
         raise BenchError(
-            f"sbx venv Python not found ({cmd}); run `make test-integration PYTEST_ARGS='-k version'` once (it builds "
-            "/var/tmp/sbx-test/venv from this checkout) or set SBX_BENCH_PY"
+            f"sbx's installed Python not found ({cmd}); {INSTALL_HINT}, or set SBX_BENCH_PY"
         )
     return cmd
 
