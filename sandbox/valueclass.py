@@ -20,7 +20,9 @@ between value classes, ``init=False`` fields, ``InitVar``, ``kw_only``, ``unsafe
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # not typing's: importing typing costs every start ~3 ms (BENCHMARKS B1)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["FrozenInstanceError", "MISSING", "Field", "asdict", "field", "fields", "replace", "valueclass"]
 
