@@ -193,3 +193,8 @@ def test_fields_and_asdict_refuse_other_objects():
         vc.fields(object())
     with pytest.raises(TypeError):
         vc.asdict({"a": 1})
+
+
+def test_instances_of_two_classes_with_the_same_fields_are_not_equal():
+    first, second = vc.valueclass(body(vc.field)), vc.valueclass(body(vc.field))
+    assert first(1) != second(1) and first(1) == first(1)
