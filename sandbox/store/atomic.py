@@ -62,8 +62,13 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.urandom(8).hex()}.tmp")  # secrets would import hashlib + OpenSSL
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data`` atomically and durably; on any failure nothing but the old file remains."""
+def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o600, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` atomically and durably; on any failure nothing but the old file remains.
+
+    ``durable=False`` keeps the atomicity and drops only the directory's fsync: after a power cut ``path`` holds the
+    old content or the new one (the temp file's data is always fsynced before the rename, since without it a
+    journaled rename can reach the disk before the data and leave an empty file on ext4, XFS, ...), but the new
+    content may be lost. That is for writes whose loss the reader tolerates; it saves one journal commit."""
     path = Path(path)
     temp = temp_name(path)
     try:
@@ -87,7 +92,8 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -
     except BaseException:
         _unlink_quietly(temp)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 PRIVATE_DIR_MODE = 0o700
