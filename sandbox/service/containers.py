@@ -125,7 +125,7 @@ class ContainerService:
         )
         self.containers_root.mkdir(mode=0o700, parents=True, exist_ok=True)
         container_dir = self.containers_root / container_id
-        container_dir.mkdir(mode=0o700, exist_ok=True)
+        container_dir.mkdir(mode=0o700, exist_ok=True)  # a detached container's record is already there
         try:
             (container_dir / "mnt").mkdir()
             plan = plan_rootfs(driver, container_dir, unpacker.layers.root, [chain.hex for chain in chains])

@@ -86,10 +86,11 @@ class Lifecycle:
         return self._record_and_build(image, args, options, auto_remove=auto_remove)[0]
 
     def _record_and_build(self, image: str, args: list[str], options: RunOptions, *, auto_remove: bool):
-        """Build the container's directory, then take the name with its record, written once with the full spec.
+        """Take the name with a record, build the container's directory, keep the full spec in the record.
 
-        Until the record is there the directory is no container (every listing skips it), and it is removed again
-        when the name is taken: one durable record write instead of a create and an update (BENCHMARKS B1)."""
+        The record comes first, so `rmi` sees the image in use while the container is built. A ``--rm``
+        container's /etc files and spec update are written without the fsyncs only a reboot would need (the
+        container store's Durability): a reboot removes it anyway (BENCHMARKS B1)."""
         from sandbox.service.containers import validate_name
         from sandbox.store.containers import ContainerRecord
 
@@ -97,26 +98,28 @@ class Lifecycle:
         record = self.containers.images.resolve(image)
         store = self.store
         container_id = os.urandom(32).hex()  # secrets.token_hex, without importing hashlib and OpenSSL
-        spec, built_dir = self.containers.create(image, args, options, container_id=container_id, record=record,
-                                                 durable=not auto_remove)
         stored = None
+        for attempt in range(20):
+            name = options.name or _random_name(attempt)
+            candidate = ContainerRecord(
+                id=container_id, name=name, image=image, image_id=str(record.id), command=tuple(args),
+                created=time.time(), spec={}, auto_remove=auto_remove,
+            )
+            try:
+                stored = store.create(candidate)
+                break
+            except NameInUse:
+                if options.name:
+                    raise
+        if stored is None:
+            raise NameInUse("could not find a free container name", hint="choose one with --name")
+        container_dir = store.dir(container_id)
         try:
-            for attempt in range(20):
-                name = options.name or _random_name(attempt)
-                candidate = ContainerRecord(
-                    id=container_id, name=name, image=image, image_id=str(record.id), command=spec.process.args,
-                    created=time.time(), spec=_record_spec(spec), auto_remove=auto_remove,
-                )
-                try:
-                    stored = store.create(candidate)
-                    break
-                except NameInUse:
-                    if options.name:
-                        raise
-            if stored is None:
-                raise NameInUse("could not find a free container name", hint="choose one with --name")
+            spec, built_dir = self.containers.create(image, args, options, container_id=container_id, record=record,
+                                                     durable=not auto_remove)
+            store.update(container_id, command=spec.process.args, spec=_record_spec(spec))
         except BaseException:
-            self.containers.remove_dir(built_dir)
+            self.containers.remove_dir(container_dir)
             raise
         return container_id, spec, built_dir
 
