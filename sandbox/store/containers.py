@@ -29,8 +29,9 @@ unseen leak). Updates of a record are durable too, except for an ``auto_remove``
 reboot Docker and podman remove such a container whatever state it was in, and so does sbx
 (:meth:`ContainerStore.previous_boot_auto_remove`), which needs only the durable created record: its ``boot_id`` is
 set when it is created, so a ``--rm`` record of an earlier boot is found even when its running or exited state was
-lost. Those updates (its spec, running, exited: then removed a few ms later) skip the directory's fsync; the record's own
-fsync stays, as the atomicity needs it (BENCHMARKS B1: each fsync is a journal commit, 1-5 ms on a busy disk).
+lost. Those updates (its spec, running, exited: then removed a few ms later) skip the directory's fsync; the
+record's own fsync stays, as the atomicity needs it (BENCHMARKS B1: each fsync is a journal commit, 1-5 ms on a busy
+disk).
 """
 
 from __future__ import annotations
