@@ -89,8 +89,8 @@ class Lifecycle:
         """Take the name with a record, build the container's directory, keep the full spec in the record.
 
         The record comes first, so `rmi` sees the image in use while the container is built. A ``--rm``
-        container's /etc files and spec update are written without the fsyncs only a reboot would need (the
-        container store's Durability): a reboot removes it anyway (BENCHMARKS B1)."""
+        container's /etc files and spec update are written without fsync (the container store's Durability): a
+        reboot removes it anyway (BENCHMARKS B1)."""
         from sandbox.service.containers import validate_name
         from sandbox.store.containers import ContainerRecord
 

@@ -65,10 +65,10 @@ def temp_name(path: Path) -> Path:
 def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o600, *, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` atomically and durably; on any failure nothing but the old file remains.
 
-    ``durable=False`` keeps the atomicity and drops only the directory's fsync: after a power cut ``path`` holds the
-    old content or the new one (the temp file's data is always fsynced before the rename, since without it a
-    journaled rename can reach the disk before the data and leave an empty file on ext4, XFS, ...), but the new
-    content may be lost. That is for writes whose loss the reader tolerates; it saves one journal commit."""
+    ``durable=False`` makes no fsync: the write is still atomic for every reader while the machine runs (a process
+    killed half-way leaves the old file), but after a power cut ``path`` may hold the old content, the new, nothing
+    or garbage (a journaled rename can reach the disk before the data). That is for files the reader falls back from
+    after a reboot; it saves two journal commits."""
     path = Path(path)
     temp = temp_name(path)
     try:
@@ -80,7 +80,8 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o600, *
             write_all(fd, data, temp)
             try:
                 os.fchmod(fd, mode)  # the umask may have narrowed the mode given to open
-                os.fsync(fd)
+                if durable:
+                    os.fsync(fd)
             except OSError as exc:
                 raise store_error(exc, "fsync", temp) from exc
         finally:
