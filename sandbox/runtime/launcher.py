@@ -109,11 +109,12 @@ def start(
     channel = _channel(parent_sock, "the container process")
 
     def write_maps() -> dict[str, int] | None:
-        from sandbox.cgroups.tree import place
-
         # its cgroup and limits, before pid 1 makes its cgroup namespace (or stage 1 forks pid 1) after GO: placed
-        # while the id-map helpers run; container:ID: stage 1 joined a user namespace whose maps are written already
+        # (imports too) while the id-map helpers run; container:ID: stage 1 joined a user namespace whose maps are
+        # written already
         def place_it() -> None:
+            from sandbox.cgroups.tree import place
+
             place(spec.limits, spec.id, container_dir, pid)
 
         if joining:
