@@ -8,7 +8,8 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# compiled on first use (re's cache), not at import: a run that prints nothing never needs it (~0.4 ms, B1)
+_CONTROL = r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
 _UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
 
 
@@ -19,7 +20,7 @@ def escape(text: str) -> str:
         code = ord(match.group())
         return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
-    return _CONTROL.sub(one, text)
+    return re.sub(_CONTROL, one, text)
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:

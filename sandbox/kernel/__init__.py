@@ -1,7 +1,7 @@
 """Layer L1: the only package that calls into Linux directly (through libc, with ctypes).
 
 Everything above receives a :class:`KernelAPI` as a parameter: :class:`Kernel` in production, :class:`FakeKernel`
-in tests. Both are imported on first use, so ``import sandbox.kernel`` costs neither ctypes nor libc.
+in tests. All three are imported on first use, so ``import sandbox.kernel`` costs neither ctypes, libc nor typing.
 
 Every call that fails raises ``OSError(errno, "op: strerror", path)``, i.e. ``PermissionError``,
 ``FileNotFoundError``, ... as :mod:`os` would. ``unshare(CLONE_NEWUSER)`` needs a single-threaded process, which
@@ -10,80 +10,15 @@ is why sbx forks before starting any thread.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
-
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~3 ms of every start, BENCHMARKS B1)
 if TYPE_CHECKING:
+    from typing import Any
+
+    from sandbox.kernel.api import KernelAPI
     from sandbox.kernel.fake import Call, FakeKernel
     from sandbox.kernel.libc import Kernel
 
 __all__ = ["Call", "FakeKernel", "Kernel", "KernelAPI"]
-
-
-class KernelAPI(Protocol):
-    """The kernel calls sbx makes. Paths are ``str``; flags come from :mod:`sandbox.kernel.constants`."""
-
-    def unshare(self, flags: int) -> None: ...
-
-    def clone(self, flags: int) -> int: ...
-
-    def setns(self, fd: int, nstype: int = 0) -> None: ...
-
-    def mount(self, source: str | None, target: str, fstype: str | None, flags: int = 0,
-              data: str | None = None) -> None: ...
-
-    def umount2(self, target: str, flags: int = 0) -> None: ...
-
-    def pivot_root(self, new_root: str, put_old: str) -> None: ...
-
-    def sethostname(self, name: str) -> None: ...
-
-    def setdomainname(self, name: str) -> None: ...
-
-    def prctl(self, option: int, arg2: Any = 0, arg3: Any = 0, arg4: Any = 0, arg5: Any = 0) -> int: ...
-
-    def setrlimit(self, resource: int, soft: int, hard: int) -> None: ...
-
-    def sched_setaffinity(self, pid: int, cpus: frozenset[int]) -> None: ...
-
-    def capset(self, effective: int, permitted: int, inheritable: int) -> None: ...
-
-    def seccomp_filter(self, program: bytes) -> None: ...
-
-    # -- the calls of a container process's plan (sandbox.runtime.plan) and of the exec joiner ---------------------
-
-    def setsid(self) -> None: ...
-
-    def set_controlling_terminal(self, fd: int) -> None: ...
-
-    def fchown(self, fd: int, uid: int, gid: int) -> None: ...
-
-    def open(self, path: str, flags: int) -> int: ...
-
-    def dup2(self, fd: int, target: int) -> None: ...
-
-    def close(self, fd: int) -> None: ...
-
-    def close_range(self, first: int, last: int) -> None: ...
-
-    def setgroups(self, groups: tuple[int, ...]) -> None: ...
-
-    def setresgid(self, real: int, effective: int, saved: int) -> None: ...
-
-    def setresuid(self, real: int, effective: int, saved: int) -> None: ...
-
-    def chdir(self, path: str) -> None: ...
-
-    def fchdir(self, fd: int) -> None: ...
-
-    def chroot(self, path: str) -> None: ...
-
-    def getcwd(self) -> str: ...
-
-    def device_of(self, path: str) -> int: ...
-
-    def reset_signal(self, signum: int) -> None: ...
-
-    def execvpe(self, program: str, args: tuple[str, ...], env: dict[str, str]) -> None: ...
 
 
 def __getattr__(name: str) -> Any:
@@ -91,6 +26,10 @@ def __getattr__(name: str) -> Any:
         from sandbox.kernel.libc import Kernel
 
         return Kernel
+    if name == "KernelAPI":
+        from sandbox.kernel.api import KernelAPI
+
+        return KernelAPI
     if name in ("FakeKernel", "Call"):
         from sandbox.kernel import fake
 

@@ -25,9 +25,8 @@ MAX_ID = 2**31 - 1
 MAX_NAME = 32
 MAX_GROUPS = 65536  # the kernel's NGROUPS_MAX: setgroups refuses more
 NAME_PATTERN = r"[A-Za-z0-9_.][A-Za-z0-9_.-]*\$?"
-_NAME = re.compile(NAME_PATTERN)
-_NUMBER = re.compile(r"[0-9]+")
-_NEGATIVE = re.compile(r"-[0-9]+")
+_NUMBER = r"[0-9]+"  # patterns, compiled on first use (re's cache): a run without --user never needs them (B1)
+_NEGATIVE = r"-[0-9]+"
 _USAGE = "use --user NAME|UID[:GROUP|GID], ids between 0 and 2147483647"
 
 
@@ -63,7 +62,7 @@ def shown(text: str, limit: int = 64) -> str:
 
 def _as_id(part: str) -> int | None:
     """The id a decimal string in range stands for, else None (never int() on an unbounded string)."""
-    if not _NUMBER.fullmatch(part):
+    if not re.fullmatch(_NUMBER, part):
         return None
     digits = part.lstrip("0") or "0"
     if len(digits) > len(str(MAX_ID)):
@@ -75,11 +74,11 @@ def _as_id(part: str) -> int | None:
 def _check_part(part: str, text: str) -> None:
     if part == "":
         raise InvalidUser(f"invalid user {shown(text)}: user and group must not be empty", hint=_USAGE)
-    if _NUMBER.fullmatch(part) or _NEGATIVE.fullmatch(part):
+    if re.fullmatch(_NUMBER, part) or re.fullmatch(_NEGATIVE, part):
         if _as_id(part) is None:
             raise InvalidUser(f"invalid user {shown(text)}: ids must be between 0 and {MAX_ID}", hint=_USAGE)
         return
-    if len(part) > MAX_NAME or not _NAME.fullmatch(part):
+    if len(part) > MAX_NAME or not re.fullmatch(NAME_PATTERN, part):
         raise InvalidUser(
             f"invalid user {shown(text)}: a name must match {NAME_PATTERN} and have at most {MAX_NAME} characters",
             hint=_USAGE,

@@ -109,13 +109,18 @@ def start(
     channel = _channel(parent_sock, "the container process")
 
     def write_maps() -> dict[str, int] | None:
-        from sandbox.cgroups.tree import place
+        # its cgroup and limits, before pid 1 makes its cgroup namespace (or stage 1 forks pid 1) after GO: placed
+        # (imports too) while the id-map helpers run; container:ID: stage 1 joined a user namespace whose maps are
+        # written already
+        def place_it() -> None:
+            from sandbox.cgroups.tree import place
 
-        # container:ID: stage 1 joined a user namespace whose maps are written already
-        own_maps = None if joining else map_ids(pid, spec.idmap, helpers)
-        # its cgroup and limits, before pid 1 makes its cgroup namespace (or stage 1 forks pid 1) after GO
-        place(spec.limits, spec.id, container_dir, pid)
-        return own_maps
+            place(spec.limits, spec.id, container_dir, pid)
+
+        if joining:
+            place_it()
+            return None
+        return map_ids(pid, spec.idmap, helpers, meanwhile=place_it)
 
     try:
         parent_handshake(channel, write_maps, 30,
@@ -208,9 +213,15 @@ def _init(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tupl
     # until GO the parent's death shows as the channel closing; stage 2 sets it again once the ids are root's
     # (a change of the effective uid clears it)
     kernel.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
-    become_root(kernel, child_handshake(channel, 60))
+    become_root(kernel, child_handshake(channel, 60, meanwhile=_stage2_imports))
     _namespaces(spec, kernel, channel, network, 0)
     _stage2(spec, container_dir, kernel, channel, stdio, plan)  # execs, or raises
+
+
+def _stage2_imports() -> None:
+    """What stage 2 imports and the CLI has not (the process plan), imported while the parent writes the id maps
+    rather than after GO, where it would delay every start (BENCHMARKS B1)."""
+    from sandbox.runtime import plan  # noqa: F401
 
 
 def _namespaces(spec: ContainerSpec, kernel, channel, network, extra: int) -> None:

@@ -72,12 +72,15 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from enum import StrEnum
-from typing import Any
 
 from sandbox import errors
 from sandbox.errors import ContainerStartError, SbxError, SyncError
 from sandbox.exitcodes import CANNOT_RUN
 from sandbox.valueclass import valueclass
+
+TYPE_CHECKING = False  # not typing's: importing typing costs every start ~3 ms (BENCHMARKS B1)
+if TYPE_CHECKING:
+    from typing import Any
 
 LINE_LIMIT = 1 << 16  # bytes of one message
 _MAX_FDS = 4  # fds one receive takes; every message carries at most one
@@ -319,10 +322,14 @@ def parent_handshake(channel: Channel, write_maps: Callable[[], dict[str, int] |
     channel.send(Kind.GO, own_maps=write_maps())
 
 
-def child_handshake(channel: Channel, timeout: float | None = None) -> tuple[int, int] | None:
+def child_handshake(channel: Channel, timeout: float | None = None,
+                    meanwhile: Callable[[], object] | None = None) -> tuple[int, int] | None:
     """The child's side, once it made its user namespace: READY, then wait for GO; the ``(uid, gid)`` it must map
-    itself to, or None when the parent mapped it (or there is nothing to map)."""
+    itself to, or None when the parent mapped it (or there is nothing to map). ``meanwhile`` runs between the two,
+    while the parent writes the maps (the id-map helpers take milliseconds): work that needs no maps."""
     channel.send(Kind.READY)
+    if meanwhile is not None:
+        meanwhile()
     own = channel.expect(Kind.GO, timeout).get("own_maps")
     if own is None:
         return None

@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable
 
 from sandbox.errors import NamespaceError
 from sandbox.runtime.idmap import IdMap
@@ -57,16 +58,20 @@ def which(program: str) -> str | None:
     return None
 
 
-def map_ids(pid: int, idmap: IdMap, helpers: dict[str, str], deadline: float | None = None) -> dict[str, int] | None:
+def map_ids(pid: int, idmap: IdMap, helpers: dict[str, str], deadline: float | None = None,
+            meanwhile: Callable[[], object] | None = None) -> dict[str, int] | None:
     """Map ``pid``'s new user namespace: the single id goes back to the child to write itself (the GO's
-    ``own_maps``), ranges are written here by the helpers."""
+    ``own_maps``), ranges are written here by the helpers. ``meanwhile`` runs while they run (or at once)."""
     if idmap.single:
+        if meanwhile is not None:
+            meanwhile()
         return {"uid": idmap.uids[0].host_id, "gid": idmap.gids[0].host_id}
-    write_maps(pid, idmap, helpers, deadline)
+    write_maps(pid, idmap, helpers, deadline, meanwhile)
     return None
 
 
-def write_maps(pid: int, idmap: IdMap, helpers: dict[str, str], deadline: float | None) -> None:
+def write_maps(pid: int, idmap: IdMap, helpers: dict[str, str], deadline: float | None,
+               meanwhile: Callable[[], object] | None = None) -> None:
     """Map ``pid``'s user namespace with newuidmap and newgidmap, run side by side: they write different files
     (uid_map, gid_map) and neither needs the other's, so the two setuid helpers cost the start one helper's time.
 
@@ -82,6 +87,8 @@ def write_maps(pid: int, idmap: IdMap, helpers: dict[str, str], deadline: float 
             for item in ranges:
                 command += [str(item.container_id), str(item.host_id), str(item.size)]
             running.append(_Helper(program, command))
+        if meanwhile is not None:  # the helpers' exec and setuid checks take milliseconds: not spent waiting
+            meanwhile()
         _collect(running, until)
         for helper in running:
             if helper.returncode:

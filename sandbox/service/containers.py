@@ -70,10 +70,11 @@ class ContainerService:
         return containers_root(self.settings.data_root)
 
     def create(self, image: str, args: list[str], options: RunOptions, container_id: str | None = None,
-               record=None):
+               record=None, *, durable: bool = True):
         """Build the spec and the container's directory (rootfs dirs, /etc files); returns (spec, directory).
 
-        ``record`` is the image's record when the caller has already resolved ``image``."""
+        ``record`` is the image's record when the caller has already resolved ``image``; ``durable=False`` (a --rm
+        container, gone after a reboot whatever happens) writes the /etc files without fsync."""
         from sandbox.oci.imageconfig import ImageConfig
         from sandbox.oci.manifest import Descriptor
         from sandbox.runtime.command import build_args, merge_env, parse_env_file, parse_hostname
@@ -149,7 +150,7 @@ class ContainerService:
             )
             from sandbox.runtime.mounts import write_etc_files
 
-            write_etc_files(spec, str(container_dir))
+            write_etc_files(spec, str(container_dir), durable=durable)
         except BaseException:
             self.remove_dir(container_dir)
             raise

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from typing import TYPE_CHECKING
 
 from sandbox.config import Settings
 from sandbox.errors import (
@@ -24,6 +23,7 @@ from sandbox.errors import (
 )
 from sandbox.exitcodes import UNKNOWN
 
+TYPE_CHECKING = False  # not typing's: importing typing costs every start ~3 ms (BENCHMARKS B1)
 if TYPE_CHECKING:
     from sandbox.service.containers import RunOptions
 
@@ -86,7 +86,11 @@ class Lifecycle:
         return self._record_and_build(image, args, options, auto_remove=auto_remove)[0]
 
     def _record_and_build(self, image: str, args: list[str], options: RunOptions, *, auto_remove: bool):
-        """Take the name with a record, build the container's directory, keep the full spec in the record."""
+        """Take the name with a record, build the container's directory, keep the full spec in the record.
+
+        The record comes first, so `rmi` sees the image in use while the container is built. A ``--rm``
+        container's /etc files and spec update are written without fsync (the container store's Durability): a
+        reboot removes it anyway (BENCHMARKS B1)."""
         from sandbox.service.containers import validate_name
         from sandbox.store.containers import ContainerRecord
 
@@ -111,7 +115,8 @@ class Lifecycle:
             raise NameInUse("could not find a free container name", hint="choose one with --name")
         container_dir = store.dir(container_id)
         try:
-            spec, built_dir = self.containers.create(image, args, options, container_id=container_id, record=record)
+            spec, built_dir = self.containers.create(image, args, options, container_id=container_id, record=record,
+                                                     durable=not auto_remove)
             store.update(container_id, command=spec.process.args, spec=_record_spec(spec))
         except BaseException:
             self.containers.remove_dir(container_dir)

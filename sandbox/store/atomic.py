@@ -62,8 +62,13 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.urandom(8).hex()}.tmp")  # secrets would import hashlib + OpenSSL
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data`` atomically and durably; on any failure nothing but the old file remains."""
+def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o600, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` atomically and durably; on any failure nothing but the old file remains.
+
+    ``durable=False`` makes no fsync: the write is still atomic for every reader while the machine runs (a process
+    killed half-way leaves the old file), but after a power cut ``path`` may hold the old content, the new, nothing
+    or garbage (a journaled rename can reach the disk before the data). That is for files the reader falls back from
+    after a reboot; it saves two journal commits."""
     path = Path(path)
     temp = temp_name(path)
     try:
@@ -75,7 +80,8 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -
             write_all(fd, data, temp)
             try:
                 os.fchmod(fd, mode)  # the umask may have narrowed the mode given to open
-                os.fsync(fd)
+                if durable:
+                    os.fsync(fd)
             except OSError as exc:
                 raise store_error(exc, "fsync", temp) from exc
         finally:
@@ -87,7 +93,8 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -
     except BaseException:
         _unlink_quietly(temp)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 PRIVATE_DIR_MODE = 0o700

@@ -187,6 +187,20 @@ def test_etc_files_are_written_0644_and_only_known_names(tmp_path):
         write_etc_files(make_spec(etc_files={"/etc/../passwd": "x"}), str(tmp_path))
 
 
+def test_etc_files_are_fsynced_before_their_rename_unless_for_a_rm_container(tmp_path, monkeypatch):
+    """A kept container's /etc files survive a power cut whole (data before the rename); a --rm one's need not."""
+    calls = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (calls.append("rename"), real_replace(a, b))[1])
+    write_etc_files(make_spec(), str(tmp_path / "kept"))
+    assert calls == ["fsync", "rename"] * 3
+    calls.clear()
+    write_etc_files(make_spec(), str(tmp_path / "rm"), durable=False)
+    assert calls == ["rename"] * 3
+    assert (tmp_path / "rm" / "etc" / "hosts").read_text() == ETC["/etc/hosts"]
+
+
 # --- resolve_in_root -------------------------------------------------------------------------------------------------
 
 

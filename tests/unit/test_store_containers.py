@@ -500,6 +500,64 @@ def test_previous_boot_auto_remove(store, proc):
     assert {r.id: r.state for r in store.list()}[make_id(2)] is ContainerState.EXITED
 
 
+def test_a_rm_record_whose_start_a_crash_lost_is_removed_after_the_reboot(store, proc):
+    """A --rm record's updates are not durable (see the store's Durability): after a power cut the record may be
+    the created one. Its creation's boot id is what lets the next boot's cleanup find it."""
+    store.create(make_record(1, auto_remove=True))  # created in this boot; its running state never reached the disk
+    store.create(make_record(2))  # no --rm: a created container stays
+    assert store.previous_boot_auto_remove() == []  # this boot: maybe being started right now
+    (proc / "sys" / "kernel" / "random" / "boot_id").write_text(OTHER_BOOT + "\n")  # the reboot
+    assert [r.id for r in store.previous_boot_auto_remove()] == [make_id(1)]
+
+
+def _record_writes(monkeypatch) -> list[str]:
+    """The store's fsyncs and renames in order: 'file' (a temp file's fsync), 'rename', 'dir' (a directory's)."""
+    import sandbox.store.atomic as atomic
+
+    calls: list[str] = []
+    real_fsync, real_rename = os.fsync, os.rename
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: (calls.append("file"), real_fsync(fd))[1])
+    monkeypatch.setattr(atomic.os, "rename", lambda a, b: (calls.append("rename"), real_rename(a, b))[1])
+    monkeypatch.setattr(atomic, "fsync_dir", lambda d: calls.append("dir"))
+    return calls
+
+
+def test_rm_records_are_created_durably_and_updated_without_fsync(store, monkeypatch):
+    """A --rm record's creation is durable (the reboot's cleanup finds it by it); its updates go to state.json with
+    no fsync (BENCHMARKS B1); any other record's updates stay durable."""
+    calls = _record_writes(monkeypatch)
+    store.create(make_record(1, auto_remove=True))
+    assert calls == ["file", "rename", "dir"]
+    created = (store.dir(make_id(1)) / "config.json").read_bytes()
+    calls.clear()
+    store.update(make_id(1), state=ContainerState.EXITED, exit_code=0)
+    assert calls == ["rename"]
+    assert (store.dir(make_id(1)) / "config.json").read_bytes() == created
+    assert store.get(make_id(1)).exit_code == 0 and store.list()[0].exit_code == 0
+    store.create(make_record(2))
+    calls.clear()
+    store.update(make_id(2), state=ContainerState.EXITED, exit_code=0)
+    assert calls == ["file", "rename", "dir"]
+    assert not (store.dir(make_id(2)) / "state.json").exists()
+    store.remove(make_id(1))
+    assert sorted(p.name for p in store.dir(make_id(1)).iterdir()) == []
+
+
+@pytest.mark.parametrize("damage", [b"", b"\0" * 300, b'{"id": "x"'])
+def test_a_state_file_a_power_cut_damaged_is_passed_over_only_after_the_reboot(store, proc, damage):
+    """After a power cut the unsynced state.json may be empty or garbage: then (an earlier boot's record) the created
+    record stands, and the cleanup removes it. In the current boot no power cut explains it: StoreCorrupt."""
+    store.create(make_record(1, auto_remove=True))
+    store.update(make_id(1), state=ContainerState.RUNNING, pid=4242, pid_start=777, boot_id=BOOT)
+    (store.dir(make_id(1)) / "state.json").write_bytes(damage)
+    with pytest.raises(StoreCorrupt) as info:
+        store.get(make_id(1))
+    assert info.value.container_id == make_id(1) and "state.json" in str(info.value)
+    (proc / "sys" / "kernel" / "random" / "boot_id").write_text(OTHER_BOOT + "\n")  # the reboot
+    assert store.get(make_id(1)).state is ContainerState.CREATED
+    assert [r.id for r in store.previous_boot_auto_remove()] == [make_id(1)]
+
+
 def test_listing_removes_the_rm_containers_of_a_previous_boot(config, monkeypatch, proc):
     """ps (Lifecycle.list) is where a --rm container whose monitor died with the last boot goes."""
     from sandbox.service.lifecycle import Lifecycle

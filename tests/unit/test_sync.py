@@ -296,6 +296,17 @@ def test_handshake_maps_between_ready_and_go(pair):
     assert steps == ["maps"] and result == {"value": (1000, 1001)}
 
 
+def test_the_childs_meanwhile_runs_while_the_parent_writes_the_maps(pair):
+    """pid 1 imports its plan between READY and GO (BENCHMARKS B1): the parent is writing the maps meanwhile, so
+    here the maps wait for what the child does meanwhile; run after GO, it would never be seen by write_maps."""
+    parent, child = pair
+    done = threading.Event()
+    thread, result = _in_thread(lambda: sync.child_handshake(child, 5, meanwhile=done.set))
+    sync.parent_handshake(parent, lambda: {"uid": 1000, "gid": 1001} if done.wait(5) else None, 5)
+    thread.join()
+    assert result == {"value": (1000, 1001)}
+
+
 def test_handshake_without_own_maps(pair):
     parent, child = pair
     thread, result = _in_thread(lambda: sync.child_handshake(child, 5))

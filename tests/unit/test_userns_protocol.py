@@ -129,6 +129,21 @@ def test_both_id_helpers_run_and_their_arguments_are_the_ranges(tmp_path: Path) 
     ]
 
 
+def test_meanwhile_runs_while_the_id_helpers_run(tmp_path: Path) -> None:
+    """The cgroup placement is done while newuidmap/newgidmap run, not after (BENCHMARKS B1): here each helper waits
+    for the file ``meanwhile`` makes, so a ``meanwhile`` called only after the helpers ended would time them out."""
+    marker = tmp_path / "placed"
+    wait = f"n=0; while [ ! -e {marker} ] && [ $n -lt 200 ]; do sleep 0.01; n=$((n+1)); done; test -e {marker}"
+    helpers = {name: _helper(tmp_path, name, wait) for name in ("newuidmap", "newgidmap")}
+    idmap = IdMap((IdRange(0, 1000, 1), IdRange(1, 200000, 65536)), (IdRange(0, 1000, 1),))
+    assert usermaps.map_ids(4242, idmap, helpers, time.monotonic() + 10, meanwhile=marker.touch) is None
+    assert marker.exists()
+    single = IdMap((IdRange(0, 1000, 1),), (IdRange(0, 1000, 1),))
+    called = []
+    assert usermaps.map_ids(4242, single, {}, meanwhile=lambda: called.append(1)) == {"uid": 1000, "gid": 1000}
+    assert called == [1]
+
+
 def test_a_failing_id_helper_is_named_with_its_message(tmp_path: Path) -> None:
     helpers = {
         "newuidmap": _helper(tmp_path, "newuidmap", "exit 0"),
