@@ -16,6 +16,8 @@ TYPES = frozenset({STDIN, RESIZE, DETACH, STDOUT, STDERR, EXIT})
 HEADER_SIZE = 5
 MAX_PAYLOAD = 1024 * 1024
 CLIENT_BUFFER_LIMIT = 4 * 1024 * 1024  # a client whose unsent output passes this is dropped
+CLIENT_LIMIT = 256  # attached clients at once
+INPUT_LIMIT = 256 * 1024  # attached input waiting for the process: clients are not read beyond this
 
 
 def encode(frame_type, payload=b""):

@@ -14,6 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 ENTRY = "sandbox.service.monitoring:run"
+FINISH = "sandbox.service.monitoring:finish"
+LEAN_NETWORKS = ("none", "host")
 
 
 def spawn(settings, container_id: str, build_spec, remove_dir, *, on_listening=None) -> int:
@@ -32,7 +34,22 @@ def spawn(settings, container_id: str, build_spec, remove_dir, *, on_listening=N
         "config_root": str(settings.config_root),
         "id": container_id,
     }
+    if _without_helper(settings, container_id):
+        return monitor.spawn(containers_root(settings.data_root), container_id, build_spec, remove_dir,
+                             runtime_root=settings.runtime_root, finish=(FINISH, params))
     return monitor.spawn_fresh(ENTRY, params, container_id, runtime_root=settings.runtime_root)
+
+
+def _without_helper(settings, container_id: str) -> bool:
+    """Whether the container's network (in its record) needs no process beside pid 1: none and host. Such a
+    monitor is forked and execs its steady state; one that owns a network helper stays a fresh interpreter."""
+    from sandbox.store.containers import ContainerStore, containers_root
+
+    try:
+        record = ContainerStore(containers_root(settings.data_root)).get(container_id)
+    except Exception:  # noqa: BLE001 - the monitor reports what is wrong with it
+        return False
+    return (record.spec or {}).get("network") in LEAN_NETWORKS
 
 
 def run(report_fd: int, params: dict) -> None:
@@ -55,3 +72,24 @@ def run(report_fd: int, params: dict) -> None:
 
     serve(report_fd, store_root, params["id"], lambda record: (stored_spec(record), store.dir(record.id)),
           remove_dir, runtime_root=runtime_root, hold=bool(params.get("hold")))
+
+
+def finish(_report_fd: int, params: dict) -> None:
+    """The detached monitor once its steady state saw the container end (:mod:`sandbox.monitor.handoff`)."""
+    from sandbox.config import Settings
+    from sandbox.monitor import attach
+    from sandbox.monitor.handoff import conclude
+    from sandbox.store.containers import containers_root
+
+    runtime_root = Path(params["runtime_root"]) if params.get("runtime_root") else None
+    settings = Settings(data_root=Path(params["data_root"]), runtime_root=runtime_root,
+                        config_root=Path(params["config_root"]))
+
+    def remove_dir(container_dir: Path) -> None:
+        from sandbox.service.containers import ContainerService
+
+        ContainerService(settings).remove_dir(container_dir)
+
+    socket_path = attach.socket_path(runtime_root, params["id"]) if runtime_root else None
+    conclude(containers_root(settings.data_root), params["id"], Path(params["container_dir"]), remove_dir,
+             params.get("handed", {}), socket_path=socket_path)
