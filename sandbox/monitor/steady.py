@@ -72,6 +72,7 @@ def _fds(text):
 def main():
     """The loop's start: never returns (it execs the finish, or ``_exit``\\ s)."""
     try:
+        _retitle()
         state, finish = parse(sys.argv[2:])
         loop = Loop(state)
     except BaseException:  # nothing to supervise with: the container dies with us (PDEATHSIG)
@@ -369,6 +370,28 @@ class Loop:
             posix.execv(finish[0], [*finish, *words])
         except OSError:
             posix._exit(1)
+
+
+def _retitle():
+    """Show only the title (``argv[0]``) in ``ps``: the rest of the command line (BOOT, fds, paths) is overwritten
+    with NULs in place, as :func:`sandbox.kernel.cmdline.blank_command_line` does (which this loop cannot import:
+    its package brings ``typing``). Best effort: a refusal leaves the command line, which holds nothing of the
+    user's, as it is."""
+    try:
+        fd = posix.open("/proc/self/stat", posix.O_RDONLY | posix.O_CLOEXEC)
+        try:
+            fields = posix.read(fd, 4096).rpartition(b")")[2].split()
+        finally:
+            posix.close(fd)
+        start, end = int(fields[48 - 3]), int(fields[49 - 3])  # arg_start, arg_end (proc(5); field 3 follows ")")
+        title = sys.orig_argv[0].encode()[: max(end - start - 1, 0)]
+        fd = posix.open("/proc/self/mem", posix.O_RDWR | posix.O_CLOEXEC)
+        try:
+            posix.pwrite(fd, title + b"\0" * (end - start - len(title)), start)
+        finally:
+            posix.close(fd)
+    except (OSError, ValueError, IndexError):
+        pass
 
 
 def _peer_uid(sock):
