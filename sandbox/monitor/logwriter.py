@@ -67,14 +67,14 @@ class LogWriter:
     def _rotate(self):
         self.close()
         if self.max_files <= 1:
-            try:
+            try:  # noqa: SIM105 - contextlib is an import this lean module does not make
                 posix.unlink(self.path)
             except FileNotFoundError:
                 pass
             return
         for index in range(self.max_files - 1, 0, -1):
             source = self.path if index == 1 else f"{self.path}.{index - 1}"
-            try:
+            try:  # noqa: SIM105 - contextlib is an import this lean module does not make
                 posix.replace(source, f"{self.path}.{index}")
             except FileNotFoundError:
                 pass

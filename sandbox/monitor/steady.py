@@ -25,12 +25,11 @@ exit. SIGTERM arrives blocked across each exec (the monitor blocks it before its
 action in between; here it is forwarded to the container's command, in the finish it is ignored.
 """
 
+import _signal
+import _socket
 import posix
 import select
 import sys
-
-import _signal
-import _socket
 
 from sandbox.monitor import frames
 from sandbox.monitor.logwriter import LogWriter
@@ -150,7 +149,7 @@ class Loop:
             posix.set_blocking(self.input_fd, False)
 
     def _forward(self, number, _frame):
-        try:
+        try:  # noqa: SIM105 - contextlib is an import this lean module does not make
             posix.kill(self.target, number)
         except ProcessLookupError:
             pass
@@ -166,7 +165,7 @@ class Loop:
             self.pump()
         except BaseException:  # the log cannot be written: nobody would drain the outputs, so the container goes
             error = "log"
-            try:
+            try:  # noqa: SIM105 - contextlib is an import this lean module does not make
                 posix.kill(self.child, _signal.SIGKILL)
             except ProcessLookupError:
                 pass
@@ -215,7 +214,7 @@ class Loop:
 
     def _forget(self, fd):
         if self.registered.pop(fd, None) is not None:
-            try:
+            try:  # noqa: SIM105 - contextlib is an import this lean module does not make
                 self.poll.unregister(fd)
             except (KeyError, ValueError, OSError):
                 pass
@@ -227,7 +226,7 @@ class Loop:
             self.to_input.clear()
         if fd == self.master_fd:
             self.master_fd = None
-        try:
+        try:  # noqa: SIM105 - contextlib is an import this lean module does not make
             posix.close(fd)
         except OSError:
             pass
@@ -295,7 +294,7 @@ class Loop:
                     self.to_input += payload
                     self.input_ended = self.input_ended or (not payload and self.input_fd != self.master_fd)
             elif frame_type == frames.RESIZE and self.master_fd is not None:
-                try:
+                try:  # noqa: SIM105 - contextlib is an import this lean module does not make
                     _set_window_size(self.master_fd, *frames.parse_resize(payload))
                 except (ValueError, OSError):
                     pass
