@@ -33,6 +33,24 @@ PROBE = ("import sys,posix\n"
          "open(sys.argv[1],'w').write('\\n'.join(words+['open='+','.join(alive(fd) for fd in fds)]))\n")
 
 
+# -- what the loop holds -----------------------------------------------------------------------------------------
+
+
+def test_the_loop_imports_only_builtin_and_c_modules_beside_its_own_two():
+    """B10: the loop runs for the container's whole life, so each module it imports is paid per container."""
+    import subprocess
+
+    parent = str(Path(steady.__file__).resolve().parents[2])
+    program = "import sys;sys.path.append(sys.argv[1]);import sandbox.monitor.steady;print(' '.join(sys.modules))"
+    bare = subprocess.run([sys.executable, "-I", "-S", "-c", "import sys;print(' '.join(sys.modules))"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    loaded = subprocess.run([sys.executable, "-I", "-S", "-c", program, parent],
+                            capture_output=True, text=True, check=True).stdout.split()
+    added = set(loaded) - set(bare)
+    assert added == {"sandbox", "sandbox.monitor", "sandbox.monitor.steady", "sandbox.monitor.frames",
+                     "sandbox.monitor.logwriter", "_json", "_socket", "select"}
+
+
 # -- the frame and the log line: one definition, the same bytes as before ------------------------------------------
 
 
