@@ -15,7 +15,6 @@ from pathlib import Path
 import pexpect
 
 from sandbox.monitor import attach
-
 from tests.integration.helpers import state, wait_for
 
 TITLE = b"sbx (the container monitor)"
