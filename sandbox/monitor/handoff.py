@@ -9,7 +9,8 @@ once it has ended.
 
 The pid stays the same throughout (the record's monitor pid and start time stay true, pid 1 stays its child), so
 ``ps``, ``stop``, ``wait`` and a killed monitor behave as with one process. Only fds, pids, the container's id and
-sbx's roots cross an exec: never what the user passed (it stays in the record).
+sbx's roots cross an exec (and, with a network helper, its kind, pid, runtime directory and exit fd): never what
+the user passed (it stays in the record).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ FLUSH_TIMEOUT = 1.0  # what an attached client is owed is sent within this, or t
 def into_steady(monitor, started, outputs: dict[int, str], log_path: Path) -> None:
     """Exec ``monitor`` (a :class:`sandbox.monitor.monitor.Monitor` whose container runs, RUNNING sent) into
     :mod:`sandbox.monitor.steady`. Returns only when the exec failed; the full loop then goes on."""
-    from sandbox.monitor import fresh, steady
+    from sandbox.monitor import fresh, network, steady
     from sandbox.monitor.monitor import NAMES
 
     entry, params = monitor.finish
@@ -51,9 +52,13 @@ def into_steady(monitor, started, outputs: dict[int, str], log_path: Path) -> No
         "clients": clients,
         "log": str(log_path),
     }
-    finish = [*fresh.command(entry, {**params, "title": title, "container_dir": str(log_path.parent)}), "-1"]
+    helper = network.handed(monitor.network)
+    finish = [*fresh.command(entry, {**params, "title": title, "container_dir": str(log_path.parent),
+                                     "network": helper}), "-1"]
     path, argv = steady.argv(fresh.interpreter(), title, fresh.search_path()[0], state, finish)
-    passed = [fd for fd in (*outputs, monitor.master_fd, monitor.input_fd, listener, *clients) if fd is not None]
+    helper_fd = helper["exit_fd"] if helper else None  # slirp4netns exits at its EOF: held until the finish
+    passed = [fd for fd in (*outputs, monitor.master_fd, monitor.input_fd, listener, *clients, helper_fd)
+              if fd is not None]
     for fd in passed:
         os.set_inheritable(fd, True)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # pending across the exec, not lost to SIG_DFL
@@ -73,12 +78,13 @@ def handed(words: list[str]) -> dict[str, str]:
 
 
 def conclude(store_root: Path, container_id: str, container_dir: Path, remove_dir, words: dict[str, str], *,
-             socket_path: Path | None) -> None:
-    """The monitor after the steady state: what a monitor does once its container has exited (EXITED and the code,
-    the cgroup released with its OOM note, --rm, EXIT to the clients, the socket removed, orphans reaped)."""
+             socket_path: Path | None, helper: dict | None = None) -> None:
+    """The monitor after the steady state: what a monitor does once its container has exited (the network helper
+    stopped, EXITED and the code, the cgroup released with its OOM note, --rm, EXIT to the clients, the socket
+    removed, orphans reaped). ``helper``: what :func:`sandbox.monitor.network.handed` said of it."""
     from sandbox.errors import ContainerStartError
     from sandbox.exitcodes import CANNOT_RUN
-    from sandbox.monitor import attach
+    from sandbox.monitor import attach, network
     from sandbox.monitor.monitor import Monitor
     from sandbox.store.containers import ContainerState
 
@@ -97,4 +103,5 @@ def conclude(store_root: Path, container_id: str, container_dir: Path, remove_di
         error = ContainerStartError("the container monitor could not write the container's log",
                                     exit_code=CANNOT_RUN)
     code = int(words["exit"]) if words.get("exit", "").lstrip("-").isdigit() else None
+    network.stop(network.adopt(helper))  # before the exit is recorded: whoever sees it exited sees no helper
     monitor._finish(error, code, Path(container_dir), record, state=ContainerState.EXITED)

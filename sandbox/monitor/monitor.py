@@ -162,7 +162,7 @@ class Monitor(Supervisor):
         self._finish(error, code, container_dir, record, state=ContainerState.EXITED)
 
     def _settled(self, started, outputs: dict[int, str]) -> None:
-        if self.finish is not None and self.network is None:
+        if self.finish is not None and not getattr(self.network, "join", None):
             from sandbox.monitor.handoff import into_steady
 
             into_steady(self, started, outputs, self.container_dir / LOG_NAME)  # returns only if the exec failed

@@ -15,7 +15,7 @@ from pathlib import Path
 
 ENTRY = "sandbox.service.monitoring:run"
 FINISH = "sandbox.service.monitoring:finish"
-LEAN_NETWORKS = ("none", "host")
+FORKED_NETWORKS = ("none", "host", "slirp4netns", "pasta")
 
 
 def spawn(settings, container_id: str, build_spec, remove_dir, *, on_listening=None) -> int:
@@ -34,22 +34,24 @@ def spawn(settings, container_id: str, build_spec, remove_dir, *, on_listening=N
         "config_root": str(settings.config_root),
         "id": container_id,
     }
-    if _without_helper(settings, container_id):
+    if _forkable(settings, container_id):
         return monitor.spawn(containers_root(settings.data_root), container_id, build_spec, remove_dir,
                              runtime_root=settings.runtime_root, finish=(FINISH, params))
     return monitor.spawn_fresh(ENTRY, params, container_id, runtime_root=settings.runtime_root)
 
 
-def _without_helper(settings, container_id: str) -> bool:
-    """Whether the container's network (in its record) needs no process beside pid 1: none and host. Such a
-    monitor is forked and execs its steady state; one that owns a network helper stays a fresh interpreter."""
+def _forkable(settings, container_id: str) -> bool:
+    """Whether the container's network (in its record) lets its monitor be forked, since it execs its lean steady
+    state once the container runs: every mode but ``container:ID``, whose stage 1 is forked from the monitor and
+    lives as long as the container, so the monitor must not carry sbx's heap into it (a fresh interpreter does not,
+    and freezes its own first: ``monitor._before_fork``)."""
     from sandbox.store.containers import ContainerStore, containers_root
 
     try:
         record = ContainerStore(containers_root(settings.data_root)).get(container_id)
     except Exception:  # noqa: BLE001 - the monitor reports what is wrong with it
         return False
-    return (record.spec or {}).get("network") in LEAN_NETWORKS
+    return (record.spec or {}).get("network") in FORKED_NETWORKS
 
 
 def run(report_fd: int, params: dict) -> None:
@@ -92,4 +94,4 @@ def finish(_report_fd: int, params: dict) -> None:
 
     socket_path = attach.socket_path(runtime_root, params["id"]) if runtime_root else None
     conclude(containers_root(settings.data_root), params["id"], Path(params["container_dir"]), remove_dir,
-             params.get("handed", {}), socket_path=socket_path)
+             params.get("handed", {}), socket_path=socket_path, helper=params.get("network"))

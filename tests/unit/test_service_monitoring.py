@@ -1,5 +1,5 @@
-"""How sbx starts a container's monitor: forked when the command stays attached or the container needs no network
-helper (that one execs its lean steady state later), a fresh interpreter otherwise."""
+"""How sbx starts a container's monitor: forked (a detached one execs its lean steady state later), except that a
+container joining another's network (its stage 1 lives on, forked from the monitor) gets a fresh interpreter."""
 
 from __future__ import annotations
 
@@ -36,9 +36,9 @@ def test_an_attached_start_forks_its_monitor(config, monkeypatch):
     assert kwargs == {"runtime_root": config.runtime_root, "on_listening": print}
 
 
-@pytest.mark.parametrize(("network", "how"), [("none", "fork"), ("host", "fork"), ("slirp4netns", "fresh"),
-                                              ("pasta", "fresh"), ("container:" + "ab" * 32, "fresh")])
-def test_a_detached_start_without_a_network_helper_is_forked_with_its_finish(config, monkeypatch, network, how):
+@pytest.mark.parametrize(("network", "how"), [("none", "fork"), ("host", "fork"), ("slirp4netns", "fork"),
+                                              ("pasta", "fork"), ("container:" + "ab" * 32, "fresh")])
+def test_a_detached_start_is_forked_unless_it_joins_another_container(config, monkeypatch, network, how):
     ContainerStore(containers_root(config.data_root)).create(ContainerRecord(
         id=CONTAINER_ID, name="c", image="busybox", image_id="sha256:" + "b" * 64, command=("true",),
         created=time.time(), spec={"network": network}))
