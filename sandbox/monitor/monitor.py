@@ -18,6 +18,10 @@
                                                                     noted) → record: EXITED, exit_code
                                                                     --rm: remove_dir(container dir); exit
 
+A detached monitor (``finish`` given) hands the middle of that over: right after RUNNING it execs the lean loop of
+:mod:`sandbox.monitor.steady` (the copy into ctr.log, attach, SIGTERM, the wait), which execs the full code back
+for what follows the exit (:mod:`sandbox.monitor.handoff`); the pid never changes.
+
 The double fork, the detaching, the report socket and the attach loop are the generic supervisor of
 :mod:`sandbox.monitor.session` (the exec holder runs on it too); what is the monitor's own is the container: its
 record, its log, --rm. The monitor ignores SIGINT and SIGHUP and forwards SIGTERM to the container's pid 1. RUNNING is

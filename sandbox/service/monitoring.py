@@ -1,12 +1,13 @@
-"""How sbx starts a container's monitor: forked when the command stays attached, a fresh interpreter when not.
+"""How sbx starts a container's monitor: forked from the sbx command, so no second interpreter boots first.
 
-An attached start (a foreground `run`, `start -a`, the API's attach) keeps the sbx command alive beside the monitor
-for as long as it is attached, so the monitor is forked from it (:func:`sandbox.monitor.monitor.spawn`): nothing is
-imported twice and the container starts sooner. A detached container (`run -d`, `start`) keeps only its monitor,
-for as long as it runs, so that monitor is a fresh interpreter (:mod:`sandbox.monitor.fresh`) carrying only what
-supervising needs, not what the command had imported; :func:`run` is its body there. It is given roots and the
-container's id only: it reads the spec from the record that create wrote (the same spec `start` rebuilds a
-container from), so nothing of the command that started it crosses into it.
+An attached start (a foreground `run`, `start -a`, the API's attach) keeps the sbx command alive beside its forked
+monitor for as long as it is attached (:func:`sandbox.monitor.monitor.spawn`). A detached container (`run -d`,
+`start`) keeps only its monitor, for as long as it runs, so that monitor is handed ``finish``: once the container
+runs (RUNNING sent) it execs its lean steady state (:mod:`sandbox.monitor.handoff`, :mod:`sandbox.monitor.steady`),
+dropping everything the command had imported, and when the container has ended it execs :func:`finish` in a fresh
+interpreter, given roots and the container's id only (nothing of the command crosses an exec). A container joining
+another's network (``container:ID``) keeps the fresh interpreter from the start (:func:`run`, which reads the spec
+from the record): its stage 1 is forked from the monitor and lives as long as the container.
 """
 
 from __future__ import annotations
