@@ -11,8 +11,9 @@ That needs no sbx module but the frame (:mod:`sandbox.monitor.frames`) and the l
 as ``argv[0]`` the title ``sbx (the container monitor)``. ``execve`` keeps the pid (pid 1 stays its child, its
 PDEATHSIG still aimed at us), the session, the subreaper flag, ignored signals, the signal mask and every fd not
 marked close-on-exec: the outputs, the input, the pty master, the attach listener and its clients are passed by
-number (:func:`argv`); so is a network helper's exit fd, which the loop only holds, and the helper stays a child. What it imports is ``posix``, ``select``, ``_socket``, ``_signal``, ``time``, ``_json``
-(and ``fcntl``, ``termios`` at a client's first RESIZE): no ``os``, ``json``, ``selectors``, no store, no dataclasses.
+number (:func:`argv`); so is a network helper's exit fd, which the loop only holds (the helper stays a child). What
+it imports is ``posix``, ``select``, ``_socket``, ``_signal``, ``time``, ``_json`` (and ``fcntl``, ``termios`` at a
+client's first RESIZE): no ``os``, ``json``, ``selectors``, no store, no dataclasses.
 
 The loop is :class:`sandbox.monitor.session.Supervisor`'s pump with the same rules: output goes to the log and to
 every client; a client is never waited for (one whose unsent output passes
