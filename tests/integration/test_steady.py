@@ -13,9 +13,11 @@ import sys
 from pathlib import Path
 
 import pexpect
+import pytest
 
 from sandbox.monitor import attach
 from tests.integration.helpers import state, wait_for
+from tests.integration.test_network import free_port, helpers_of
 
 TITLE = b"sbx (the container monitor)"
 LEAN_EXTENSIONS = {"_json", "fcntl", "termios"}  # what the loop may map of lib-dynload (fcntl, termios: a resize)
@@ -106,3 +108,21 @@ def test_restart_goes_lean_again_and_a_killed_lean_monitor_leaves_ps_truthful(bu
     assert wait_for(lambda: not state(busybox, "again")["Running"])
     busybox("rm", "-f", "again")
     assert busybox("ps", "-aq").stdout == ""
+
+
+@pytest.mark.parametrize("backend", ["slirp4netns", "pasta"])
+def test_the_finish_stops_the_network_helper_before_the_exit_is_recorded(busybox, backend):
+    """The helper stays the lean monitor's child across both execs, and the finish stops it as its own: once
+    `stop` has seen the exit recorded, the helper and its files are gone already."""
+    container_id = busybox("run", "-d", "--name", "net", "--network", backend, "-p", f"{free_port()}:80",
+                           "busybox", "sleep", "300").stdout.strip()
+    assert wait_for(lambda: len(helpers_of(container_id)) == 1, timeout=10)
+    monitor = monitor_of(busybox, "net")
+    assert_lean(monitor)
+    [helper] = helpers_of(container_id)
+    assert Path(f"/proc/{helper}/stat").read_text().rpartition(")")[2].split()[1] == str(monitor)  # its child
+    runtime_dir = attach.socket_path(busybox.runtime_dir / "sbx", container_id).parent
+    assert any(runtime_dir.glob(f"{backend}.*"))
+    busybox("stop", "-t", "1", "net")
+    assert helpers_of(container_id) == []
+    assert not any(runtime_dir.glob(f"{backend}.*"))

@@ -334,3 +334,32 @@ def test_conclude_records_the_exit_removes_the_socket_and_tells_the_clients(tmp_
     got = reader.feed(theirs.recv(65536))
     assert [(frame.type, attach.parse_exit(frame)) for frame in got] == [(attach.EXIT, 42)]
     assert not sock_path.exists() and removed == []  # not --rm
+
+
+def test_an_adopted_slirp4netns_is_stopped_at_the_end_of_its_exit_pipe_and_reaped(tmp_path):
+    """The finish stops a helper it did not start (monitor/network.adopt): the exit pipe's write end closed, the
+    child reaped, the helper's files removed."""
+    import subprocess
+
+    from sandbox.monitor import network
+
+    exit_r, exit_w = os.pipe()
+    helper = subprocess.Popen(["cat"], stdin=exit_r, stdout=subprocess.DEVNULL)  # exits at EOF, as slirp4netns
+    os.close(exit_r)
+    for name in ("slirp4netns.log", "slirp4netns.sock"):
+        (tmp_path / name).write_text("")
+    attachment = network.adopt({"mode": "slirp4netns", "runtime_dir": str(tmp_path), "pid": helper.pid,
+                                "exit_fd": exit_w})
+    child = attachment.backend.process
+    network.stop(attachment)
+    assert child.returncode == 0  # it read EOF: not killed after the bound
+    with pytest.raises(ChildProcessError):
+        os.waitpid(helper.pid, os.WNOHANG)  # reaped
+    assert list(tmp_path.iterdir()) == []
+    helper.returncode = 0  # Popen must not wait for it again
+
+
+def test_nothing_handed_means_no_helper():
+    from sandbox.monitor import network
+
+    assert network.handed(None) is None and network.adopt(None) is None
