@@ -183,63 +183,14 @@ def peer_uid(sock: socket.socket) -> int | None:
     return struct.unpack("3i", raw)[1]
 
 
-class Client:
-    """One attached client, seen from the monitor: frames in, bytes waiting to go out."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.sock.setblocking(False)
-        self.reader = FrameReader()
-        self.outgoing = bytearray()
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def queue(self, data: bytes) -> bool:
-        """Queue bytes; False when the client is too far behind and must be dropped."""
-        self.outgoing += data
-        return len(self.outgoing) <= CLIENT_BUFFER_LIMIT
+class Client(_frames.Client):
+    """One attached client, seen from the monitor (:class:`sandbox.monitor.frames.Client`), its frames as
+    :class:`Frame`."""
 
     def receive(self) -> list[Frame] | None:
         """Frames that arrived; None when the client closed (or broke the protocol)."""
-        try:
-            data = self.sock.recv(_CHUNK)
-        except (BlockingIOError, InterruptedError):
-            return []
-        except OSError:
-            return None
-        if not data:
-            return None
-        try:
-            return self.reader.feed(data)
-        except AttachProtocolError:
-            return None
-
-    def flush(self) -> bool:
-        """Send what the socket takes now; False when the client is gone."""
-        if not self.outgoing:
-            return True
-        try:
-            sent = self.sock.send(self.outgoing, socket.MSG_NOSIGNAL)
-        except (BlockingIOError, InterruptedError):
-            return True
-        except OSError:
-            return False
-        del self.outgoing[:sent]
-        return True
-
-    def finish(self, data: bytes, timeout: float = 1.0) -> None:
-        """Send what is queued plus ``data`` (waiting at most ``timeout``), then close."""
-        self.outgoing += data
-        with contextlib.suppress(OSError):
-            self.sock.settimeout(timeout)
-            self.sock.sendall(self.outgoing, socket.MSG_NOSIGNAL)
-        self.outgoing.clear()
-        self.close()
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
+        received = super().receive()
+        return None if received is None else [Frame(frame_type, payload) for frame_type, payload in received]
 
 
 # -- the client's side ----------------------------------------------------------------------------------------------

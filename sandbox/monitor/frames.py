@@ -1,9 +1,12 @@
 """The attach frame, defined once: a type byte, a 4-byte big-endian length, the payload.
 
-Imports nothing, so that both :mod:`sandbox.monitor.attach` (the client, the full monitor) and the detached
-monitor's lean loop (:mod:`sandbox.monitor.steady`) use this one definition. Protocol errors are ``ValueError``;
-:mod:`sandbox.monitor.attach` turns them into its ``AttachProtocolError``.
+Imports only the built-in ``_socket``, so that both :mod:`sandbox.monitor.attach` (the client, the full monitor)
+and the detached monitor's lean loop (:mod:`sandbox.monitor.steady`) use this one definition, and the one
+:class:`Client` a monitor keeps per attached client. Protocol errors are ``ValueError``; :mod:`sandbox.monitor.attach`
+turns them into its ``AttachProtocolError``.
 """
+
+import _socket
 
 STDIN = 1
 RESIZE = 2
@@ -16,6 +19,7 @@ TYPES = frozenset({STDIN, RESIZE, DETACH, STDOUT, STDERR, EXIT})
 HEADER_SIZE = 5
 MAX_PAYLOAD = 1024 * 1024
 CLIENT_BUFFER_LIMIT = 4 * 1024 * 1024  # a client whose unsent output passes this is dropped
+_CHUNK = 64 * 1024
 CLIENT_LIMIT = 256  # attached clients at once
 INPUT_LIMIT = 256 * 1024  # attached input waiting for the process: clients are not read beyond this
 
@@ -75,3 +79,71 @@ def parse_resize(payload):
 def exit_payload(code):
     """EXIT's payload, ``{"code": N}`` (``null`` when unknown), as ``json.dumps`` writes it."""
     return b'{"code": ' + (b"null" if code is None else str(int(code)).encode()) + b"}"
+
+
+class Client:
+    """One attached client, seen from a monitor: frames in, bytes waiting to go out. Never blocks."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.sock.setblocking(False)
+        self.incoming = bytearray()
+        self.outgoing = bytearray()
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def queue(self, data):
+        """Queue bytes; False when the client is too far behind (:data:`CLIENT_BUFFER_LIMIT`) and must be dropped."""
+        self.outgoing += data
+        return len(self.outgoing) <= CLIENT_BUFFER_LIMIT
+
+    def receive(self):
+        """Frames that arrived (``[(type, payload)]``); None when the client closed or broke the protocol."""
+        try:
+            data = self.sock.recv(_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return []
+        except OSError:
+            return None
+        if not data:
+            return None
+        self.incoming += data
+        try:
+            return split(self.incoming)
+        except ValueError:
+            return None
+
+    def flush(self):
+        """Send what the socket takes now; False when the client is gone."""
+        if not self.outgoing:
+            return True
+        try:
+            sent = self.sock.send(self.outgoing, _socket.MSG_NOSIGNAL)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            return False
+        del self.outgoing[:sent]
+        return True
+
+    def send_all(self, data=b"", timeout=1.0):
+        """Send what is queued plus ``data``, waiting at most ``timeout``; OSError when it could not."""
+        self.outgoing += data
+        self.sock.settimeout(timeout)
+        self.sock.sendall(self.outgoing, _socket.MSG_NOSIGNAL)
+        self.outgoing.clear()
+
+    def finish(self, data, timeout=1.0):
+        """Send what is queued plus ``data`` (waiting at most ``timeout``), then close."""
+        try:
+            self.send_all(data, timeout)
+        except OSError:
+            self.outgoing.clear()
+        self.close()
+
+    def close(self):
+        try:  # noqa: SIM105 - contextlib is an import this lean module does not make
+            self.sock.close()
+        except OSError:
+            pass

@@ -35,9 +35,7 @@ def into_steady(monitor, started, outputs: dict[int, str], log_path: Path) -> No
     clients = []
     for fd, client in list(monitor.clients.items()):
         try:  # what it is owed goes now (bounded): the steady loop starts with empty queues
-            client.sock.settimeout(FLUSH_TIMEOUT)
-            client.sock.sendall(client.outgoing, socket.MSG_NOSIGNAL)
-            client.outgoing.clear()
+            client.send_all(timeout=FLUSH_TIMEOUT)
             clients.append(fd)
         except OSError:
             monitor._drop(fd)

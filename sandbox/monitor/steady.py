@@ -37,7 +37,6 @@ from sandbox.monitor.logwriter import LogWriter
 
 BOOT = "import sys;sys.path.append(sys.argv[1]);from sandbox.monitor.steady import main;main()"
 _READ_SIZE = 64 * 1024
-_CHUNK = 64 * 1024
 _FLUSH_TIMEOUT = 1.0
 _IN = select.POLLIN | select.POLLHUP | select.POLLERR
 _OUT = select.POLLOUT
@@ -77,49 +76,15 @@ def main():
         loop = Loop(state)
     except BaseException:  # nothing to supervise with: the container dies with us (PDEATHSIG)
         posix._exit(1)
-    loop.run()
-
-
-class Client:
-    """One attached client: its socket, its unread frames' bytes, its unsent output."""
-
-    def __init__(self, sock):
-        self.sock = sock
-        self.sock.setblocking(False)
-        self.incoming = bytearray()
-        self.outgoing = bytearray()
-
-    def receive(self):
-        """Frames that arrived (``[(type, payload)]``); None when the client closed or broke the protocol."""
-        try:
-            data = self.sock.recv(_CHUNK)
-        except (BlockingIOError, InterruptedError):
-            return []
-        except OSError:
-            return None
-        if not data:
-            return None
-        self.incoming += data
-        try:
-            return frames.split(self.incoming)
-        except ValueError:
-            return None
-
-    def flush(self):
-        """Send what the socket takes now; False when the client is gone."""
-        if not self.outgoing:
-            return True
-        try:
-            sent = self.sock.send(self.outgoing, _socket.MSG_NOSIGNAL)
-        except (BlockingIOError, InterruptedError):
-            return True
-        except OSError:
-            return False
-        del self.outgoing[:sent]
-        return True
+    try:
+        loop.run()
+    finally:
+        posix._exit(1)  # the exec of the finish failed
 
 
 class Loop:
+    """The steady state of one container's monitor (its state as :func:`argv` wrote it)."""
+
     def __init__(self, state):
         self.child = int(state["pid"])  # the process to wait for: pid 1
         self.target = int(state["target"])  # where SIGTERM goes: the command's pid
@@ -136,7 +101,7 @@ class Loop:
             self.listener.setblocking(False)
         self.clients = {}
         for fd in _fds(state.get("clients", "")):
-            self.clients[fd] = Client(_socket.socket(fileno=fd))
+            self.clients[fd] = frames.Client(_socket.socket(fileno=fd))
         self.log = LogWriter(state["log"])
         self.finish = None
         self.to_input = bytearray()
@@ -247,8 +212,7 @@ class Loop:
         if self.clients:
             encoded = frames.encode_data(frames.STDOUT if stream == "stdout" else frames.STDERR, data)
             for client_fd, client in list(self.clients.items()):
-                client.outgoing += encoded
-                if len(client.outgoing) > frames.CLIENT_BUFFER_LIMIT:
+                if not client.queue(encoded):
                     self._drop(client_fd)  # too far behind to wait for
                 elif not client.flush():
                     self._serve(client_fd, _OUT)  # gone: what it sent before it went still counts
@@ -266,7 +230,7 @@ class Loop:
             if _peer_uid(sock) != self.uid or len(self.clients) >= frames.CLIENT_LIMIT:
                 sock.close()
                 continue
-            self.clients[fd] = Client(sock)
+            self.clients[fd] = frames.Client(sock)
 
     def _serve(self, fd, mask):
         """Flush a client's output and act on what it sent; a client that is gone has what it sent applied first."""
@@ -309,7 +273,7 @@ class Loop:
         client = self.clients.pop(fd, None)
         self._forget(fd)
         if client is not None:
-            client.sock.close()
+            client.close()
 
     def _write_input(self):
         if self.input_fd is not None and self.input_ended and not self.to_input:
@@ -353,13 +317,11 @@ class Loop:
         kept = []
         for fd, client in list(self.clients.items()):
             try:
-                client.sock.settimeout(_FLUSH_TIMEOUT)
-                if client.outgoing:
-                    client.sock.sendall(client.outgoing, _socket.MSG_NOSIGNAL)
+                client.send_all(timeout=_FLUSH_TIMEOUT)
                 posix.set_inheritable(fd, True)
                 kept.append(fd)
             except OSError:
-                client.sock.close()
+                client.close()
         words = [f"exit={code}", f"clients={','.join(str(fd) for fd in kept)}"]
         if self.listener is not None:
             posix.set_inheritable(self.listener.fileno(), True)

@@ -106,7 +106,7 @@ def test_a_client_that_stops_reading_is_dropped_and_the_log_still_gets_everythin
     out_r, out_w = os.pipe()
     loop = _loop(tmp_path, out_r)
     ours, theirs = socket.socketpair()  # theirs never reads
-    loop.clients[ours.fileno()] = steady.Client(ours)
+    loop.clients[ours.fileno()] = frames.Client(ours)
     chunk = b"y" * 60000 + b"\n"
     written = 0
     while ours.fileno() in loop.clients and written < 4 * frames.CLIENT_BUFFER_LIMIT:
