@@ -74,9 +74,9 @@ def spawn(
     the monitor says "listening", waits for that first client, and only then starts the container, so no output
     is lost however quickly the command ends.
 
-    ``finish`` (``(entry, params)``, a detached start without a network attachment): once the container runs the
-    monitor execs its lean steady state (:mod:`sandbox.monitor.handoff`), which execs ``entry`` in a fresh
-    interpreter with ``params`` and the exit when the container has ended.
+    ``finish`` (``(entry, params)``, a detached start; not with ``--network container:ID``): once the container
+    runs the monitor execs its lean steady state (:mod:`sandbox.monitor.handoff`), which execs ``entry`` in a
+    fresh interpreter with ``params`` and the exit when the container has ended.
     """
     from sandbox.monitor import attach
 
