@@ -51,6 +51,20 @@ def test_the_loop_imports_only_builtin_and_c_modules_beside_its_own_two():
                      "sandbox.monitor.logwriter", "_json", "_socket", "select"}
 
 
+def test_the_state_crosses_the_exec_as_words_and_comes_back_whole():
+    state = {"pid": 12, "target": 13, "out": ["7:stdout", "9:stderr"], "master": None, "input": 5,
+             "listener": 3, "clients": [], "log": "/data/with=equals, comma/ctr.log"}
+    finish = ["/usr/bin/python3", "-I", "-S", "-c", "code", '{"id": "x"}', "--", "-1"]
+    path, argv = steady.argv("/usr/bin/python3", "sbx (the container monitor)", "/site", state, finish)
+    assert path == "/usr/bin/python3" and argv[:6] == ["sbx (the container monitor)", "-I", "-S", "-c", steady.BOOT,
+                                                       "/site"]
+    parsed, back = steady.parse(argv[6:])
+    assert back == finish
+    assert parsed == {"pid": "12", "target": "13", "out": "7:stdout,9:stderr", "master": "", "input": "5",
+                      "listener": "3", "clients": "", "log": "/data/with=equals, comma/ctr.log"}
+    assert handed(["exit=137", "clients=4,6", "listener=3"]) == {"exit": "137", "clients": "4,6", "listener": "3"}
+
+
 # -- the frame and the log line: one definition, the same bytes as before ------------------------------------------
 
 
