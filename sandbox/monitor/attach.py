@@ -42,21 +42,21 @@ import struct
 from pathlib import Path
 
 from sandbox.errors import SbxError
+from sandbox.monitor import frames as _frames
+from sandbox.monitor.frames import (  # the frame is defined once, there, for the lean loop too
+    CLIENT_BUFFER_LIMIT,
+    DETACH,
+    EXIT,
+    MAX_PAYLOAD,
+    RESIZE,
+    STDERR,
+    STDIN,
+    STDOUT,
+)
 from sandbox.valueclass import valueclass
 
 SOCKET_NAME = "attach.sock"
 
-STDIN = 1
-RESIZE = 2
-DETACH = 3
-STDOUT = 4
-STDERR = 5
-EXIT = 6
-_TYPES = frozenset({STDIN, RESIZE, DETACH, STDOUT, STDERR, EXIT})
-
-HEADER = struct.Struct(">BI")
-MAX_PAYLOAD = 1024 * 1024
-CLIENT_BUFFER_LIMIT = 4 * 1024 * 1024
 _CHUNK = 64 * 1024
 _GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EIO)
 
@@ -88,11 +88,10 @@ class Frame:
 
 
 def encode(frame_type: int, payload: bytes = b"") -> bytes:
-    if frame_type not in _TYPES:
-        raise AttachProtocolError(f"unknown attach frame type {frame_type}")
-    if len(payload) > MAX_PAYLOAD:
-        raise AttachProtocolError(f"attach frame of {len(payload)} bytes is over the limit of {MAX_PAYLOAD}")
-    return HEADER.pack(frame_type, len(payload)) + bytes(payload)
+    try:
+        return _frames.encode(frame_type, payload)
+    except ValueError as error:
+        raise AttachProtocolError(str(error)) from None
 
 
 def encode_json(frame_type: int, value: dict) -> bytes:
@@ -101,9 +100,7 @@ def encode_json(frame_type: int, value: dict) -> bytes:
 
 def encode_data(frame_type: int, data: bytes) -> bytes:
     """Data of any length, as as many frames as it takes."""
-    if not data:
-        return b""
-    return b"".join(encode(frame_type, data[i : i + MAX_PAYLOAD]) for i in range(0, len(data), MAX_PAYLOAD))
+    return _frames.encode_data(frame_type, data)
 
 
 class FrameReader:
@@ -115,27 +112,17 @@ class FrameReader:
 
     def feed(self, data: bytes) -> list[Frame]:
         self.buffer += data
-        frames = []
-        while len(self.buffer) >= HEADER.size:
-            frame_type, length = HEADER.unpack_from(self.buffer)
-            if frame_type not in _TYPES:
-                raise AttachProtocolError(f"unknown attach frame type {frame_type}")
-            if length > self.limit:
-                raise AttachProtocolError(f"attach frame of {length} bytes is over the limit of {self.limit}")
-            end = HEADER.size + length
-            if len(self.buffer) < end:
-                break
-            frames.append(Frame(frame_type, bytes(self.buffer[HEADER.size : end])))
-            del self.buffer[:end]
-        return frames
+        try:
+            return [Frame(frame_type, payload) for frame_type, payload in _frames.split(self.buffer, self.limit)]
+        except ValueError as error:
+            raise AttachProtocolError(str(error)) from None
 
 
 def parse_resize(frame: Frame) -> tuple[int, int]:
-    value = frame.json()
-    rows, cols = value.get("rows"), value.get("cols")
-    if not (isinstance(rows, int) and isinstance(cols, int) and 0 <= rows <= 0xFFFF and 0 <= cols <= 0xFFFF):
-        raise AttachProtocolError("malformed resize message")
-    return rows, cols
+    try:
+        return _frames.parse_resize(frame.payload)
+    except ValueError:
+        raise AttachProtocolError("malformed resize message") from None
 
 
 def parse_exit(frame: Frame) -> int | None:
@@ -196,63 +183,14 @@ def peer_uid(sock: socket.socket) -> int | None:
     return struct.unpack("3i", raw)[1]
 
 
-class Client:
-    """One attached client, seen from the monitor: frames in, bytes waiting to go out."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.sock.setblocking(False)
-        self.reader = FrameReader()
-        self.outgoing = bytearray()
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def queue(self, data: bytes) -> bool:
-        """Queue bytes; False when the client is too far behind and must be dropped."""
-        self.outgoing += data
-        return len(self.outgoing) <= CLIENT_BUFFER_LIMIT
+class Client(_frames.Client):
+    """One attached client, seen from the monitor (:class:`sandbox.monitor.frames.Client`), its frames as
+    :class:`Frame`."""
 
     def receive(self) -> list[Frame] | None:
         """Frames that arrived; None when the client closed (or broke the protocol)."""
-        try:
-            data = self.sock.recv(_CHUNK)
-        except (BlockingIOError, InterruptedError):
-            return []
-        except OSError:
-            return None
-        if not data:
-            return None
-        try:
-            return self.reader.feed(data)
-        except AttachProtocolError:
-            return None
-
-    def flush(self) -> bool:
-        """Send what the socket takes now; False when the client is gone."""
-        if not self.outgoing:
-            return True
-        try:
-            sent = self.sock.send(self.outgoing, socket.MSG_NOSIGNAL)
-        except (BlockingIOError, InterruptedError):
-            return True
-        except OSError:
-            return False
-        del self.outgoing[:sent]
-        return True
-
-    def finish(self, data: bytes, timeout: float = 1.0) -> None:
-        """Send what is queued plus ``data`` (waiting at most ``timeout``), then close."""
-        self.outgoing += data
-        with contextlib.suppress(OSError):
-            self.sock.settimeout(timeout)
-            self.sock.sendall(self.outgoing, socket.MSG_NOSIGNAL)
-        self.outgoing.clear()
-        self.close()
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
+        received = super().receive()
+        return None if received is None else [Frame(frame_type, payload) for frame_type, payload in received]
 
 
 # -- the client's side ----------------------------------------------------------------------------------------------

@@ -12,7 +12,9 @@ survive ``execve``), then the grandchild execs::
 holds the ``sandbox`` package and sbx's own absolute sys.path entries are appended (:func:`search_path`), so
 nothing is imported at start but what ``BOOT`` names. :func:`main` blanks that command line to a title, imports
 ``ENTRY`` (``module:function``) and calls it with the report socket's fd (left open across the exec, and only it)
-and the JSON ``PARAMS``; the entry speaks to sbx over the report socket as any supervisor does (sync messages).
+and the JSON ``PARAMS`` (with ``PARAMS["handed"]`` the ``key=value`` words after REPORT_FD, which a detached
+monitor's steady state appends when it execs back here: :mod:`sandbox.monitor.handoff`; REPORT_FD is then -1, sbx
+having heard already); the entry speaks to sbx over the report socket as any supervisor does (sync messages).
 ``PARAMS`` carries roots and a container id, never what the user passed (env values, the command): those stay in
 the container's record.
 """
@@ -73,6 +75,10 @@ def main() -> None:
     code = 1
     try:
         entry, params, report_fd = sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
+        if len(sys.argv) > 5:  # a monitor's finish: what its steady state handed on (sandbox.monitor.handoff)
+            from sandbox.monitor.handoff import handed
+
+            params["handed"] = handed(sys.argv[5:])
         _retitle(params.get("title") or "sbx (supervisor)")
         module, _, function = entry.partition(":")
         getattr(__import__(module, fromlist=[function]), function)(report_fd, params)

@@ -2,7 +2,8 @@
 
 Each line is ``{"log": "text chunk", "stream": "stdout"|"stderr", "time": "2026-11-28T21:10:48.123456789Z"}``;
 a chunk ends with its newline, except a partial last line, which is written as it came. ``ctr.log`` is the
-current file, ``ctr.log.1`` the one before it, and so on up to ``max_files`` files in all.
+current file, ``ctr.log.1`` the one before it, and so on up to ``max_files`` files in all. The writer is
+:mod:`sandbox.monitor.logwriter`'s (the detached monitor's lean loop writes with it too).
 """
 
 from __future__ import annotations
@@ -14,11 +15,9 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from sandbox.monitor.logwriter import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, STREAMS, LogWriter, format_time  # noqa: F401
 from sandbox.valueclass import valueclass
 
-DEFAULT_MAX_BYTES = 10 * 1024 * 1024
-DEFAULT_MAX_FILES = 2
-STREAMS = ("stdout", "stderr")
 POLL_INTERVAL = 0.1
 
 
@@ -27,15 +26,6 @@ class LogEntry:
     stream: str
     time: float  # seconds since the epoch
     text: str
-
-
-def format_time(seconds: float) -> str:
-    """RFC 3339 in UTC with nanoseconds, as Docker writes it."""
-    whole = int(seconds)
-    nanos = int(round((seconds - whole) * 1e9))
-    if nanos >= 1_000_000_000:
-        whole, nanos = whole + 1, nanos - 1_000_000_000
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{nanos:09d}Z"
 
 
 def parse_time(text: str) -> float:
@@ -49,67 +39,6 @@ def parse_time(text: str) -> float:
     if fraction and not fraction.isdigit():
         raise ValueError(f"bad fraction in {text!r}")
     return whole + (int(fraction) / 10 ** len(fraction) if fraction else 0.0)
-
-
-class LogWriter:
-    """Appends output chunks to a JSON-lines log, one line per line of output, rotating by size."""
-
-    def __init__(self, path: Path, max_bytes: int = DEFAULT_MAX_BYTES, max_files: int = DEFAULT_MAX_FILES,
-                 clock: Callable[[], float] = time.time) -> None:
-        self.path = Path(path)
-        self.max_bytes = max_bytes
-        self.max_files = max(1, max_files)
-        self.clock = clock
-        self._file = None
-        self._size = 0
-
-    def _open(self):
-        if self._file is None:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            self._file = os.fdopen(fd, "ab")
-            self._size = os.fstat(fd).st_size
-        return self._file
-
-    def write(self, stream: str, data: bytes) -> None:
-        if stream not in STREAMS:
-            raise ValueError(f"unknown stream {stream!r}")
-        if not data:
-            return
-        stamp = format_time(self.clock())
-        lines = data.splitlines(keepends=True)
-        out = b"".join(
-            json.dumps({"log": line.decode("utf-8", "replace"), "stream": stream, "time": stamp},
-                       ensure_ascii=False).encode() + b"\n"
-            for line in lines
-        )
-        if self._size and self._size + len(out) > self.max_bytes:
-            self._rotate()
-        file = self._open()
-        file.write(out)
-        file.flush()
-        self._size += len(out)
-
-    def _rotate(self) -> None:
-        self.close()
-        if self.max_files <= 1:
-            self.path.unlink(missing_ok=True)
-            return
-        for index in range(self.max_files - 1, 0, -1):
-            source = self.path if index == 1 else self.path.with_name(f"{self.path.name}.{index - 1}")
-            if source.exists():
-                os.replace(source, self.path.with_name(f"{self.path.name}.{index}"))
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-            self._size = 0
-
-    def __enter__(self) -> LogWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def log_files(path: Path) -> list[Path]:

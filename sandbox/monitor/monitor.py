@@ -18,6 +18,10 @@
                                                                     noted) → record: EXITED, exit_code
                                                                     --rm: remove_dir(container dir); exit
 
+A detached monitor (``finish`` given) hands the middle of that over: right after RUNNING it execs the lean loop of
+:mod:`sandbox.monitor.steady` (the copy into ctr.log, attach, SIGTERM, the wait), which execs the full code back
+for what follows the exit (:mod:`sandbox.monitor.handoff`); the pid never changes.
+
 The double fork, the detaching, the report socket and the attach loop are the generic supervisor of
 :mod:`sandbox.monitor.session` (the exec holder runs on it too); what is the monitor's own is the container: its
 record, its log, --rm. The monitor ignores SIGINT and SIGHUP and forwards SIGTERM to the container's pid 1. RUNNING is
@@ -58,6 +62,7 @@ def spawn(
     timeout: float = SPAWN_TIMEOUT,
     runtime_root: Path | None = None,
     on_listening: Callable[[Path], None] | None = None,
+    finish: tuple[str, dict] | None = None,
 ) -> int:
     """Start a detached monitor for the container and return its pid once the container runs.
 
@@ -68,14 +73,20 @@ def spawn(
     ``on_listening(socket_path)`` (with ``runtime_root``) is how a foreground `run` attaches before anything runs:
     the monitor says "listening", waits for that first client, and only then starts the container, so no output
     is lost however quickly the command ends.
+
+    ``finish`` (``(entry, params)``, a detached start; not with ``--network container:ID``): once the container
+    runs the monitor execs its lean steady state (:mod:`sandbox.monitor.handoff`), which execs ``entry`` in a
+    fresh interpreter with ``params`` and the exit when the container has ended.
     """
     from sandbox.monitor import attach
 
     socket_path = attach.socket_path(Path(runtime_root), container_id) if runtime_root else None
 
     def main(report_fd: int) -> None:
-        Monitor(Path(store_root), container_id, build_spec, remove_dir, report_fd, socket_path=socket_path,
-                hold=on_listening is not None).run()
+        monitor = Monitor(Path(store_root), container_id, build_spec, remove_dir, report_fd,
+                          socket_path=socket_path, hold=on_listening is not None)
+        monitor.finish = finish
+        monitor.run()
 
     listening = None
     if on_listening is not None and socket_path is not None:
@@ -113,6 +124,7 @@ class Monitor(Supervisor):
     """The container's supervisor: its record (RUNNING, then EXITED with the code), its log, and --rm."""
 
     fresh = False  # started by spawn_fresh: it prepares a fork of stage 1 (_before_fork); a forked one does not
+    finish: tuple[str, dict] | None = None  # detached: hand the running container to the steady state (spawn)
 
     def __init__(self, store_root: Path, container_id: str, build_spec, remove_dir, report_fd: int, *,
                  socket_path: Path | None = None, hold: bool = False) -> None:
@@ -138,6 +150,7 @@ class Monitor(Supervisor):
         try:
             record = self.store.get(self.id)
             spec, container_dir = self.build_spec(record)
+            self.container_dir = container_dir
             self._listen()
             self.network = network.attach(self.store, record, spec, self._runtime_dir(container_dir), self.kernel)
             if self.fresh and getattr(self.network, "join", None):
@@ -151,6 +164,12 @@ class Monitor(Supervisor):
         error, code = self._supervise(started, sources, lambda: _Writer(container_dir / LOG_NAME))
         network.stop(self.network)  # before the exit is recorded: whoever sees it exited sees no helper
         self._finish(error, code, container_dir, record, state=ContainerState.EXITED)
+
+    def _settled(self, started, outputs: dict[int, str]) -> None:
+        if self.finish is not None and not getattr(self.network, "join", None):
+            from sandbox.monitor.handoff import into_steady
+
+            into_steady(self, started, outputs, self.container_dir / LOG_NAME)  # returns only if the exec failed
 
     def _runtime_dir(self, container_dir: Path) -> Path:
         """Where the network helper keeps its socket and files: beside the attach socket (0700), else the

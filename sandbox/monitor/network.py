@@ -91,3 +91,72 @@ def with_settings(spec: dict | None, attachment) -> dict | None:
 def stop(attachment) -> None:
     if attachment is not None:
         attachment.stop()
+
+
+def handed(attachment) -> dict | None:
+    """What the finish needs to stop the helper once the monitor has exec'ed its steady state (and back): its kind,
+    its runtime directory, its pid (the monitor's child still) and, for slirp4netns, the exit pipe's write end, which
+    must then stay open across both execs. None for no helper."""
+    backend = getattr(attachment, "backend", None)
+    if backend is None or backend.process is None:
+        return None
+    return {"mode": backend.name, "runtime_dir": str(backend.runtime_dir), "pid": backend.process.pid,
+            "exit_fd": getattr(backend, "exit_w", None)}
+
+
+def adopt(handed: dict | None):
+    """The :class:`~sandbox.network.attach.Attachment` of a helper handed on by :func:`handed`, for :func:`stop`:
+    its backend stops the running process as its own (graceful, then SIGKILL after the bound, reaped) and removes
+    its files."""
+    if not handed:
+        return None
+    from sandbox.network.attach import Attachment
+    from sandbox.network.backend import make_backend
+
+    backend = make_backend(handed["mode"], Path(handed["runtime_dir"]), (), None)
+    backend.process = _Child(int(handed["pid"]))
+    if handed.get("exit_fd") is not None:
+        backend.exit_w = int(handed["exit_fd"])
+    return Attachment(backend=backend)
+
+
+class _Child:
+    """A child of this process started before an exec, as much of ``subprocess.Popen`` as a backend's stop uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        import os
+
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.returncode = -1
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def send_signal(self, number: int) -> None:
+        import os
+
+        if self.poll() is None:
+            os.kill(self.pid, number)
+
+    def kill(self) -> None:
+        import signal
+
+        self.send_signal(signal.SIGKILL)
+
+    def wait(self) -> int:
+        from sandbox.runtime import reap
+
+        if self.returncode is None:
+            try:
+                self.returncode = reap.exit_code(self.pid)
+            except ChildProcessError:
+                self.returncode = -1
+        return self.returncode

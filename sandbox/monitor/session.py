@@ -41,6 +41,7 @@ from pathlib import Path
 
 from sandbox.errors import ContainerStartError, SyncError
 from sandbox.exitcodes import CANNOT_RUN
+from sandbox.monitor.frames import CLIENT_LIMIT, INPUT_LIMIT
 from sandbox.runtime import reap
 from sandbox.runtime.sync import Channel, Kind, as_start_error, start_failure
 from sandbox.valueclass import valueclass
@@ -48,8 +49,6 @@ from sandbox.valueclass import valueclass
 SPAWN_TIMEOUT = 120.0
 HOLD_TIMEOUT = 30.0  # how long a held start waits for its first client
 _READ_SIZE = 64 * 1024
-_INPUT_LIMIT = 256 * 1024  # attached input waiting for the process: clients are not read beyond this
-_CLIENT_LIMIT = 256  # attached clients at once
 _LISTEN_TRIES = 3
 
 
@@ -170,10 +169,11 @@ class Supervisor:
     :attr:`input_fd`, and calls :meth:`_supervise` with its outputs, then :meth:`_conclude`.
     """
 
-    def __init__(self, report_fd: int, *, socket_path: Path | None = None, hold: bool = False) -> None:
+    def __init__(self, report_fd: int | None, *, socket_path: Path | None = None, hold: bool = False) -> None:
         from sandbox.monitor import attach
 
-        self.report: Channel | None = Channel.of_fd(report_fd, "sbx")
+        # None: sbx heard already (the detached monitor's finish, after its steady state)
+        self.report: Channel | None = Channel.of_fd(report_fd, "sbx") if report_fd is not None else None
         self.socket_path = socket_path
         self.hold = hold
         self.target_pid: int | None = None  # where SIGTERM is forwarded
@@ -264,6 +264,10 @@ class Supervisor:
             self._running(started.container_pid)  # exec'ed and gone before the sync socket was looked at
         return error, code
 
+    def _settled(self, started, outputs: dict[int, str]) -> None:
+        """The process runs and sbx has heard so: a subclass may hand the rest of the loop over (the detached
+        monitor execs its lean steady state here, :mod:`sandbox.monitor.steady`); by default the loop goes on."""
+
     def _forward(self, number: int, _frame) -> None:
         if self.target_pid is not None:
             with contextlib.suppress(ProcessLookupError):
@@ -292,7 +296,7 @@ class Supervisor:
                     wanted[sync.fileno()] = selectors.EVENT_READ
                 if self.listener is not None:
                     wanted[self.listener.fileno()] = selectors.EVENT_READ
-                room = len(self.to_input) < _INPUT_LIMIT
+                room = len(self.to_input) < INPUT_LIMIT
                 for fd, client in self.clients.items():
                     events = (selectors.EVENT_READ if room else 0) | (selectors.EVENT_WRITE if client.outgoing else 0)
                     if events:
@@ -307,6 +311,7 @@ class Supervisor:
                         sync_open = False
                         if not _error_pending(started):
                             self._running(started.container_pid)
+                            self._settled(started, outputs)
                     elif fd in outputs:
                         if mask & selectors.EVENT_WRITE:
                             self._write_input()
@@ -381,7 +386,7 @@ class Supervisor:
                 return
             except OSError:  # EMFILE and the like: the client sees its connection reset
                 return
-            if attach.peer_uid(sock) != os.getuid() or len(self.clients) >= _CLIENT_LIMIT:
+            if attach.peer_uid(sock) != os.getuid() or len(self.clients) >= CLIENT_LIMIT:
                 sock.close()
                 continue
             client = attach.Client(sock)

@@ -1,12 +1,13 @@
-"""How sbx starts a container's monitor: forked when the command stays attached, a fresh interpreter when not.
+"""How sbx starts a container's monitor: forked from the sbx command, so no second interpreter boots first.
 
-An attached start (a foreground `run`, `start -a`, the API's attach) keeps the sbx command alive beside the monitor
-for as long as it is attached, so the monitor is forked from it (:func:`sandbox.monitor.monitor.spawn`): nothing is
-imported twice and the container starts sooner. A detached container (`run -d`, `start`) keeps only its monitor,
-for as long as it runs, so that monitor is a fresh interpreter (:mod:`sandbox.monitor.fresh`) carrying only what
-supervising needs, not what the command had imported; :func:`run` is its body there. It is given roots and the
-container's id only: it reads the spec from the record that create wrote (the same spec `start` rebuilds a
-container from), so nothing of the command that started it crosses into it.
+An attached start (a foreground `run`, `start -a`, the API's attach) keeps the sbx command alive beside its forked
+monitor for as long as it is attached (:func:`sandbox.monitor.monitor.spawn`). A detached container (`run -d`,
+`start`) keeps only its monitor, for as long as it runs, so that monitor is handed ``finish``: once the container
+runs (RUNNING sent) it execs its lean steady state (:mod:`sandbox.monitor.handoff`, :mod:`sandbox.monitor.steady`),
+dropping everything the command had imported, and when the container has ended it execs :func:`finish` in a fresh
+interpreter, given roots and the container's id only (nothing of the command crosses an exec). A container joining
+another's network (``container:ID``) keeps the fresh interpreter from the start (:func:`run`, which reads the spec
+from the record): its stage 1 is forked from the monitor and lives as long as the container.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 ENTRY = "sandbox.service.monitoring:run"
+FINISH = "sandbox.service.monitoring:finish"
+FORKED_NETWORKS = ("none", "host", "slirp4netns", "pasta")
 
 
 def spawn(settings, container_id: str, build_spec, remove_dir, *, on_listening=None) -> int:
@@ -32,7 +35,24 @@ def spawn(settings, container_id: str, build_spec, remove_dir, *, on_listening=N
         "config_root": str(settings.config_root),
         "id": container_id,
     }
+    if _forkable(settings, container_id):
+        return monitor.spawn(containers_root(settings.data_root), container_id, build_spec, remove_dir,
+                             runtime_root=settings.runtime_root, finish=(FINISH, params))
     return monitor.spawn_fresh(ENTRY, params, container_id, runtime_root=settings.runtime_root)
+
+
+def _forkable(settings, container_id: str) -> bool:
+    """Whether the container's network (in its record) lets its monitor be forked, since it execs its lean steady
+    state once the container runs: every mode but ``container:ID``, whose stage 1 is forked from the monitor and
+    lives as long as the container, so the monitor must not carry sbx's heap into it (a fresh interpreter does not,
+    and freezes its own first: ``monitor._before_fork``)."""
+    from sandbox.store.containers import ContainerStore, containers_root
+
+    try:
+        record = ContainerStore(containers_root(settings.data_root)).get(container_id)
+    except Exception:  # noqa: BLE001 - the monitor reports what is wrong with it
+        return False
+    return (record.spec or {}).get("network") in FORKED_NETWORKS
 
 
 def run(report_fd: int, params: dict) -> None:
@@ -55,3 +75,24 @@ def run(report_fd: int, params: dict) -> None:
 
     serve(report_fd, store_root, params["id"], lambda record: (stored_spec(record), store.dir(record.id)),
           remove_dir, runtime_root=runtime_root, hold=bool(params.get("hold")))
+
+
+def finish(_report_fd: int, params: dict) -> None:
+    """The detached monitor once its steady state saw the container end (:mod:`sandbox.monitor.handoff`)."""
+    from sandbox.config import Settings
+    from sandbox.monitor import attach
+    from sandbox.monitor.handoff import conclude
+    from sandbox.store.containers import containers_root
+
+    runtime_root = Path(params["runtime_root"]) if params.get("runtime_root") else None
+    settings = Settings(data_root=Path(params["data_root"]), runtime_root=runtime_root,
+                        config_root=Path(params["config_root"]))
+
+    def remove_dir(container_dir: Path) -> None:
+        from sandbox.service.containers import ContainerService
+
+        ContainerService(settings).remove_dir(container_dir)
+
+    socket_path = attach.socket_path(runtime_root, params["id"]) if runtime_root else None
+    conclude(containers_root(settings.data_root), params["id"], Path(params["container_dir"]), remove_dir,
+             params.get("handed", {}), socket_path=socket_path, helper=params.get("network"))

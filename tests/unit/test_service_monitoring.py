@@ -1,9 +1,15 @@
-"""How sbx starts a container's monitor: forked when the command stays attached, a fresh interpreter when not."""
+"""How sbx starts a container's monitor: forked (a detached one execs its lean steady state later), except that a
+container joining another's network (its stage 1 lives on, forked from the monitor) gets a fresh interpreter."""
 
 from __future__ import annotations
 
+import time
+
+import pytest
+
 from sandbox.monitor import monitor
 from sandbox.service import monitoring
+from sandbox.store.containers import ContainerRecord, ContainerStore, containers_root
 
 CONTAINER_ID = "cd" * 32
 
@@ -28,3 +34,23 @@ def test_an_attached_start_forks_its_monitor(config, monkeypatch):
     [(how, args, kwargs)] = calls
     assert how == "fork" and args[1:] == (CONTAINER_ID, "build", "remove")
     assert kwargs == {"runtime_root": config.runtime_root, "on_listening": print}
+
+
+@pytest.mark.parametrize(("network", "how"), [("none", "fork"), ("host", "fork"), ("slirp4netns", "fork"),
+                                              ("pasta", "fork"), ("container:" + "ab" * 32, "fresh")])
+def test_a_detached_start_is_forked_unless_it_joins_another_container(config, monkeypatch, network, how):
+    ContainerStore(containers_root(config.data_root)).create(ContainerRecord(
+        id=CONTAINER_ID, name="c", image="busybox", image_id="sha256:" + "b" * 64, command=("true",),
+        created=time.time(), spec={"network": network}))
+    calls = []
+    monkeypatch.setattr(monitor, "spawn", lambda *args, **kwargs: calls.append(("fork", args, kwargs)) or 1)
+    monkeypatch.setattr(monitor, "spawn_fresh", lambda *args, **kwargs: calls.append(("fresh", args, kwargs)) or 2)
+    monitoring.spawn(config, CONTAINER_ID, "build", "remove")
+    [(made, args, kwargs)] = calls
+    assert made == how
+    if how == "fork":
+        assert args[1:] == (CONTAINER_ID, "build", "remove")
+        entry, params = kwargs["finish"]
+        assert entry == monitoring.FINISH
+        assert params == {"data_root": str(config.data_root), "runtime_root": str(config.runtime_root),
+                          "config_root": str(config.config_root), "id": CONTAINER_ID}  # roots and the id only
