@@ -19,12 +19,13 @@ other exchange). The double fork re-parents the supervisor (to init or the neare
 is sent once the supervised command has been exec'ed: the launcher's sync socket is close-on-exec, so the supervisor
 reads EOF there, or an ERROR from a failed exec (which is how a missing command still reaches sbx as exit code 127).
 
-The loop (:meth:`Supervisor._pump`) is single-threaded and never blocks on a client: every output read goes to the
-``record`` sink (the monitor's log; none for an exec) and to every client, input from any client goes to the pty
-master (or a stdin pipe), a client's RESIZE sets the pty's size (the kernel sends SIGWINCH to the pty's foreground
-process group), DETACH or a closed connection drops that client and nothing else. With no client attached the
-output is still read, and dropped, so the supervised process never blocks on a full pty. When the process has
-ended every client gets EXIT with its code and the socket is removed (the frames: :mod:`sandbox.monitor.attach`).
+The loop is :class:`sandbox.monitor.pump.Pump`, the one the detached monitor's steady state runs too: single-threaded,
+never blocking on a client, every output read goes to the ``record`` sink (the monitor's log; none for an exec) and
+to every client, input from any client goes to the pty master (or a stdin pipe), a client's RESIZE sets the pty's
+size, DETACH or a closed connection drops that client and nothing else. What is the supervisor's own is around it:
+the report to sbx (RUNNING at the sync socket's EOF, which the pump watches for it), the sink, the wait, and the end:
+when the process has ended every client gets EXIT with its code and the socket is removed (the frames:
+:mod:`sandbox.monitor.attach`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import selectors
 import signal
 import socket
 import sys
@@ -41,14 +41,13 @@ from pathlib import Path
 
 from sandbox.errors import ContainerStartError, SyncError
 from sandbox.exitcodes import CANNOT_RUN
-from sandbox.monitor.frames import CLIENT_LIMIT, INPUT_LIMIT
+from sandbox.monitor.pump import Pump
 from sandbox.runtime import reap
 from sandbox.runtime.sync import Channel, Kind, as_start_error, start_failure
 from sandbox.valueclass import valueclass
 
 SPAWN_TIMEOUT = 120.0
 HOLD_TIMEOUT = 30.0  # how long a held start waits for its first client
-_READ_SIZE = 64 * 1024
 _LISTEN_TRIES = 3
 
 
@@ -162,29 +161,21 @@ def hide_command_line(names: Names) -> None:
     blank_command_line(f"sbx ({names.supervisor})")
 
 
-class Supervisor:
+class Supervisor(Pump):
     """Owns one started process's pty master (or pipes), serves its attach socket, tells sbx how the start went.
 
     A subclass starts the process (``launcher.start`` or ``enter.start``), sets :attr:`master_fd` and
-    :attr:`input_fd`, and calls :meth:`_supervise` with its outputs, then :meth:`_conclude`.
+    :attr:`input_fd`, and calls :meth:`_supervise` with its outputs, then :meth:`_conclude`. The loop in between
+    is the :class:`~sandbox.monitor.pump.Pump` it is (its clients, listener and fds are the supervisor's own: the
+    end sends them EXIT, the detached monitor's hand-off passes them on).
     """
 
     def __init__(self, report_fd: int | None, *, socket_path: Path | None = None, hold: bool = False) -> None:
-        from sandbox.monitor import attach
-
+        super().__init__()
         # None: sbx heard already (the detached monitor's finish, after its steady state)
         self.report: Channel | None = Channel.of_fd(report_fd, "sbx") if report_fd is not None else None
         self.socket_path = socket_path
         self.hold = hold
-        self.target_pid: int | None = None  # where SIGTERM is forwarded
-        self.listener: socket.socket | None = None
-        self.clients: dict[int, attach.Client] = {}
-        self.input_fd: int | None = None  # the pty master, or the write end of the process's stdin pipe
-        self.to_input = bytearray()
-        self.input_ended = False  # a client sent the end of its input: close the stdin pipe once it is written
-        self.master_fd: int | None = None
-        self._selector: selectors.BaseSelector | None = None
-        self._registered: dict[int, int] = {}
 
     # -- the report to sbx ----------------------------------------------------------------------------------------
 
@@ -244,7 +235,7 @@ class Supervisor:
         """
         from sandbox.runtime import launcher
 
-        self.target_pid = started.container_pid
+        self.target = started.container_pid
         signal.signal(signal.SIGTERM, self._forward)
         error: ContainerStartError | None = None
         code = CANNOT_RUN
@@ -268,195 +259,26 @@ class Supervisor:
         """The process runs and sbx has heard so: a subclass may hand the rest of the loop over (the detached
         monitor execs its lean steady state here, :mod:`sandbox.monitor.steady`); by default the loop goes on."""
 
-    def _forward(self, number: int, _frame) -> None:
-        if self.target_pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.target_pid, number)
-
     # -- the loop -------------------------------------------------------------------------------------------------
 
     def _pump(self, started, sources: dict[int, str], record) -> None:
-        """Copy the process's outputs to ``record`` and to attached clients until they all end, and the clients'
-        input to the process; say RUNNING once the command is exec'ed. Never blocks on a client."""
-        sync = started.channel.sock
-        outputs = dict(sources)
-        for fd in outputs:
-            os.set_blocking(fd, False)
-        if self.input_fd is not None:
-            os.set_blocking(self.input_fd, False)
-        with selectors.DefaultSelector() as selector:
-            self._selector = selector
-            self._registered = {}
-            sync_open = True
-            while outputs:
-                wanted: dict[int, int] = {}
-                for fd in outputs:
-                    wanted[fd] = selectors.EVENT_READ
-                if sync_open:
-                    wanted[sync.fileno()] = selectors.EVENT_READ
-                if self.listener is not None:
-                    wanted[self.listener.fileno()] = selectors.EVENT_READ
-                room = len(self.to_input) < INPUT_LIMIT
-                for fd, client in self.clients.items():
-                    events = (selectors.EVENT_READ if room else 0) | (selectors.EVENT_WRITE if client.outgoing else 0)
-                    if events:
-                        wanted[fd] = events
-                if self.to_input and self.input_fd is not None:
-                    wanted[self.input_fd] = wanted.get(self.input_fd, 0) | selectors.EVENT_WRITE
-                self._reconcile(wanted)
-                for key, mask in selector.select():
-                    fd = key.fd
-                    if sync_open and fd == sync.fileno():
-                        self._forget(fd)
-                        sync_open = False
-                        if not _error_pending(started):
-                            self._running(started.container_pid)
-                            self._settled(started, outputs)
-                    elif fd in outputs:
-                        if mask & selectors.EVENT_WRITE:
-                            self._write_input()
-                        if mask & selectors.EVENT_READ and not self._read_output(fd, outputs[fd], record):
-                            del outputs[fd]
-                            self._close_fd(fd)
-                    elif self.listener is not None and fd == self.listener.fileno():
-                        self._accept()
-                    elif fd in self.clients:
-                        self._serve(fd, mask)
-                    elif fd == self.input_fd:
-                        self._write_input()
-        if self.input_fd is not None and self.input_fd != self.master_fd:
-            self._close_fd(self.input_fd)  # the stdin pipe: the process sees EOF (its outputs ended anyway)
-
-    def _reconcile(self, wanted: dict[int, int]) -> None:
-        for fd in [fd for fd in self._registered if fd not in wanted]:
-            self._forget(fd)
-        for fd, events in wanted.items():
-            current = self._registered.get(fd)
-            if current is None:
-                self._selector.register(fd, events)
-            elif current != events:
-                self._selector.modify(fd, events)
-            self._registered[fd] = events
-
-    def _forget(self, fd: int) -> None:
-        if self._registered.pop(fd, None) is not None:
-            with contextlib.suppress(KeyError, ValueError, OSError):
-                self._selector.unregister(fd)
-
-    def _close_fd(self, fd: int) -> None:
-        self._forget(fd)
-        if fd == self.input_fd:
-            self.input_fd = None
-            self.to_input.clear()
-        if fd == self.master_fd:
-            self.master_fd = None
-        with contextlib.suppress(OSError):
-            os.close(fd)
-
-    def _read_output(self, fd: int, stream: str, record) -> bool:
-        """One read of an output into ``record`` (if any) and every client; False at its end."""
-        from sandbox.monitor import attach
-
+        """Pump the process's outputs to ``record`` and to attached clients until they all end (and the clients'
+        input to the process); say RUNNING once the command is exec'ed: the sync socket turns readable."""
+        sync = started.channel.sock.fileno()
+        self.outputs = dict(sources)
+        self.log = record
+        self.watch[sync] = lambda: self._exec_seen(started)
         try:
-            data = os.read(fd, _READ_SIZE)
-        except BlockingIOError:
-            return True
-        except OSError:  # EIO: a pty whose every slave end is closed
-            data = b""
-        if not data:
-            return False
-        if record is not None:
-            record.write(stream, data)
-        if self.clients:
-            frames = attach.encode_data(attach.STDOUT if stream == "stdout" else attach.STDERR, data)
-            for client_fd, client in list(self.clients.items()):
-                if not client.queue(frames):
-                    self._drop(client_fd)  # too far behind to wait for
-                elif not client.flush():
-                    self._serve(client_fd, selectors.EVENT_WRITE)  # gone: what it sent before it went still counts
-        return True
+            self.pump()
+        finally:
+            self.watch.pop(sync, None)
 
-    def _accept(self) -> None:
-        from sandbox.monitor import attach
-
-        while True:
-            try:
-                sock, _ = self.listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:  # EMFILE and the like: the client sees its connection reset
-                return
-            if attach.peer_uid(sock) != os.getuid() or len(self.clients) >= CLIENT_LIMIT:
-                sock.close()
-                continue
-            client = attach.Client(sock)
-            self.clients[client.fileno()] = client
-
-    def _serve(self, fd: int, mask: int) -> None:
-        """Flush a client's output and act on what it sent. A client whose output cannot be written is gone, but what
-        it sent before it went still counts (the API's resize connects, sends RESIZE, and closes at once), so every
-        frame it left is applied before it is dropped."""
-        client = self.clients.get(fd)
-        if client is None:
-            return
-        gone = bool(mask & selectors.EVENT_WRITE) and not client.flush()
-        if not (gone or mask & selectors.EVENT_READ):
-            return
-        frames = client.receive()
-        if not gone:
-            if frames:
-                self._apply(fd, frames)
-            if frames is None:
-                self._drop(fd)
-            return
-        while frames and fd in self.clients:
-            self._apply(fd, frames)
-            frames = client.receive()
-        self._drop(fd)
-
-    def _apply(self, fd: int, frames: list) -> None:
-        """Act on a client's frames: input to the process, a new terminal size, a detach."""
-        from sandbox.monitor import attach
-        from sandbox.runtime import console
-
-        for frame in frames:
-            if frame.type == attach.STDIN:
-                if self.input_fd is not None:
-                    self.to_input += frame.payload
-                    self.input_ended = self.input_ended or (not frame.payload and self.input_fd != self.master_fd)
-            elif frame.type == attach.RESIZE and self.master_fd is not None:
-                with contextlib.suppress(attach.AttachProtocolError, OSError, ValueError):
-                    console.set_window_size(self.master_fd, *attach.parse_resize(frame))
-            elif frame.type == attach.DETACH:
-                self._drop(fd)
-                break
-        if self.to_input or self.input_ended:
-            self._write_input()
-
-    def _drop(self, fd: int) -> None:
-        client = self.clients.pop(fd, None)
-        self._forget(fd)
-        if client is not None:
-            client.close()
-
-    def _write_input(self) -> None:
-        if self.input_fd is not None and self.input_ended and not self.to_input:
-            self._close_fd(self.input_fd)  # the process reads the end of its input
-            return
-        if self.input_fd is None or not self.to_input:
-            return
-        try:
-            written = os.write(self.input_fd, self.to_input)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:  # EPIPE: the process closed its stdin; EIO: the pty's other side is gone
-            self.to_input.clear()
-            if self.input_fd != self.master_fd:
-                self._close_fd(self.input_fd)
-            return
-        del self.to_input[:written]
-        if self.input_ended and not self.to_input:
-            self._close_fd(self.input_fd)
+    def _exec_seen(self, started) -> None:
+        """The sync socket turned readable: EOF (exec'ed: RUNNING, then the hand-off hook) or the child's error
+        (left for the wait to tell)."""
+        if not _error_pending(started):
+            self._running(started.container_pid)
+            self._settled(started, self.outputs)
 
     # -- the end --------------------------------------------------------------------------------------------------
 

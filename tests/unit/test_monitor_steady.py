@@ -1,4 +1,5 @@
-"""The detached monitor's steady state (monitor/steady.py), its frame and log writer, and the hand-offs around it.
+"""The detached monitor's steady state (monitor/steady.py), the pump it shares with every supervisor (monitor/pump.py),
+its frame and log writer, and the hand-offs around it.
 
 The loop tests fork a process that starts a plain /bin/sh "container" on pipes and runs the steady loop over them;
 its finish is a probe interpreter that writes the words the loop handed on (and which of the passed fds are open),
@@ -36,7 +37,7 @@ PROBE = ("import sys,posix\n"
 # -- what the loop holds -----------------------------------------------------------------------------------------
 
 
-def test_the_loop_imports_only_builtin_and_c_modules_beside_its_own_two():
+def test_the_loop_imports_only_builtin_and_c_modules_beside_its_own_three():
     """B10: the loop runs for the container's whole life, so each module it imports is paid per container."""
     import subprocess
 
@@ -47,8 +48,8 @@ def test_the_loop_imports_only_builtin_and_c_modules_beside_its_own_two():
     loaded = subprocess.run([sys.executable, "-I", "-S", "-c", program, parent],
                             capture_output=True, text=True, check=True).stdout.split()
     added = set(loaded) - set(bare)
-    assert added == {"sandbox", "sandbox.monitor", "sandbox.monitor.steady", "sandbox.monitor.frames",
-                     "sandbox.monitor.logwriter", "_json", "_socket", "select"}
+    assert added == {"sandbox", "sandbox.monitor", "sandbox.monitor.steady", "sandbox.monitor.pump",
+                     "sandbox.monitor.frames", "sandbox.monitor.logwriter", "_json", "_socket", "select"}
 
 
 def test_the_state_crosses_the_exec_as_words_and_comes_back_whole():
