@@ -61,33 +61,52 @@ def run(
     add_host: list[str] = Option([], "--add-host", help="Add a custom host-to-IP mapping (host:ip)."),
 ) -> None:
     """Create and run a new container from an image."""
-    from sandbox.service.containers import RunOptions
+    prepared = _prepare_monitor(network)
+    try:
+        from sandbox.service.containers import RunOptions
 
-    options = RunOptions(
-        env=list(env), env_files=list(env_file), workdir=workdir, user=user, entrypoint=entrypoint,
-        volumes=list(volume), mounts=list(mount), tmpfs=list(tmpfs), read_only=read_only, hostname=hostname,
-        name=name, init=init, interactive=interactive, tty=tty, network=network,
-        security_opts=list(security_opt), cap_add=list(cap_add), cap_drop=list(cap_drop), privileged=privileged,
-        publish=list(publish), publish_all=publish_all, dns=list(dns), dns_search=list(dns_search),
-        add_hosts=list(add_host),
-    )
-    limit_options(options, locals())
-    if tty and not detach:
-        from sandbox.cli.attach import terminal_size
+        options = RunOptions(
+            env=list(env), env_files=list(env_file), workdir=workdir, user=user, entrypoint=entrypoint,
+            volumes=list(volume), mounts=list(mount), tmpfs=list(tmpfs), read_only=read_only, hostname=hostname,
+            name=name, init=init, interactive=interactive, tty=tty, network=network,
+            security_opts=list(security_opt), cap_add=list(cap_add), cap_drop=list(cap_drop), privileged=privileged,
+            publish=list(publish), publish_all=publish_all, dns=list(dns), dns_search=list(dns_search),
+            add_hosts=list(add_host),
+        )
+        limit_options(options, locals())
+        if tty and not detach:
+            from sandbox.cli.attach import terminal_size
 
-        options.console_size = terminal_size()
-    from sandbox.config import load_settings
-    from sandbox.service.lifecycle import Lifecycle
+            options.console_size = terminal_size()
+        from sandbox.config import load_settings
+        from sandbox.service.lifecycle import Lifecycle
 
-    lifecycle = Lifecycle(load_settings())
-    _ensure_image(lifecycle.containers.images, image, pull, platform)
-    if detach:
-        container_id = lifecycle.run_detached(image, list(args or []), options, auto_remove=remove)
-        print_warnings(lifecycle)
-        sys.stdout.write(container_id + "\n")
-        return
-    code = _run_attached(lifecycle, image, list(args or []), options, auto_remove=remove, detach_keys=detach_keys)
-    raise SystemExit(code)
+        lifecycle = Lifecycle(load_settings())
+        _ensure_image(lifecycle.containers.images, image, pull, platform)
+        if detach:
+            container_id = lifecycle.run_detached(image, list(args or []), options, auto_remove=remove,
+                                                  prepared=prepared)
+            print_warnings(lifecycle)
+            sys.stdout.write(container_id + "\n")
+            return
+        code = _run_attached(lifecycle, image, list(args or []), options, auto_remove=remove,
+                             detach_keys=detach_keys, prepared=prepared)
+        raise SystemExit(code)
+    except BaseException:
+        if prepared is not None:
+            prepared.close()  # the monitor exits without a word (run_detached has started or closed it otherwise)
+        raise
+
+
+def _prepare_monitor(network: str | None):
+    """The container's monitor, forked first: its imports run on another CPU while this process resolves the
+    image and records and builds the container (BENCHMARKS B1). Not for ``--network container:``, whose monitor is
+    a fresh interpreter (:mod:`sandbox.service.monitoring`)."""
+    if network and network.startswith("container:"):
+        return None
+    from sandbox.service.monitoring import prepare
+
+    return prepare()
 
 
 LIMIT_FLAGS = ("memory", "memory_swap", "memory_reservation", "cpus", "cpu_shares", "cpu_weight", "cpuset_cpus",
@@ -102,7 +121,7 @@ def limit_options(options, flags: dict) -> None:
 
 
 def _run_attached(lifecycle, image: str, args: list[str], options, *, auto_remove: bool,
-                  detach_keys: str | None) -> int:
+                  detach_keys: str | None, prepared=None) -> int:
     """Docker's foreground run: create + start + attach through the container's monitor, connected before the
     container starts so no output is lost; Ctrl-p Ctrl-q (or --detach-keys) leaves it running."""
     from sandbox.cli.attach import attach_streams, detach_key_bytes
@@ -117,7 +136,7 @@ def _run_attached(lifecycle, image: str, args: list[str], options, *, auto_remov
 
     try:
         container_id = lifecycle.run_detached(image, args, options, auto_remove=auto_remove,
-                                              on_listening=connect_early)
+                                              on_listening=connect_early, prepared=prepared)
     except BaseException:
         if "sock" in connection:
             connection["sock"].close()

@@ -73,6 +73,16 @@ def spawn(
     connects there) and RUNNING is the answer. Raises the :class:`ContainerStartError` the supervisor reported (with
     its exit code), or one with 125 when it died without a word, sent nonsense, or did not answer within ``timeout``.
     """
+    channel = start(main, names)
+    try:
+        return read_answer(channel, timeout, names, on_listening)
+    finally:
+        channel.close()
+
+
+def start(main: Callable[[int], None], names: Names) -> Channel:
+    """:func:`spawn`'s first half: the detached grandchild runs ``main(report_fd)``; the caller gets its end of the
+    report channel at once (the middle child reaped) and reads the answer when it chooses (:func:`read_answer`)."""
     read_sock, write_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     write_fd = write_sock.detach()
     sys.stdout.flush()
@@ -92,9 +102,10 @@ def spawn(
     channel = Channel(read_sock, names.supervisor, start_failure)
     try:
         reap.reap(middle)
-        return read_answer(channel, timeout, names, on_listening)
-    finally:
+    except BaseException:
         channel.close()
+        raise
+    return channel
 
 
 def read_answer(channel: Channel, timeout: float, names: Names,

@@ -57,15 +57,22 @@ class Lifecycle:
     # -- create and start ---------------------------------------------------------------------------------------
 
     def run_detached(
-        self, image: str, args: list[str], options: RunOptions, *, auto_remove: bool = False, on_listening=None
+        self, image: str, args: list[str], options: RunOptions, *, auto_remove: bool = False, on_listening=None,
+        prepared=None,
     ) -> str:
         """Record the container (its name is taken first, atomically), build its root, hand it to a monitor.
 
         ``on_listening(socket_path)``: a foreground `run` connects there before the monitor starts the container.
+        ``prepared``: a monitor forked ahead (:func:`sandbox.service.monitoring.prepare`), started or closed here.
         """
         from sandbox.service.monitoring import spawn
 
-        container_id, spec, built_dir = self._record_and_build(image, args, options, auto_remove=auto_remove)
+        try:
+            container_id, spec, built_dir = self._record_and_build(image, args, options, auto_remove=auto_remove)
+        except BaseException:
+            if prepared is not None:
+                prepared.close()
+            raise
         try:
             spawn(
                 self.settings,
@@ -73,6 +80,7 @@ class Lifecycle:
                 build_spec=lambda _record: (spec, built_dir),
                 remove_dir=self.containers.remove_dir,
                 on_listening=on_listening,
+                prepared=prepared,
             )
         except ContainerStartError:
             raise  # the monitor recorded why (and removed an --rm container): Docker keeps the failed container

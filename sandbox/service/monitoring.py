@@ -17,24 +17,40 @@ from pathlib import Path
 ENTRY = "sandbox.service.monitoring:run"
 FINISH = "sandbox.service.monitoring:finish"
 FORKED_NETWORKS = ("none", "host", "slirp4netns", "pasta")
+# what a prepared monitor imports while sbx records and builds the container (ctypes and libc, the launcher, the spec)
+WARM = ("sandbox.config", "sandbox.kernel.libc", "sandbox.runtime.launcher", "sandbox.service.lifecycle",
+        "sandbox.monitor.logs")
 
 
-def spawn(settings, container_id: str, build_spec, remove_dir, *, on_listening=None) -> int:
+def prepare():
+    """A monitor forked ahead of its container, for :func:`spawn`'s ``prepared`` (`sbx run`)."""
+    from sandbox.monitor import monitor
+
+    return monitor.prepare(ENTRY, WARM)
+
+
+def spawn(settings, container_id: str, build_spec, remove_dir, *, on_listening=None, prepared=None) -> int:
     """Start the container's monitor; its pid once the container runs (ContainerStartError when it did not).
 
-    ``build_spec`` and ``remove_dir`` serve the forked monitor; the fresh one rebuilds both from the record."""
+    ``build_spec`` and ``remove_dir`` serve the forked monitor; the fresh one rebuilds both from the record, and so
+    does a ``prepared`` one (:func:`prepare`), which this either starts or closes."""
     from sandbox.monitor import monitor
     from sandbox.store.containers import containers_root
 
-    if on_listening is not None:
-        return monitor.spawn(containers_root(settings.data_root), container_id, build_spec, remove_dir,
-                             runtime_root=settings.runtime_root, on_listening=on_listening)
     params = {
         "data_root": str(settings.data_root),
         "runtime_root": str(settings.runtime_root) if settings.runtime_root else None,
         "config_root": str(settings.config_root),
         "id": container_id,
     }
+    if prepared is not None:
+        if on_listening is not None or _forkable(settings, container_id):
+            return prepared.start({**params, "prepared": True, "detached": on_listening is None}, container_id,
+                                  runtime_root=settings.runtime_root, on_listening=on_listening)
+        prepared.close()
+    if on_listening is not None:
+        return monitor.spawn(containers_root(settings.data_root), container_id, build_spec, remove_dir,
+                             runtime_root=settings.runtime_root, on_listening=on_listening)
     if _forkable(settings, container_id):
         return monitor.spawn(containers_root(settings.data_root), container_id, build_spec, remove_dir,
                              runtime_root=settings.runtime_root, finish=(FINISH, params))
@@ -56,7 +72,8 @@ def _forkable(settings, container_id: str) -> bool:
 
 
 def run(report_fd: int, params: dict) -> None:
-    """The monitor, in the fresh interpreter: supervise the container ``params["id"]`` until it has ended."""
+    """The monitor, in the fresh interpreter or a prepared fork: supervise the container ``params["id"]`` until it
+    has ended."""
     from sandbox.config import Settings
     from sandbox.monitor.monitor import serve
     from sandbox.service.lifecycle import stored_spec
@@ -73,8 +90,12 @@ def run(report_fd: int, params: dict) -> None:
 
         ContainerService(settings).remove_dir(container_dir)
 
+    finish = None
+    if params.get("detached"):  # a prepared monitor of a detached container: lean while it runs, as spawn's
+        finish = (FINISH, {key: params[key] for key in ("data_root", "runtime_root", "config_root", "id")})
     serve(report_fd, store_root, params["id"], lambda record: (stored_spec(record), store.dir(record.id)),
-          remove_dir, runtime_root=runtime_root, hold=bool(params.get("hold")))
+          remove_dir, runtime_root=runtime_root, hold=bool(params.get("hold")), fresh=not params.get("prepared"),
+          finish=finish)
 
 
 def finish(_report_fd: int, params: dict) -> None:
