@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 from sandbox.cli.params import Argument, Option
-from sandbox.cli.render import err
 
 
 def run(
@@ -115,6 +114,8 @@ LIMIT_FLAGS = ("memory", "memory_swap", "memory_reservation", "cpus", "cpu_share
 
 def limit_options(options, flags: dict) -> None:
     """The resource-limit flags of run (or create) into ``options``; the warning about unenforced ones to stderr."""
+    from sandbox.cli.render import err
+
     options.limit_flags = {name: flags[name] for name in LIMIT_FLAGS}
     options.limits_mode = flags["limits"]
     options.notice = err
@@ -156,6 +157,8 @@ def _run_attached(lifecycle, image: str, args: list[str], options, *, auto_remov
 
 def print_warnings(lifecycle) -> None:
     """What creating the container worked around (an image StopSignal that names no signal), as Docker prints it."""
+    from sandbox.cli.render import err
+
     for text in lifecycle.containers.warnings:
         err(f"WARNING: {text}")
 
@@ -178,6 +181,7 @@ def _ensure_image(images, image: str, pull: str, platform: str | None) -> None:
         if pull == "never":
             raise
         from sandbox.cli.images import pull_image
+        from sandbox.cli.render import err
         from sandbox.oci.reference import Reference
 
         ref = Reference.parse(image)

@@ -18,10 +18,11 @@
                                                                     noted) → record: EXITED, exit_code
                                                                     --rm: remove_dir(container dir); exit
 
-`sbx run` forks its monitor before the container exists (:func:`prepare`): the monitor imports what it will need
-(ctypes and the launcher, the store, the spec) on the second CPU while sbx resolves the image and records and
-builds the container, then waits on the report socket for GO with the container's id; EOF there (sbx failed
-first) ends it quietly. From GO on it is the monitor drawn above, reading the spec from the record as `start` does.
+`sbx run` forks its monitor before the container exists (:func:`sandbox.monitor.detached.prepare`): the monitor
+imports what it will need (ctypes and the launcher, the store, the spec) on the other CPU while sbx resolves the
+image and records and builds the container, then waits on the report socket for GO with the container's id; EOF
+there (sbx failed first) ends it quietly. From GO on it is the monitor drawn above (:func:`serve`), reading the
+spec from the record as `start` does.
 
 A detached monitor (``finish`` given) hands the middle of that over: right after RUNNING it execs the lean loop of
 :mod:`sandbox.monitor.steady` (the copy into ctr.log, attach, SIGTERM, the wait), which execs the full code back
@@ -50,9 +51,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sandbox.errors import ContainerStartError
-from sandbox.monitor.session import SPAWN_TIMEOUT, Names, Supervisor, read_answer
+from sandbox.monitor.session import SPAWN_TIMEOUT, Names, Supervisor
 from sandbox.monitor.session import spawn as spawn_supervisor
-from sandbox.monitor.session import start as start_supervisor
 from sandbox.runtime.sync import as_start_error
 
 LOG_NAME = "ctr.log"
@@ -112,60 +112,6 @@ def spawn_fresh(entry: str, params: dict, container_id: str, *, runtime_root: Pa
         listening = lambda: on_listening(socket_path)  # noqa: E731
     params = {**params, "title": f"sbx ({NAMES.supervisor})", "hold": listening is not None}
     return int(fresh.spawn(entry, params, NAMES, timeout=timeout, on_listening=listening)["monitor"])
-
-
-def prepare(entry: str, warm: tuple[str, ...] = ()) -> Prepared:
-    """Fork a detached monitor now, before its container exists: it imports ``entry``'s module and the ``warm``
-    modules, then waits for :meth:`Prepared.start`'s GO and calls ``entry(report_fd, params)`` (which calls
-    :func:`serve`). The work sbx does meanwhile (resolve, record, build) and the monitor's imports overlap."""
-
-    def main(report_fd: int) -> None:
-        import socket
-
-        from sandbox.runtime.sync import Channel, Kind
-
-        module, _, function = entry.partition(":")
-        target = getattr(__import__(module, fromlist=[function]), function)
-        for name in warm:
-            __import__(name)
-        sock = socket.socket(fileno=report_fd)
-        try:
-            message = Channel(sock, "sbx").recv()  # None: sbx closed it, the container was never made
-        finally:
-            sock.detach()  # the fd stays the report socket for what follows
-        if message is not None and message.get("type") == Kind.GO and isinstance(message.get("params"), dict):
-            target(report_fd, message["params"])
-
-    return Prepared(start_supervisor(main, NAMES))
-
-
-class Prepared:
-    """The sbx side of a monitor :func:`prepare` forked: :meth:`start` once the container is recorded and built,
-    :meth:`close` when it will not be (the monitor then exits without a word)."""
-
-    def __init__(self, channel) -> None:
-        self.channel = channel
-
-    def start(self, params: dict, container_id: str, *, runtime_root: Path | None = None,
-              timeout: float = SPAWN_TIMEOUT, on_listening: Callable[[Path], None] | None = None) -> int:
-        """GO with ``params`` (roots and the container's id: the monitor reads the rest from the record); the
-        monitor's pid once the container runs, as :func:`spawn` (and its errors)."""
-        from sandbox.monitor import attach
-        from sandbox.runtime.sync import Kind
-
-        socket_path = attach.socket_path(Path(runtime_root), container_id) if runtime_root else None
-        listening = None
-        if on_listening is not None and socket_path is not None:
-            listening = lambda: on_listening(socket_path)  # noqa: E731
-        try:
-            with contextlib.suppress(OSError):  # a monitor already gone: read_answer says so
-                self.channel.send(Kind.GO, params={**params, "hold": listening is not None})
-            return int(read_answer(self.channel, timeout, NAMES, listening)["monitor"])
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        self.channel.close()
 
 
 def serve(report_fd: int, store_root: Path, container_id: str, build_spec, remove_dir, *,

@@ -5,9 +5,9 @@ its pipes), and serves attach clients on a unix socket. :func:`spawn` makes one;
 
     sbx                               middle child                  supervisor (grandchild)
     ---                               ------------                  -----------------------
-    socketpair, fork ─────────────►   setsid, fork ───────────────► detach(): SIGINT/SIGHUP ignored, subreaper,
+    socketpair, fork ─────────────►   setsid, fork ───────────────► detached.detach(): SIGINT/SIGHUP ignored,
     waitpid(middle)             ◄───  exit 0                        stdio → /dev/null, inherited fds pointed at
-                                                                    /dev/null; then main(report_fd)
+                                                                    /dev/null, subreaper; then main(report_fd)
     [expect LISTENING           ◄───────────────────────────────── LISTENING   (a held start only)
      on_listening(): connect ──────────────────────────────────►   accept the first client, then start]
     expect RUNNING              ◄───────────────────────────────── RUNNING {pid: PID, monitor: SUPERVISOR_PID}
@@ -35,14 +35,12 @@ import os
 import select
 import signal
 import socket
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from sandbox.errors import ContainerStartError, SyncError
 from sandbox.exitcodes import CANNOT_RUN
 from sandbox.monitor.pump import Pump
-from sandbox.runtime import reap
 from sandbox.runtime.sync import Channel, Kind, as_start_error, start_failure
 from sandbox.valueclass import valueclass
 
@@ -81,31 +79,12 @@ def spawn(
 
 
 def start(main: Callable[[int], None], names: Names) -> Channel:
-    """:func:`spawn`'s first half: the detached grandchild runs ``main(report_fd)``; the caller gets its end of the
-    report channel at once (the middle child reaped) and reads the answer when it chooses (:func:`read_answer`)."""
-    read_sock, write_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    write_fd = write_sock.detach()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    middle = os.fork()
-    if middle == 0:  # the middle child: never returns into the caller's code
-        code = 1
-        try:
-            read_sock.close()
-            os.setsid()
-            if os.fork() == 0:
-                _run_detached(main, write_fd, names)  # exits
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    channel = Channel(read_sock, names.supervisor, start_failure)
-    try:
-        reap.reap(middle)
-    except BaseException:
-        channel.close()
-        raise
-    return channel
+    """:func:`spawn`'s first half (:func:`sandbox.monitor.detached.fork`): the detached grandchild runs
+    ``main(report_fd)``; the caller gets its end of the report channel, and reads the answer when it chooses
+    (:func:`read_answer`)."""
+    from sandbox.monitor.detached import fork
+
+    return Channel.of_fd(fork(main, f"sbx ({names.supervisor})"), names.supervisor, rebuild=start_failure)
 
 
 def read_answer(channel: Channel, timeout: float, names: Names,
@@ -123,53 +102,6 @@ def read_answer(channel: Channel, timeout: float, names: Names,
     if not all(type(value) is int and value > 0 for value in answer.values()):
         raise SyncError(f"{names.supervisor} sent a malformed message", reason="malformed")
     return answer
-
-
-def _run_detached(main: Callable[[int], None], report_fd: int, names: Names) -> None:
-    code = 1
-    try:
-        detach(report_fd)
-        hide_command_line(names)
-        main(report_fd)
-        code = 0
-    except BaseException:  # nowhere to report it: stdio is /dev/null
-        code = 1
-    finally:
-        os._exit(code)
-
-
-def detach(keep: int) -> None:
-    """Ignore the terminal's signals, become a subreaper, stdio → /dev/null, let go of every inherited fd.
-
-    Inherited fds are pointed at /dev/null rather than closed: a Python object of the forked sbx that owns one may
-    still close it when collected, and must not close a pipe of ours that reused its number. The dup2 still lets
-    go of what they referred to (a lock, a socket of the caller's, the user's terminal).
-    """
-    from sandbox.kernel import Kernel
-    from sandbox.kernel import constants as k
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # until there is a process to forward it to
-    os.chdir("/")
-    null = os.open("/dev/null", os.O_RDWR)
-    for target in (0, 1, 2):
-        os.dup2(null, target)
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd > 2 and fd not in (keep, null):
-            with contextlib.suppress(OSError):
-                os.dup2(null, fd, inheritable=False)
-    os.close(null)
-    Kernel().prctl(k.PR_SET_CHILD_SUBREAPER, 1)
-
-
-def hide_command_line(names: Names) -> None:
-    """The supervisor outlives sbx with sbx's argv (``-e SECRET=...``, the command): ps would show it to every
-    local user (TESTPLAN 63), so it is blanked to a title before anything else runs."""
-    from sandbox.kernel.cmdline import blank_command_line
-
-    blank_command_line(f"sbx ({names.supervisor})")
 
 
 class Supervisor(Pump):

@@ -12,21 +12,27 @@ from the record): its stage 1 is forked from the monitor and lives as long as th
 
 from __future__ import annotations
 
-from pathlib import Path
-
 ENTRY = "sandbox.service.monitoring:run"
 FINISH = "sandbox.service.monitoring:finish"
 FORKED_NETWORKS = ("none", "host", "slirp4netns", "pasta")
-# what a prepared monitor imports while sbx records and builds the container (ctypes and libc, the launcher, the spec)
-WARM = ("sandbox.config", "sandbox.kernel.libc", "sandbox.runtime.launcher", "sandbox.service.lifecycle",
-        "sandbox.monitor.logs")
+TITLE = "sbx (the container monitor)"  # monitor.NAMES, without importing the monitor before the fork
+# What a prepared monitor imports while sbx records and builds the container: what the monitor and pid 1 (a fork
+# of it) import on their way to the container's exec (the audit hook's import events of one `run --rm`).
+WARM = (
+    "sandbox.config", "sandbox.kernel.libc", "sandbox.kernel.cmdline", "sandbox.store.containers",
+    "sandbox.store.trees", "sandbox.service.lifecycle", "sandbox.service.containers", "sandbox.runtime.launcher",
+    "sandbox.runtime.usermaps", "sandbox.runtime.plan", "sandbox.runtime.workdir", "sandbox.runtime.identity",
+    "sandbox.runtime.privileges", "sandbox.runtime.console", "sandbox.runtime.mounts", "sandbox.security.paths",
+    "sandbox.security.cache", "sandbox.cgroups.tree", "sandbox.cgroups.delegation", "sandbox.monitor.monitor",
+    "sandbox.monitor.attach", "sandbox.monitor.network", "sandbox.monitor.logs",
+)
 
 
 def prepare():
     """A monitor forked ahead of its container, for :func:`spawn`'s ``prepared`` (`sbx run`)."""
-    from sandbox.monitor import monitor
+    from sandbox.monitor.detached import prepare as fork_prepared
 
-    return monitor.prepare(ENTRY, WARM)
+    return fork_prepared(ENTRY, TITLE, WARM)
 
 
 def spawn(settings, container_id: str, build_spec, remove_dir, *, on_listening=None, prepared=None) -> int:
@@ -74,46 +80,49 @@ def _forkable(settings, container_id: str) -> bool:
 def run(report_fd: int, params: dict) -> None:
     """The monitor, in the fresh interpreter or a prepared fork: supervise the container ``params["id"]`` until it
     has ended."""
-    from sandbox.config import Settings
     from sandbox.monitor.monitor import serve
     from sandbox.service.lifecycle import stored_spec
     from sandbox.store.containers import ContainerStore, containers_root
 
-    runtime_root = Path(params["runtime_root"]) if params.get("runtime_root") else None
-    settings = Settings(data_root=Path(params["data_root"]), runtime_root=runtime_root,
-                        config_root=Path(params["config_root"]))
+    settings, remove_dir = _from_params(params)
     store_root = containers_root(settings.data_root)
     store = ContainerStore(store_root)
-
-    def remove_dir(container_dir: Path) -> None:
-        from sandbox.service.containers import ContainerService
-
-        ContainerService(settings).remove_dir(container_dir)
-
     finish = None
     if params.get("detached"):  # a prepared monitor of a detached container: lean while it runs, as spawn's
         finish = (FINISH, {key: params[key] for key in ("data_root", "runtime_root", "config_root", "id")})
     serve(report_fd, store_root, params["id"], lambda record: (stored_spec(record), store.dir(record.id)),
-          remove_dir, runtime_root=runtime_root, hold=bool(params.get("hold")), fresh=not params.get("prepared"),
-          finish=finish)
+          remove_dir, runtime_root=settings.runtime_root, hold=bool(params.get("hold")),
+          fresh=not params.get("prepared"), finish=finish)
 
 
 def finish(_report_fd: int, params: dict) -> None:
     """The detached monitor once its steady state saw the container end (:mod:`sandbox.monitor.handoff`)."""
-    from sandbox.config import Settings
+    from pathlib import Path
+
     from sandbox.monitor import attach
     from sandbox.monitor.handoff import conclude
     from sandbox.store.containers import containers_root
+
+    settings, remove_dir = _from_params(params)
+    runtime_root = settings.runtime_root
+    socket_path = attach.socket_path(runtime_root, params["id"]) if runtime_root else None
+    conclude(containers_root(settings.data_root), params["id"], Path(params["container_dir"]), remove_dir,
+             params.get("handed", {}), socket_path=socket_path, helper=params.get("network"))
+
+
+def _from_params(params: dict):
+    """The monitor's settings (its roots, from ``params``) and its way of removing a container's directory."""
+    from pathlib import Path
+
+    from sandbox.config import Settings
 
     runtime_root = Path(params["runtime_root"]) if params.get("runtime_root") else None
     settings = Settings(data_root=Path(params["data_root"]), runtime_root=runtime_root,
                         config_root=Path(params["config_root"]))
 
-    def remove_dir(container_dir: Path) -> None:
+    def remove_dir(container_dir) -> None:
         from sandbox.service.containers import ContainerService
 
         ContainerService(settings).remove_dir(container_dir)
 
-    socket_path = attach.socket_path(runtime_root, params["id"]) if runtime_root else None
-    conclude(containers_root(settings.data_root), params["id"], Path(params["container_dir"]), remove_dir,
-             params.get("handed", {}), socket_path=socket_path, helper=params.get("network"))
+    return settings, remove_dir

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from sandbox.runtime.idmap import default_idmap
-from tests.integration.helpers import terminal_report
+from tests.integration.helpers import terminal_report, wait_for
 
 
 def run(sbx, *args, check=True, **kw):
@@ -31,6 +31,32 @@ def test_exit_codes_for_missing_and_non_executable_commands(busybox):
     assert not_executable.returncode == 126
     no_image = busybox("run", "--pull", "never", "nothing-here", check=False)
     assert no_image.returncode == 125 and len(no_image.stderr.strip().splitlines()) == 1
+
+
+def _monitors() -> set[int]:
+    """This user's sbx container monitors (by title), waiting or running."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    title = handle.read().split(b"\0")[0]
+                if title == b"sbx (the container monitor)" and os.stat(f"/proc/{entry}").st_uid == os.getuid():
+                    found.add(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def test_a_run_that_fails_before_its_container_exists_leaves_no_monitor(busybox):
+    """run forks its monitor first (it imports while sbx works): a run that fails before the container is made
+    (no image, an env file that cannot be read) closes it, and it exits without a trace."""
+    before = _monitors()
+    for argv in (["run", "--rm", "--pull", "never", "nothing-here"], ["run", "-d", "--pull", "never", "nothing-here"],
+                 ["run", "--rm", "--env-file", "/nonexistent", "busybox", "true"]):
+        assert busybox(*argv, check=False).returncode == 125
+    assert wait_for(lambda: _monitors() <= before), _monitors() - before
+    assert "nothing-here" not in busybox("ps", "-a").stdout
 
 
 def test_global_options_are_read_before_the_command_name_only(busybox):

@@ -1,0 +1,176 @@
+"""How a supervisor is forked away from sbx, and the monitor `sbx run` forks before its container exists.
+
+Lean on purpose (os and sys at import): `sbx run` calls :func:`prepare` first thing, and the sooner it forks, the
+more of the monitor's own imports run on the other CPU while sbx resolves the image and records and builds the
+container (BENCHMARKS B1). What the supervisor is once forked is :mod:`sandbox.monitor.session`.
+
+:func:`fork` is the double fork drawn in :mod:`sandbox.monitor.session`: a socketpair, a middle child that calls
+``setsid`` and forks the supervisor, then exits (reaped here), so the supervisor is re-parented (to init or the
+nearest subreaper) and outlives sbx, out of the user's session and terminal. The supervisor first lets go of
+everything it inherited (:func:`detach`), blanks its command line, then runs ``main(report_fd)`` and ``_exit``\\ s.
+
+A prepared monitor (:func:`prepare`)::
+
+    sbx run                                       monitor (forked at once)
+    -------                                       ------------------------
+    prepare(): fork ────────────────────────────► detach; import the entry and the warm modules
+    resolve the image, record, build              (meanwhile, on the other CPU)
+    Prepared.start(): GO {params} ──────────────► entry(report_fd, params): the monitor of session.py's drawing
+    read_answer: [LISTENING], RUNNING      ◄───── ...
+    (or Prepared.close(): EOF) ─────────────────► exit 0, nothing done
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+TYPE_CHECKING = False  # not typing's: importing typing costs every start ~3 ms (BENCHMARKS B1)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+
+def fork(main: Callable[[int], None], title: str) -> int:
+    """Run ``main(report_fd)`` in a detached grandchild titled ``title``; the caller's end of the report socket."""
+    import _socket
+
+    parent_end, child_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    parent_fd, child_fd = parent_end.detach(), child_end.detach()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    middle = os.fork()
+    if middle == 0:  # the middle child: never returns into the caller's code
+        code = 1
+        try:
+            os.close(parent_fd)
+            os.setsid()
+            if os.fork() == 0:
+                _run(main, child_fd, title)  # exits
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(child_fd)
+    try:
+        os.waitpid(middle, 0)
+    except BaseException:
+        os.close(parent_fd)
+        raise
+    return parent_fd
+
+
+def _run(main: Callable[[int], None], report_fd: int, title: str) -> None:
+    code = 1
+    try:
+        detach(report_fd)
+        hide_command_line(title)
+        main(report_fd)
+        code = 0
+    except BaseException:  # nowhere to report it: stdio is /dev/null
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def detach(keep: int) -> None:
+    """Ignore the terminal's signals, become a subreaper, stdio → /dev/null, let go of every inherited fd.
+
+    Inherited fds are pointed at /dev/null rather than closed: a Python object of the forked sbx that owns one may
+    still close it when collected, and must not close a pipe of ours that reused its number. The dup2 still lets
+    go of what they referred to (a lock, a socket of the caller's, the user's terminal).
+    """
+    import _signal
+    import contextlib
+
+    from sandbox.kernel import Kernel
+    from sandbox.kernel import constants as k
+
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+    _signal.signal(_signal.SIGHUP, _signal.SIG_IGN)
+    _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)  # until there is a process to forward it to
+    os.chdir("/")
+    null = os.open("/dev/null", os.O_RDWR)
+    for target in (0, 1, 2):
+        os.dup2(null, target)
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd not in (keep, null):
+            with contextlib.suppress(OSError):
+                os.dup2(null, fd, inheritable=False)
+    os.close(null)
+    Kernel().prctl(k.PR_SET_CHILD_SUBREAPER, 1)
+
+
+def hide_command_line(title: str) -> None:
+    """The supervisor outlives sbx with sbx's argv (``-e SECRET=...``, the command): ps would show it to every
+    local user (TESTPLAN 63), so it is blanked to a title before anything else runs."""
+    from sandbox.kernel.cmdline import blank_command_line
+
+    blank_command_line(title)
+
+
+def prepare(entry: str, title: str, warm: tuple[str, ...] = ()) -> Prepared:
+    """Fork a detached monitor now, before its container exists: it imports ``entry``'s module and the ``warm``
+    modules, then waits for :meth:`Prepared.start`'s GO and calls ``entry(report_fd, params)``; EOF first (sbx
+    failed, or :meth:`Prepared.close`) and it exits having done nothing."""
+
+    def main(report_fd: int) -> None:
+        module, _, function = entry.partition(":")
+        target = getattr(__import__(module, fromlist=[function]), function)
+        for name in warm:
+            __import__(name)
+        import socket
+
+        from sandbox.runtime.sync import Channel, Kind
+
+        sock = socket.socket(fileno=report_fd)
+        try:
+            message = Channel(sock, "sbx").recv()  # None: sbx closed it, the container was never made
+        finally:
+            sock.detach()  # the fd stays the report socket for what follows
+        if message is not None and message.get("type") == Kind.GO and isinstance(message.get("params"), dict):
+            target(report_fd, message["params"])
+
+    return Prepared(fork(main, title))
+
+
+class Prepared:
+    """The sbx side of a monitor :func:`prepare` forked: :meth:`start` once the container is recorded and built,
+    :meth:`close` when it will not be."""
+
+    def __init__(self, report_fd: int) -> None:
+        self.report_fd: int | None = report_fd
+
+    def start(self, params: dict, container_id: str, *, runtime_root: Path | None = None,
+              timeout: float | None = None, on_listening: Callable[[Path], None] | None = None) -> int:
+        """GO with ``params`` (roots and the container's id: the monitor reads the rest from the record); the
+        monitor's pid once the container runs, with :func:`sandbox.monitor.monitor.spawn`'s errors."""
+        import contextlib
+        from pathlib import Path
+
+        from sandbox.monitor import attach
+        from sandbox.monitor.monitor import NAMES
+        from sandbox.monitor.session import SPAWN_TIMEOUT, read_answer
+        from sandbox.runtime.sync import Channel, Kind, start_failure
+
+        if self.report_fd is None:
+            raise ValueError("this prepared monitor was started or closed already")
+        channel = Channel.of_fd(self.report_fd, NAMES.supervisor, rebuild=start_failure)
+        self.report_fd = None
+        socket_path = attach.socket_path(Path(runtime_root), container_id) if runtime_root else None
+        listening = None
+        if on_listening is not None and socket_path is not None:
+            listening = lambda: on_listening(socket_path)  # noqa: E731
+        try:
+            with contextlib.suppress(OSError):  # the monitor is gone: read_answer says so
+                channel.send(Kind.GO, params={**params, "hold": listening is not None})
+            return int(read_answer(channel, SPAWN_TIMEOUT if timeout is None else timeout, NAMES,
+                                   listening)["monitor"])
+        finally:
+            channel.close()
+
+    def close(self) -> None:
+        """The monitor reads EOF and exits (a no-op once started or closed)."""
+        if self.report_fd is not None:
+            fd, self.report_fd = self.report_fd, None
+            os.close(fd)
