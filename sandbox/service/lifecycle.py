@@ -81,6 +81,7 @@ class Lifecycle:
                 remove_dir=self.containers.remove_dir,
                 on_listening=on_listening,
                 prepared=prepared,
+                console_size=spec.process.console_size,
             )
         except ContainerStartError:
             raise  # the monitor recorded why (and removed an --rm container): Docker keeps the failed container

@@ -35,11 +35,13 @@ def prepare():
     return fork_prepared(ENTRY, TITLE, WARM)
 
 
-def spawn(settings, container_id: str, build_spec, remove_dir, *, on_listening=None, prepared=None) -> int:
+def spawn(settings, container_id: str, build_spec, remove_dir, *, on_listening=None, prepared=None,
+          console_size: tuple[int, int] | None = None) -> int:
     """Start the container's monitor; its pid once the container runs (ContainerStartError when it did not).
 
     ``build_spec`` and ``remove_dir`` serve the forked monitor; the fresh one rebuilds both from the record, and so
-    does a ``prepared`` one (:func:`prepare`), which this either starts or closes."""
+    does a ``prepared`` one (:func:`prepare`), which this either starts or closes; ``console_size`` is what the
+    record does not keep (the terminal of this start, with -t), for it."""
     from sandbox.monitor import monitor
     from sandbox.store.containers import containers_root
 
@@ -51,8 +53,9 @@ def spawn(settings, container_id: str, build_spec, remove_dir, *, on_listening=N
     }
     if prepared is not None:
         if on_listening is not None or _forkable(settings, container_id):
-            return prepared.start({**params, "prepared": True, "detached": on_listening is None}, container_id,
-                                  runtime_root=settings.runtime_root, on_listening=on_listening)
+            given = {"prepared": True, "detached": on_listening is None, "console_size": console_size}
+            return prepared.start({**params, **given}, container_id, runtime_root=settings.runtime_root,
+                                  on_listening=on_listening)
         prepared.close()
     if on_listening is not None:
         return monitor.spawn(containers_root(settings.data_root), container_id, build_spec, remove_dir,
@@ -87,12 +90,22 @@ def run(report_fd: int, params: dict) -> None:
     settings, remove_dir = _from_params(params)
     store_root = containers_root(settings.data_root)
     store = ContainerStore(store_root)
+    size = params.get("console_size")
+
+    def build_spec(record):
+        spec = stored_spec(record)
+        if size and spec.process.tty:  # this start's terminal (a prepared monitor's `run -t`): not in the record
+            from sandbox.valueclass import replace
+
+            rows, columns = (int(value) for value in size)
+            spec = replace(spec, process=replace(spec.process, console_size=(rows, columns)))
+        return spec, store.dir(record.id)
+
     finish = None
     if params.get("detached"):  # a prepared monitor of a detached container: lean while it runs, as spawn's
         finish = (FINISH, {key: params[key] for key in ("data_root", "runtime_root", "config_root", "id")})
-    serve(report_fd, store_root, params["id"], lambda record: (stored_spec(record), store.dir(record.id)),
-          remove_dir, runtime_root=settings.runtime_root, hold=bool(params.get("hold")),
-          fresh=not params.get("prepared"), finish=finish)
+    serve(report_fd, store_root, params["id"], build_spec, remove_dir, runtime_root=settings.runtime_root,
+          hold=bool(params.get("hold")), fresh=not params.get("prepared"), finish=finish)
 
 
 def finish(_report_fd: int, params: dict) -> None:
