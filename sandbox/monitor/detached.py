@@ -111,13 +111,20 @@ def hide_command_line(title: str) -> None:
 
 def prepare(entry: str, title: str, warm: tuple[str, ...] = ()) -> Prepared:
     """Fork a detached monitor now, before its container exists: it imports ``entry``'s module and the ``warm``
-    modules, then waits for :meth:`Prepared.start`'s GO and calls ``entry(report_fd, params)``; EOF first (sbx
-    failed, or :meth:`Prepared.close`) and it exits having done nothing."""
+    modules (in order, until GO comes), then waits for :meth:`Prepared.start`'s GO and calls
+    ``entry(report_fd, params)``; EOF first (sbx failed, or :meth:`Prepared.close`) and it exits having done
+    nothing."""
 
     def main(report_fd: int) -> None:
+        import select
+
         module, _, function = entry.partition(":")
         target = getattr(__import__(module, fromlist=[function]), function)
-        for name in warm:
+        waiting = select.poll()
+        waiting.register(report_fd, select.POLLIN)
+        for name in warm:  # in the order the monitor will need them; GO (or EOF) stops it: the rest import on use
+            if waiting.poll(0):
+                break
             __import__(name)
         import socket
 

@@ -16,15 +16,15 @@ ENTRY = "sandbox.service.monitoring:run"
 FINISH = "sandbox.service.monitoring:finish"
 FORKED_NETWORKS = ("none", "host", "slirp4netns", "pasta")
 TITLE = "sbx (the container monitor)"  # monitor.NAMES, without importing the monitor before the fork
-# What a prepared monitor imports while sbx records and builds the container: what the monitor and pid 1 (a fork
-# of it) import on their way to the container's exec (the audit hook's import events of one `run --rm`).
+# What a prepared monitor imports while sbx records and builds the container, in the order it then needs them (the
+# monitor's setup, the launcher, pid 1's steps, the end): the import events of one `run --rm` under an audit hook.
 WARM = (
-    "sandbox.config", "sandbox.kernel.libc", "sandbox.kernel.cmdline", "sandbox.store.containers",
-    "sandbox.store.trees", "sandbox.service.lifecycle", "sandbox.service.containers", "sandbox.runtime.launcher",
-    "sandbox.runtime.usermaps", "sandbox.runtime.plan", "sandbox.runtime.workdir", "sandbox.runtime.identity",
-    "sandbox.runtime.privileges", "sandbox.runtime.console", "sandbox.runtime.mounts", "sandbox.security.paths",
-    "sandbox.security.cache", "sandbox.cgroups.tree", "sandbox.cgroups.delegation", "sandbox.monitor.monitor",
-    "sandbox.monitor.attach", "sandbox.monitor.network", "sandbox.monitor.logs",
+    "sandbox.config", "sandbox.kernel.libc", "sandbox.store.containers", "sandbox.service.lifecycle",
+    "sandbox.monitor.monitor", "sandbox.monitor.attach", "sandbox.monitor.network", "sandbox.kernel.cmdline",
+    "sandbox.runtime.launcher", "sandbox.runtime.usermaps", "sandbox.cgroups.tree", "sandbox.cgroups.delegation",
+    "sandbox.runtime.plan", "sandbox.runtime.workdir", "sandbox.runtime.identity", "sandbox.runtime.privileges",
+    "sandbox.security.cache", "sandbox.runtime.console", "sandbox.runtime.mounts", "sandbox.security.paths",
+    "sandbox.monitor.logs", "sandbox.store.trees", "sandbox.service.containers",
 )
 
 

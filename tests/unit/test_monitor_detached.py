@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -102,3 +103,20 @@ def test_an_entry_that_fails_after_go_is_a_start_error(modules):
     with pytest.raises(ContainerStartError, match="exited before the container started"):
         prepared.start({"id": "y"}, "y", timeout=30)
     assert json.loads(seen.read_text())["params"]["id"] == "y"
+
+
+def test_go_during_the_warm_imports_stops_them_the_rest_import_on_use(modules, tmp_path, monkeypatch):
+    entry, _warm, _marker, seen = modules
+    gate, later = tmp_path / "gate", tmp_path / "later"
+    (tmp_path / "prep_slow.py").write_text(f"import os, time\nwhile not os.path.exists({str(gate)!r}):\n"
+                                           "    time.sleep(0.01)\n")
+    (tmp_path / "prep_later.py").write_text(f"open({str(later)!r}, 'w').close()\n")
+    prepared = detached.prepare(f"{entry}:report", "sbx (the test monitor)", ("prep_slow", "prep_later"))
+    opener = threading.Timer(0.3, gate.touch)  # the slow import ends only once GO has been sent
+    opener.start()
+    try:
+        prepared.start({"id": "z"}, "z")
+    finally:
+        opener.join()
+    assert json.loads(seen.read_text())["params"]["id"] == "z"
+    assert not later.exists()
