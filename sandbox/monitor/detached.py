@@ -149,9 +149,11 @@ class Prepared:
         self.report_fd: int | None = report_fd
 
     def start(self, params: dict, container_id: str, *, runtime_root: Path | None = None,
-              timeout: float | None = None, on_listening: Callable[[Path], None] | None = None) -> int:
-        """GO with ``params`` (roots and the container's id: the monitor reads the rest from the record); the
-        monitor's pid once the container runs, with :func:`sandbox.monitor.monitor.spawn`'s errors."""
+              timeout: float | None = None, on_listening: Callable[[Path], None] | None = None,
+              meanwhile: Callable[[], None] | None = None) -> int:
+        """GO with ``params`` (roots and the container's id: the monitor reads the rest from the record), then
+        ``meanwhile()`` while the monitor works; the monitor's pid once the container runs, with
+        :func:`sandbox.monitor.monitor.spawn`'s errors."""
         import contextlib
         from pathlib import Path
 
@@ -171,6 +173,8 @@ class Prepared:
         try:
             with contextlib.suppress(OSError):  # the monitor is gone: read_answer says so
                 channel.send(Kind.GO, params={**params, "hold": listening is not None})
+            if meanwhile is not None:
+                meanwhile()
             return int(read_answer(channel, SPAWN_TIMEOUT if timeout is None else timeout, NAMES,
                                    listening)["monitor"])
         finally:

@@ -58,12 +58,13 @@ class Lifecycle:
 
     def run_detached(
         self, image: str, args: list[str], options: RunOptions, *, auto_remove: bool = False, on_listening=None,
-        prepared=None,
+        prepared=None, meanwhile=None,
     ) -> str:
         """Record the container (its name is taken first, atomically), build its root, hand it to a monitor.
 
         ``on_listening(socket_path)``: a foreground `run` connects there before the monitor starts the container.
-        ``prepared``: a monitor forked ahead (:func:`sandbox.service.monitoring.prepare`), started or closed here.
+        ``prepared``: a monitor forked ahead (:func:`sandbox.service.monitoring.prepare`), started or closed here;
+        ``meanwhile()`` runs while it gets the container going.
         """
         from sandbox.service.monitoring import spawn
 
@@ -82,6 +83,7 @@ class Lifecycle:
                 on_listening=on_listening,
                 prepared=prepared,
                 console_size=spec.process.console_size,
+                meanwhile=meanwhile,
             )
         except ContainerStartError:
             raise  # the monitor recorded why (and removed an --rm container): Docker keeps the failed container

@@ -36,12 +36,13 @@ def prepare():
 
 
 def spawn(settings, container_id: str, build_spec, remove_dir, *, on_listening=None, prepared=None,
-          console_size: tuple[int, int] | None = None) -> int:
+          console_size: tuple[int, int] | None = None, meanwhile=None) -> int:
     """Start the container's monitor; its pid once the container runs (ContainerStartError when it did not).
 
     ``build_spec`` and ``remove_dir`` serve the forked monitor; the fresh one rebuilds both from the record, and so
     does a ``prepared`` one (:func:`prepare`), which this either starts or closes; ``console_size`` is what the
-    record does not keep (the terminal of this start, with -t), for it."""
+    record does not keep (the terminal of this start, with -t), for it. ``meanwhile()`` runs once a prepared
+    monitor has its GO (before the others are started)."""
     from sandbox.monitor import monitor
     from sandbox.store.containers import containers_root
 
@@ -55,8 +56,10 @@ def spawn(settings, container_id: str, build_spec, remove_dir, *, on_listening=N
         if on_listening is not None or _forkable(settings, container_id):
             given = {"prepared": True, "detached": on_listening is None, "console_size": console_size}
             return prepared.start({**params, **given}, container_id, runtime_root=settings.runtime_root,
-                                  on_listening=on_listening)
+                                  on_listening=on_listening, meanwhile=meanwhile)
         prepared.close()
+    if meanwhile is not None:
+        meanwhile()
     if on_listening is not None:
         return monitor.spawn(containers_root(settings.data_root), container_id, build_spec, remove_dir,
                              runtime_root=settings.runtime_root, on_listening=on_listening)
