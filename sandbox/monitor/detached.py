@@ -31,8 +31,10 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-def fork(main: Callable[[int], None], title: str) -> int:
-    """Run ``main(report_fd)`` in a detached grandchild titled ``title``; the caller's end of the report socket."""
+def fork(main: Callable[[int], None], title: str, *, reap: bool = True) -> tuple[int, int | None]:
+    """Run ``main(report_fd)`` in a detached grandchild titled ``title``; ``(the caller's end of the report socket,
+    the middle child's pid)``: None once reaped here, else the caller reaps it (``reap=False``: later, when the
+    middle child's fork of the grandchild is long done, instead of waiting for it now)."""
     import _socket
 
     parent_end, child_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
@@ -51,12 +53,14 @@ def fork(main: Callable[[int], None], title: str) -> int:
         finally:
             os._exit(code)
     os.close(child_fd)
+    if not reap:
+        return parent_fd, middle
     try:
         os.waitpid(middle, 0)
     except BaseException:
         os.close(parent_fd)
         raise
-    return parent_fd
+    return parent_fd, None
 
 
 def _run(main: Callable[[int], None], report_fd: int, title: str) -> None:
@@ -138,15 +142,16 @@ def prepare(entry: str, title: str, warm: tuple[str, ...] = ()) -> Prepared:
         if message is not None and message.get("type") == Kind.GO and isinstance(message.get("params"), dict):
             target(report_fd, message["params"])
 
-    return Prepared(fork(main, title))
+    return Prepared(*fork(main, title, reap=False))
 
 
 class Prepared:
     """The sbx side of a monitor :func:`prepare` forked: :meth:`start` once the container is recorded and built,
     :meth:`close` when it will not be."""
 
-    def __init__(self, report_fd: int) -> None:
+    def __init__(self, report_fd: int, middle: int | None = None) -> None:
         self.report_fd: int | None = report_fd
+        self.middle = middle  # the double fork's middle child, reaped once sbx has something to wait for anyway
 
     def start(self, params: dict, container_id: str, *, runtime_root: Path | None = None,
               timeout: float | None = None, on_listening: Callable[[Path], None] | None = None,
@@ -166,6 +171,7 @@ class Prepared:
             raise ValueError("this prepared monitor was started or closed already")
         channel = Channel.of_fd(self.report_fd, NAMES.supervisor, rebuild=start_failure)
         self.report_fd = None
+        self._reap()
         socket_path = attach.socket_path(Path(runtime_root), container_id) if runtime_root else None
         listening = None
         if on_listening is not None and socket_path is not None:
@@ -185,3 +191,12 @@ class Prepared:
         if self.report_fd is not None:
             fd, self.report_fd = self.report_fd, None
             os.close(fd)
+        self._reap()
+
+    def _reap(self) -> None:
+        if self.middle is not None:
+            import contextlib
+
+            middle, self.middle = self.middle, None
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(middle, 0)

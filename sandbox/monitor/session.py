@@ -84,7 +84,8 @@ def start(main: Callable[[int], None], names: Names) -> Channel:
     (:func:`read_answer`)."""
     from sandbox.monitor.detached import fork
 
-    return Channel.of_fd(fork(main, f"sbx ({names.supervisor})"), names.supervisor, rebuild=start_failure)
+    report_fd, _reaped = fork(main, f"sbx ({names.supervisor})")
+    return Channel.of_fd(report_fd, names.supervisor, rebuild=start_failure)
 
 
 def read_answer(channel: Channel, timeout: float, names: Names,

@@ -20,7 +20,8 @@ TITLE = "sbx (the container monitor)"  # monitor.NAMES, without importing the mo
 # monitor's setup, the launcher, pid 1's steps, the end): the import events of one `run --rm` under an audit hook.
 WARM = (
     "sandbox.config", "sandbox.kernel.libc", "sandbox.store.containers", "sandbox.service.lifecycle",
-    "sandbox.monitor.monitor", "sandbox.monitor.attach", "sandbox.monitor.network", "sandbox.kernel.cmdline",
+    "sandbox.monitor.monitor", "sandbox.monitor.attach", "sandbox.monitor.network", "sandbox.network.modes",
+    "sandbox.kernel.cmdline",
     "sandbox.runtime.launcher", "sandbox.runtime.usermaps", "sandbox.cgroups.tree", "sandbox.cgroups.delegation",
     "sandbox.runtime.plan", "sandbox.runtime.workdir", "sandbox.runtime.identity", "sandbox.runtime.privileges",
     "sandbox.security.cache", "sandbox.runtime.console", "sandbox.runtime.mounts", "sandbox.security.paths",
