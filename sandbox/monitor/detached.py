@@ -113,11 +113,11 @@ def hide_command_line(title: str) -> None:
     blank_command_line(title)
 
 
-def prepare(entry: str, title: str, warm: tuple[str, ...] = ()) -> Prepared:
+def prepare(entry: str, supervisor: str, warm: tuple[str, ...] = ()) -> Prepared:
     """Fork a detached monitor now, before its container exists: it imports ``entry``'s module and the ``warm``
     modules (in order, until GO comes), then waits for :meth:`Prepared.start`'s GO and calls
     ``entry(report_fd, params)``; EOF first (sbx failed, or :meth:`Prepared.close`) and it exits having done
-    nothing."""
+    nothing. ``supervisor`` names it in errors and in its title (``sbx (SUPERVISOR)``)."""
 
     def main(report_fd: int) -> None:
         import select
@@ -142,15 +142,17 @@ def prepare(entry: str, title: str, warm: tuple[str, ...] = ()) -> Prepared:
         if message is not None and message.get("type") == Kind.GO and isinstance(message.get("params"), dict):
             target(report_fd, message["params"])
 
-    return Prepared(*fork(main, title, reap=False))
+    report_fd, middle = fork(main, f"sbx ({supervisor})", reap=False)
+    return Prepared(report_fd, middle, supervisor)
 
 
 class Prepared:
     """The sbx side of a monitor :func:`prepare` forked: :meth:`start` once the container is recorded and built,
     :meth:`close` when it will not be."""
 
-    def __init__(self, report_fd: int, middle: int | None = None) -> None:
+    def __init__(self, report_fd: int, middle: int | None, supervisor: str) -> None:
         self.report_fd: int | None = report_fd
+        self.supervisor = supervisor  # how errors name it
         self.middle = middle  # the double fork's middle child, reaped once sbx has something to wait for anyway
 
     def start(self, params: dict, container_id: str, *, runtime_root: Path | None = None,
@@ -160,27 +162,30 @@ class Prepared:
         ``meanwhile()`` while the monitor works; the monitor's pid once the container runs, with
         :func:`sandbox.monitor.monitor.spawn`'s errors."""
         import contextlib
-        from pathlib import Path
 
-        from sandbox.monitor import attach
-        from sandbox.monitor.monitor import NAMES
-        from sandbox.monitor.session import SPAWN_TIMEOUT, read_answer
         from sandbox.runtime.sync import Channel, Kind, start_failure
 
         if self.report_fd is None:
             raise ValueError("this prepared monitor was started or closed already")
-        channel = Channel.of_fd(self.report_fd, NAMES.supervisor, rebuild=start_failure)
+        channel = Channel.of_fd(self.report_fd, self.supervisor, rebuild=start_failure)
         self.report_fd = None
         self._reap()
-        socket_path = attach.socket_path(Path(runtime_root), container_id) if runtime_root else None
         listening = None
-        if on_listening is not None and socket_path is not None:
-            listening = lambda: on_listening(socket_path)  # noqa: E731
+        if on_listening is not None and runtime_root is not None:
+            def listening() -> None:
+                from pathlib import Path
+
+                from sandbox.monitor import attach
+
+                on_listening(attach.socket_path(Path(runtime_root), container_id))
         try:
             with contextlib.suppress(OSError):  # the monitor is gone: read_answer says so
                 channel.send(Kind.GO, params={**params, "hold": listening is not None})
             if meanwhile is not None:
                 meanwhile()
+            from sandbox.monitor.monitor import NAMES  # after GO: what the answer needs, while the monitor works
+            from sandbox.monitor.session import SPAWN_TIMEOUT, read_answer
+
             return int(read_answer(channel, SPAWN_TIMEOUT if timeout is None else timeout, NAMES,
                                    listening)["monitor"])
         finally:

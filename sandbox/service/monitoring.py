@@ -15,7 +15,7 @@ from __future__ import annotations
 ENTRY = "sandbox.service.monitoring:run"
 FINISH = "sandbox.service.monitoring:finish"
 FORKED_NETWORKS = ("none", "host", "slirp4netns", "pasta")
-TITLE = "sbx (the container monitor)"  # monitor.NAMES, without importing the monitor before the fork
+SUPERVISOR = "the container monitor"  # monitor.NAMES.supervisor, without importing the monitor before the fork
 # What a prepared monitor imports while sbx records and builds the container, in the order it then needs them (the
 # monitor's setup, the launcher, pid 1's steps, the end): the import events of one `run --rm` under an audit hook.
 WARM = (
@@ -33,7 +33,7 @@ def prepare():
     """A monitor forked ahead of its container, for :func:`spawn`'s ``prepared`` (`sbx run`)."""
     from sandbox.monitor.detached import prepare as fork_prepared
 
-    return fork_prepared(ENTRY, TITLE, WARM)
+    return fork_prepared(ENTRY, SUPERVISOR, WARM)
 
 
 def spawn(settings, container_id: str, build_spec, remove_dir, *, on_listening=None, prepared=None,

@@ -72,7 +72,7 @@ def gone(pid: int) -> bool:
 
 def test_the_entry_runs_after_go_with_its_parameters_and_the_warm_modules_before(modules):
     entry, warm, marker, seen = modules
-    prepared = detached.prepare(f"{entry}:report", "sbx (the test monitor)", (warm,))
+    prepared = detached.prepare(f"{entry}:report", "the test monitor", (warm,))
     try:
         assert wait_for(marker.exists)  # imported ahead, while nothing was asked of it
         time.sleep(0.1)
@@ -87,7 +87,7 @@ def test_the_entry_runs_after_go_with_its_parameters_and_the_warm_modules_before
 
 def test_closing_it_ends_it_without_running_the_entry(modules):
     entry, warm, marker, seen = modules
-    prepared = detached.prepare(f"{entry}:report", "sbx (the test monitor)", (warm,))
+    prepared = detached.prepare(f"{entry}:report", "the test monitor", (warm,))
     assert wait_for(marker.exists)
     pid = int(marker.read_text())
     prepared.close()
@@ -99,7 +99,7 @@ def test_closing_it_ends_it_without_running_the_entry(modules):
 
 def test_an_entry_that_fails_after_go_is_a_start_error(modules):
     entry, warm, _marker, seen = modules
-    prepared = detached.prepare(f"{entry}:fail", "sbx (the test monitor)", (warm,))
+    prepared = detached.prepare(f"{entry}:fail", "the test monitor", (warm,))
     with pytest.raises(ContainerStartError, match="exited before the container started"):
         prepared.start({"id": "y"}, "y", timeout=30)
     assert json.loads(seen.read_text())["params"]["id"] == "y"
@@ -111,7 +111,7 @@ def test_go_during_the_warm_imports_stops_them_the_rest_import_on_use(modules, t
     (tmp_path / "prep_slow.py").write_text(f"import os, time\nwhile not os.path.exists({str(gate)!r}):\n"
                                            "    time.sleep(0.01)\n")
     (tmp_path / "prep_later.py").write_text(f"open({str(later)!r}, 'w').close()\n")
-    prepared = detached.prepare(f"{entry}:report", "sbx (the test monitor)", ("prep_slow", "prep_later"))
+    prepared = detached.prepare(f"{entry}:report", "the test monitor", ("prep_slow", "prep_later"))
     opener = threading.Timer(0.3, gate.touch)  # the slow import ends only once GO has been sent
     opener.start()
     try:
