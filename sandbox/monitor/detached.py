@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import sys
 
+MONITOR = "the container monitor"  # how errors and ps name it (monitor.NAMES)
 TYPE_CHECKING = False  # not typing's: importing typing costs every start ~3 ms (BENCHMARKS B1)
 if TYPE_CHECKING:
     from collections.abc import Callable

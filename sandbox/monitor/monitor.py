@@ -51,12 +51,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sandbox.errors import ContainerStartError
+from sandbox.monitor.detached import MONITOR
 from sandbox.monitor.session import SPAWN_TIMEOUT, Names, Supervisor
 from sandbox.monitor.session import spawn as spawn_supervisor
 from sandbox.runtime.sync import as_start_error
 
 LOG_NAME = "ctr.log"
-NAMES = Names("the container monitor", "the container")
+NAMES = Names(MONITOR, "the container")
 
 
 def spawn(

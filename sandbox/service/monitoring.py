@@ -15,14 +15,13 @@ from __future__ import annotations
 ENTRY = "sandbox.service.monitoring:run"
 FINISH = "sandbox.service.monitoring:finish"
 FORKED_NETWORKS = ("none", "host", "slirp4netns", "pasta")
-SUPERVISOR = "the container monitor"  # monitor.NAMES.supervisor, without importing the monitor before the fork
 # What a prepared monitor imports while sbx records and builds the container, in the order it then needs them (the
 # monitor's setup, the launcher, pid 1's steps, the end): the import events of one `run --rm` under an audit hook.
 WARM = (
     "sandbox.config", "sandbox.kernel.libc", "sandbox.store.containers", "sandbox.service.lifecycle",
     "sandbox.monitor.monitor", "sandbox.monitor.attach", "sandbox.monitor.network", "sandbox.network.modes",
-    "sandbox.kernel.cmdline",
-    "sandbox.runtime.launcher", "sandbox.runtime.usermaps", "sandbox.cgroups.tree", "sandbox.cgroups.delegation",
+    "sandbox.kernel.cmdline", "sandbox.runtime.launcher", "sandbox.runtime.usermaps", "sandbox.cgroups.tree",
+    "sandbox.cgroups.delegation",
     "sandbox.runtime.plan", "sandbox.runtime.workdir", "sandbox.runtime.identity", "sandbox.runtime.privileges",
     "sandbox.security.cache", "sandbox.runtime.console", "sandbox.runtime.mounts", "sandbox.security.paths",
     "sandbox.monitor.logs", "sandbox.store.trees", "sandbox.service.containers",
@@ -31,9 +30,10 @@ WARM = (
 
 def prepare():
     """A monitor forked ahead of its container, for :func:`spawn`'s ``prepared`` (`sbx run`)."""
+    from sandbox.monitor.detached import MONITOR
     from sandbox.monitor.detached import prepare as fork_prepared
 
-    return fork_prepared(ENTRY, SUPERVISOR, WARM)
+    return fork_prepared(ENTRY, MONITOR, WARM)
 
 
 def spawn(settings, container_id: str, build_spec, remove_dir, *, on_listening=None, prepared=None,
