@@ -171,22 +171,17 @@ class Prepared:
         channel = Channel.of_fd(self.report_fd, self.supervisor, rebuild=start_failure)
         self.report_fd = None
         self._reap()
-        listening = None
-        if on_listening is not None and runtime_root is not None:
-            def listening() -> None:
-                from pathlib import Path
-
-                from sandbox.monitor import attach
-
-                on_listening(attach.socket_path(Path(runtime_root), container_id))
+        hold = on_listening is not None and runtime_root is not None  # as monitor.announced has a callback
         try:
             with contextlib.suppress(OSError):  # the monitor is gone: read_answer says so
-                channel.send(Kind.GO, params={**params, "hold": listening is not None})
+                channel.send(Kind.GO, params={**params, "hold": hold})
             if meanwhile is not None:
                 meanwhile()
-            from sandbox.monitor.monitor import NAMES  # after GO: what the answer needs, while the monitor works
+            # after GO: what reading the answer needs is imported while the monitor works
+            from sandbox.monitor.monitor import NAMES, announced
             from sandbox.monitor.session import SPAWN_TIMEOUT, read_answer
 
+            listening = announced(runtime_root, container_id, on_listening)
             return int(read_answer(channel, SPAWN_TIMEOUT if timeout is None else timeout, NAMES,
                                    listening)["monitor"])
         finally:

@@ -85,9 +85,7 @@ def spawn(
     runs the monitor execs its lean steady state (:mod:`sandbox.monitor.handoff`), which execs ``entry`` in a
     fresh interpreter with ``params`` and the exit when the container has ended.
     """
-    from sandbox.monitor import attach
-
-    socket_path = attach.socket_path(Path(runtime_root), container_id) if runtime_root else None
+    socket_path = _socket_path(runtime_root, container_id)
 
     def main(report_fd: int) -> None:
         monitor = Monitor(Path(store_root), container_id, build_spec, remove_dir, report_fd,
@@ -95,9 +93,7 @@ def spawn(
         monitor.finish = finish
         monitor.run()
 
-    listening = None
-    if on_listening is not None and socket_path is not None:
-        listening = lambda: on_listening(socket_path)  # noqa: E731
+    listening = announced(runtime_root, container_id, on_listening)
     return int(spawn_supervisor(main, NAMES, timeout=timeout, on_listening=listening)["monitor"])
 
 
@@ -105,12 +101,9 @@ def spawn_fresh(entry: str, params: dict, container_id: str, *, runtime_root: Pa
                 timeout: float = SPAWN_TIMEOUT, on_listening: Callable[[Path], None] | None = None) -> int:
     """:func:`spawn` for sbx's own starts: the monitor is a fresh interpreter (:mod:`sandbox.monitor.fresh`) that
     runs ``entry(report_fd, params)``, which calls :func:`serve`. The monitor's pid once the container runs."""
-    from sandbox.monitor import attach, fresh
+    from sandbox.monitor import fresh
 
-    socket_path = attach.socket_path(Path(runtime_root), container_id) if runtime_root else None
-    listening = None
-    if on_listening is not None and socket_path is not None:
-        listening = lambda: on_listening(socket_path)  # noqa: E731
+    listening = announced(runtime_root, container_id, on_listening)
     params = {**params, "title": f"sbx ({NAMES.supervisor})", "hold": listening is not None}
     return int(fresh.spawn(entry, params, NAMES, timeout=timeout, on_listening=listening)["monitor"])
 
@@ -118,16 +111,30 @@ def spawn_fresh(entry: str, params: dict, container_id: str, *, runtime_root: Pa
 def serve(report_fd: int, store_root: Path, container_id: str, build_spec, remove_dir, *,
           runtime_root: Path | None = None, hold: bool = False, fresh: bool = True,
           finish: tuple[str, dict] | None = None) -> None:
-    """The monitor's whole life in the process that :func:`spawn_fresh` started (``fresh``) or :func:`prepare`
-    forked; ``finish`` as for :func:`spawn`."""
-    from sandbox.monitor import attach
-
-    socket_path = attach.socket_path(Path(runtime_root), container_id) if runtime_root else None
+    """The monitor's whole life in the process that :func:`spawn_fresh` started (``fresh``) or
+    :func:`sandbox.monitor.detached.prepare` forked; ``finish`` as for :func:`spawn`."""
+    socket_path = _socket_path(runtime_root, container_id)
     monitor = Monitor(Path(store_root), container_id, build_spec, remove_dir, report_fd, socket_path=socket_path,
                       hold=hold and socket_path is not None)
     monitor.fresh = fresh
     monitor.finish = finish
     monitor.run()
+
+
+def announced(runtime_root: Path | None, container_id: str,
+              on_listening: Callable[[Path], None] | None) -> Callable[[], None] | None:
+    """What the starter runs at LISTENING: ``on_listening(attach socket path)``, or None when nobody waits to
+    attach (no ``on_listening``) or nothing can be attached to (no runtime root)."""
+    socket_path = _socket_path(runtime_root, container_id)
+    if on_listening is None or socket_path is None:
+        return None
+    return lambda: on_listening(socket_path)
+
+
+def _socket_path(runtime_root: Path | None, container_id: str) -> Path | None:
+    from sandbox.monitor import attach
+
+    return attach.socket_path(Path(runtime_root), container_id) if runtime_root else None
 
 
 class Monitor(Supervisor):
