@@ -80,6 +80,7 @@ class Lifecycle:
                 container_id,
                 build_spec=lambda _record: (spec, built_dir),
                 remove_dir=self.containers.remove_dir,
+                network=spec.network,
                 on_listening=on_listening,
                 prepared=prepared,
                 console_size=spec.process.console_size,
@@ -154,6 +155,7 @@ class Lifecycle:
                 record.id,
                 build_spec=lambda current: (stored_spec(current), store.dir(current.id)),
                 remove_dir=self.containers.remove_dir,
+                network=(record.spec or {}).get("network"),
                 on_listening=on_listening,
             )
 

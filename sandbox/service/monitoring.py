@@ -36,14 +36,15 @@ def prepare():
     return fork_prepared(ENTRY, MONITOR, WARM)
 
 
-def spawn(settings, container_id: str, build_spec, remove_dir, *, on_listening=None, prepared=None,
-          console_size: tuple[int, int] | None = None, meanwhile=None) -> int:
+def spawn(settings, container_id: str, build_spec, remove_dir, *, network: str | None = None, on_listening=None,
+          prepared=None, console_size: tuple[int, int] | None = None, meanwhile=None) -> int:
     """Start the container's monitor; its pid once the container runs (ContainerStartError when it did not).
 
-    ``build_spec`` and ``remove_dir`` serve the forked monitor; the fresh one rebuilds both from the record, and so
-    does a ``prepared`` one (:func:`prepare`), which this either starts or closes; ``console_size`` is what the
-    record does not keep (the terminal of this start, with -t), for it. ``meanwhile()`` runs once a prepared
-    monitor has its GO (before the others are started)."""
+    ``network`` is the container's network mode (its spec's), which decides whether a detached monitor may be
+    forked. ``build_spec`` and ``remove_dir`` serve the forked monitor; the fresh one rebuilds both from the
+    record, and so does a ``prepared`` one (:func:`prepare`), which this either starts or closes;
+    ``console_size`` is what the record does not keep (the terminal of this start, with -t), for it.
+    ``meanwhile()`` runs once a prepared monitor has its GO (before the others are started)."""
     from sandbox.monitor import monitor
     from sandbox.store.containers import containers_root
 
@@ -54,7 +55,7 @@ def spawn(settings, container_id: str, build_spec, remove_dir, *, on_listening=N
         "id": container_id,
     }
     if prepared is not None:
-        if on_listening is not None or _forkable(settings, container_id):
+        if on_listening is not None or _forkable(network):
             given = {"prepared": True, "detached": on_listening is None, "console_size": console_size}
             return prepared.start({**params, **given}, container_id, runtime_root=settings.runtime_root,
                                   on_listening=on_listening, meanwhile=meanwhile)
@@ -64,24 +65,18 @@ def spawn(settings, container_id: str, build_spec, remove_dir, *, on_listening=N
     if on_listening is not None:
         return monitor.spawn(containers_root(settings.data_root), container_id, build_spec, remove_dir,
                              runtime_root=settings.runtime_root, on_listening=on_listening)
-    if _forkable(settings, container_id):
+    if _forkable(network):
         return monitor.spawn(containers_root(settings.data_root), container_id, build_spec, remove_dir,
                              runtime_root=settings.runtime_root, finish=(FINISH, params))
     return monitor.spawn_fresh(ENTRY, params, container_id, runtime_root=settings.runtime_root)
 
 
-def _forkable(settings, container_id: str) -> bool:
-    """Whether the container's network (in its record) lets its monitor be forked, since it execs its lean steady
-    state once the container runs: every mode but ``container:ID``, whose stage 1 is forked from the monitor and
-    lives as long as the container, so the monitor must not carry sbx's heap into it (a fresh interpreter does not,
-    and freezes its own first: ``monitor._before_fork``)."""
-    from sandbox.store.containers import ContainerStore, containers_root
-
-    try:
-        record = ContainerStore(containers_root(settings.data_root)).get(container_id)
-    except Exception:  # noqa: BLE001 - the monitor reports what is wrong with it
-        return False
-    return (record.spec or {}).get("network") in FORKED_NETWORKS
+def _forkable(network: str | None) -> bool:
+    """Whether the container's network mode lets its monitor be forked, since it execs its lean steady state once
+    the container runs: every mode but ``container:ID``, whose stage 1 is forked from the monitor and lives as long
+    as the container, so the monitor must not carry sbx's heap into it (a fresh interpreter does not, and freezes
+    its own first: ``monitor._before_fork``). An unknown mode gets the fresh interpreter, which reports it."""
+    return network in FORKED_NETWORKS
 
 
 def run(report_fd: int, params: dict) -> None:

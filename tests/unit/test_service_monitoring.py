@@ -3,13 +3,10 @@ container joining another's network (its stage 1 lives on, forked from the monit
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from sandbox.monitor import monitor
 from sandbox.service import monitoring
-from sandbox.store.containers import ContainerRecord, ContainerStore, containers_root
 
 CONTAINER_ID = "cd" * 32
 
@@ -39,13 +36,10 @@ def test_an_attached_start_forks_its_monitor(config, monkeypatch):
 @pytest.mark.parametrize(("network", "how"), [("none", "fork"), ("host", "fork"), ("slirp4netns", "fork"),
                                               ("pasta", "fork"), ("container:" + "ab" * 32, "fresh")])
 def test_a_detached_start_is_forked_unless_it_joins_another_container(config, monkeypatch, network, how):
-    ContainerStore(containers_root(config.data_root)).create(ContainerRecord(
-        id=CONTAINER_ID, name="c", image="busybox", image_id="sha256:" + "b" * 64, command=("true",),
-        created=time.time(), spec={"network": network}))
     calls = []
     monkeypatch.setattr(monitor, "spawn", lambda *args, **kwargs: calls.append(("fork", args, kwargs)) or 1)
     monkeypatch.setattr(monitor, "spawn_fresh", lambda *args, **kwargs: calls.append(("fresh", args, kwargs)) or 2)
-    monitoring.spawn(config, CONTAINER_ID, "build", "remove")
+    monitoring.spawn(config, CONTAINER_ID, "build", "remove", network=network)
     [(made, args, kwargs)] = calls
     assert made == how
     if how == "fork":
