@@ -183,16 +183,6 @@ def peer_uid(sock: socket.socket) -> int | None:
     return struct.unpack("3i", raw)[1]
 
 
-class Client(_frames.Client):
-    """One attached client, seen from the monitor (:class:`sandbox.monitor.frames.Client`), its frames as
-    :class:`Frame`."""
-
-    def receive(self) -> list[Frame] | None:
-        """Frames that arrived; None when the client closed (or broke the protocol)."""
-        received = super().receive()
-        return None if received is None else [Frame(frame_type, payload) for frame_type, payload in received]
-
-
 # -- the client's side ----------------------------------------------------------------------------------------------
 
 

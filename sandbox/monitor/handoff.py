@@ -82,7 +82,7 @@ def conclude(store_root: Path, container_id: str, container_dir: Path, remove_di
     removed, orphans reaped). ``helper``: what :func:`sandbox.monitor.network.handed` said of it."""
     from sandbox.errors import ContainerStartError
     from sandbox.exitcodes import CANNOT_RUN
-    from sandbox.monitor import attach, network
+    from sandbox.monitor import frames, network
     from sandbox.monitor.monitor import Monitor
     from sandbox.store.containers import ContainerState
 
@@ -90,7 +90,7 @@ def conclude(store_root: Path, container_id: str, container_dir: Path, remove_di
     if words.get("listener"):
         monitor.listener = socket.socket(fileno=int(words["listener"]))
     for fd in (int(item) for item in words.get("clients", "").split(",") if item):
-        client = attach.Client(socket.socket(fileno=fd))
+        client = frames.Client(socket.socket(fileno=fd))  # the pump's own client, as every supervisor's
         monitor.clients[client.fileno()] = client
     try:
         record = monitor.store.get(container_id)
