@@ -108,22 +108,24 @@ def start(
     child_sock.close()
     channel = _channel(parent_sock, "the container process")
 
-    def write_maps() -> dict[str, int] | None:
+    def write_maps(ready) -> dict[str, int] | None:
         # its cgroup and limits, before pid 1 makes its cgroup namespace (or stage 1 forks pid 1) after GO: placed
-        # (imports too) while the id-map helpers run; container:ID: stage 1 joined a user namespace whose maps are
-        # written already
-        def place_it() -> None:
+        # (imports too) while the id-map helpers run, as pid 1's READY is awaited; container:ID: stage 1 joined a
+        # user namespace whose maps are written already
+        def meanwhile() -> None:
             from sandbox.cgroups.tree import place
 
+            if ready is not None:
+                ready()
             place(spec.limits, spec.id, container_dir, pid)
 
         if joining:
-            place_it()
+            meanwhile()
             return None
-        return map_ids(pid, spec.idmap, helpers, meanwhile=place_it)
+        return map_ids(pid, spec.idmap, helpers, meanwhile=meanwhile)
 
     try:
-        parent_handshake(channel, write_maps, 30,
+        parent_handshake(channel, write_maps, 30, born=not joining,
                          closed="the container process exited before creating its namespaces")
         container_pid = pid if not joining else None  # stage 1 sends pid 1's (PID)
         network_pending = bool(getattr(network, "needs_setup", False))

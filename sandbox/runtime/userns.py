@@ -137,7 +137,7 @@ def _drive(
 
     try:
         try:
-            parent_handshake(channel, lambda: None if root else map_ids(process.pid, idmap, helpers, deadline),
+            parent_handshake(channel, lambda _: None if root else map_ids(process.pid, idmap, helpers, deadline),
                              _remaining(deadline))
         except SyncError as error:
             if error.reason == "timeout":

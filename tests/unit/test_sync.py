@@ -287,13 +287,47 @@ def test_handshake_maps_between_ready_and_go(pair):
     steps = []
     thread, result = _in_thread(lambda: sync.child_handshake(child, 5))
 
-    def write_maps():
-        steps.append("maps")
+    def write_maps(meanwhile):
+        steps.append(("maps", meanwhile))
         return {"uid": 1000, "gid": 1001}
 
     sync.parent_handshake(parent, write_maps, 5)
     thread.join()
-    assert steps == ["maps"] and result == {"value": (1000, 1001)}
+    assert steps == [("maps", None)] and result == {"value": (1000, 1001)}
+
+
+def test_a_born_childs_maps_start_before_its_ready_is_read(pair):
+    """clone made pid 1 in its user namespace: the helpers start at once and READY is read while they run (READY
+    is only sent once they have started: a parent that waited for it first would time out)."""
+    parent, child = pair
+    steps = []
+
+    def write_maps(meanwhile):
+        steps.append("helpers started")
+        child.send(Kind.READY)
+        meanwhile()  # the parent reads READY here, between the helpers' start and their end
+        steps.append("helpers ended")
+        return None
+
+    sync.parent_handshake(parent, write_maps, 5, born=True)
+    assert steps == ["helpers started", "helpers ended"]
+    assert child.expect(Kind.GO, 1) == {"type": Kind.GO, "own_maps": None}
+
+
+def test_a_born_childs_error_ends_the_handshake_while_the_helpers_run(pair):
+    parent, child = pair
+    child.send_error(NamespaceError("cannot create a user namespace: EPERM"))
+    ended = []
+
+    def write_maps(meanwhile):
+        try:
+            meanwhile()
+        finally:
+            ended.append("helpers stopped")
+
+    with pytest.raises(NamespaceError, match="EPERM"):
+        sync.parent_handshake(parent, write_maps, 1, born=True)
+    assert ended == ["helpers stopped"]
 
 
 def test_the_childs_meanwhile_runs_while_the_parent_writes_the_maps(pair):
@@ -302,7 +336,7 @@ def test_the_childs_meanwhile_runs_while_the_parent_writes_the_maps(pair):
     parent, child = pair
     done = threading.Event()
     thread, result = _in_thread(lambda: sync.child_handshake(child, 5, meanwhile=done.set))
-    sync.parent_handshake(parent, lambda: {"uid": 1000, "gid": 1001} if done.wait(5) else None, 5)
+    sync.parent_handshake(parent, lambda _: {"uid": 1000, "gid": 1001} if done.wait(5) else None, 5)
     thread.join()
     assert result == {"value": (1000, 1001)}
 
@@ -310,7 +344,7 @@ def test_the_childs_meanwhile_runs_while_the_parent_writes_the_maps(pair):
 def test_handshake_without_own_maps(pair):
     parent, child = pair
     thread, result = _in_thread(lambda: sync.child_handshake(child, 5))
-    sync.parent_handshake(parent, lambda: None, 5)
+    sync.parent_handshake(parent, lambda _: None, 5)
     thread.join()
     assert result == {"value": None}
 
@@ -320,7 +354,7 @@ def test_no_maps_are_written_for_a_child_that_failed(pair):
     child.send_error(NamespaceError("cannot create a user namespace: EPERM"))
     called = []
     with pytest.raises(NamespaceError, match="EPERM"):
-        sync.parent_handshake(parent, lambda: called.append(1), 1)
+        sync.parent_handshake(parent, lambda _: called.append(1), 1)
     assert called == []
 
 
