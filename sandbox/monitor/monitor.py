@@ -15,8 +15,8 @@
     (or ContainerStartError     ◄───────────────────────────────── ERROR {class, message, hint, exit_code}
      from an ERROR)                                                    copy stdout/stderr into ctr.log until EOF
                                                                     launcher.wait → its cgroup released (OOM
-                                                                    noted) → record: EXITED, exit_code
-                                                                    --rm: remove_dir(container dir); exit
+                                                                    noted) → --rm: remove_dir(container dir);
+                                                                    else (or that failed) record: EXITED, code
 
 `sbx run` forks its monitor before the container exists (:func:`sandbox.monitor.detached.prepare`): the monitor
 imports what it will need (ctypes and the launcher, the store, the spec) on the other CPU while sbx resolves the
@@ -256,13 +256,16 @@ class Monitor(Supervisor):
         changes: dict = {"state": state or ContainerState.EXITED, "exit_code": code, "finished_at": time.time()}
         if error is not None:
             changes["error"] = error.message
-        if record is not None:
-            with contextlib.suppress(Exception):
-                self.store.update(self.id, **changes)
-        # --rm goes before anyone hears of the exit: `run --rm` returns with the container gone, as Docker's does
+        # --rm goes before anyone hears of the exit: `run --rm` returns with the container gone, as Docker's does.
+        # The end is recorded only when the container stays: kept, or left behind by a removal that failed.
+        removed = False
         if record is not None and container_dir is not None and getattr(record, "auto_remove", False):
             with contextlib.suppress(Exception):
                 self.remove_dir(container_dir)
+                removed = True
+        if record is not None and not removed:
+            with contextlib.suppress(Exception):
+                self.store.update(self.id, **changes)
         self._conclude(error, code)
 
 
