@@ -45,7 +45,6 @@ def spawn(settings, container_id: str, build_spec, remove_dir, *, network: str |
     record, and so does a ``prepared`` one (:func:`prepare`), which this either starts or closes;
     ``console_size`` is what the record does not keep (the terminal of this start, with -t), for it.
     ``meanwhile()`` runs once a prepared monitor has its GO (before the others are started)."""
-    from sandbox.monitor import monitor
     from sandbox.store.containers import containers_root
 
     params = {
@@ -62,6 +61,8 @@ def spawn(settings, container_id: str, build_spec, remove_dir, *, network: str |
         prepared.close()
     if meanwhile is not None:
         meanwhile()
+    from sandbox.monitor import monitor  # not before a prepared monitor's GO: it waits for it (BENCHMARKS B1)
+
     if on_listening is not None:
         return monitor.spawn(containers_root(settings.data_root), container_id, build_spec, remove_dir,
                              runtime_root=settings.runtime_root, on_listening=on_listening)

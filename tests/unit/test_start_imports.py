@@ -51,3 +51,31 @@ def test_the_start_path_imports_no_hashlib_subprocess_shutil_threading_or_typing
     result = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=60,
                             cwd=Path(__file__).resolve().parents[2])
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+GO_FIRST = """
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+from sandbox.service import monitoring
+
+
+class Prepared:
+    def start(self, params, container_id, **_):
+        print("monitor code imported before GO:", "sandbox.monitor.monitor" in sys.modules)
+        return 1
+
+
+settings = SimpleNamespace(data_root=Path("/d"), runtime_root=Path("/r"), config_root=Path("/c"))
+monitoring.spawn(settings, "0" * 64, None, None, network="none", on_listening=lambda path: None,
+                 prepared=Prepared())
+"""
+
+
+def test_a_prepared_monitor_gets_its_go_before_sbx_imports_the_monitor_code() -> None:
+    """The prepared monitor waits for GO with everything imported already; sbx importing the monitor's modules
+    first (~2 ms: the session, the pump, the frames) delayed every `run` by that much."""
+    result = subprocess.run([sys.executable, "-c", GO_FIRST], capture_output=True, text=True, timeout=60,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.stdout.strip() == "monitor code imported before GO: False", result.stdout + result.stderr
