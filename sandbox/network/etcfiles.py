@@ -1,4 +1,6 @@
-"""The container's /etc/hosts and /etc/resolv.conf, as text (the service writes them into the container's dir).
+"""The container's /etc/hostname, /etc/hosts and /etc/resolv.conf: their text, and the files in the container's
+directory that pid 1 binds over the image's (:func:`write_etc_files`; sbx run writes them, so this module stays
+free of the mount code).
 
 resolv.conf points at the helper's DNS forwarder (slirp4netns answers on 10.0.2.3, pasta forwards what is sent to
 the address given with ``--dns-forward``), copies the host's for ``host``, and is empty for ``none``; ``--dns`` and
@@ -9,8 +11,9 @@ the address given with ``--dns-forward``), copies the host's for ``host``, and i
 from __future__ import annotations
 
 import ipaddress
+import os
 
-from sandbox.errors import InvalidRunOption
+from sandbox.errors import InvalidRunOption, RootfsError
 
 SLIRP_ADDRESS = "10.0.2.100"
 SLIRP_GATEWAY = "10.0.2.2"
@@ -18,6 +21,7 @@ SLIRP_DNS = "10.0.2.3"
 PASTA_DNS = "169.254.1.1"
 _RESOLV_LIMIT = 64 * 1024
 _FORWARDERS = {"slirp4netns": SLIRP_DNS, "pasta": PASTA_DNS}
+ETC_FILES = ("hostname", "hosts", "resolv.conf")
 
 
 def parse_add_host(text: str) -> tuple[str, str]:
@@ -73,3 +77,32 @@ def host_resolv_conf(path: str = "/etc/resolv.conf") -> str:
             return handle.read(_RESOLV_LIMIT).decode("utf-8", "replace")
     except OSError:
         return ""
+
+
+def etc_name(key: str) -> str:
+    """The file an ``etc_files`` key (``/etc/NAME`` or ``NAME``) names: one of :data:`ETC_FILES`, nothing else."""
+    name = key.removeprefix("/etc/")
+    if name not in ETC_FILES:
+        raise RootfsError(f"sbx does not provide /etc/{name}", hint=f"etc files are {', '.join(ETC_FILES)}")
+    return name
+
+
+def write_etc_files(etc_files: dict[str, str], container_dir: str, *, durable: bool = True) -> None:
+    """Write ``etc_files`` (keys ``/etc/NAME`` or ``NAME``) to ``container_dir/etc/NAME``, mode 0644.
+
+    Each is fsynced before its rename (a power cut leaves the old file or the new one, never an empty one), unless
+    not ``durable``: the files of a ``--rm`` container, which no reboot keeps (an fsync is 1-5 ms, BENCHMARKS B1)."""
+    etc_dir = os.path.join(container_dir, "etc")
+    os.makedirs(etc_dir, mode=0o755, exist_ok=True)
+    for key, content in etc_files.items():
+        path = os.path.join(etc_dir, etc_name(key))
+        temporary = f"{path}.tmp"
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        try:
+            os.fchmod(descriptor, 0o644)  # whatever the umask
+            os.write(descriptor, content.encode())
+            if durable:
+                os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        os.replace(temporary, path)

@@ -43,6 +43,7 @@ from sandbox.kernel.constants import (
     MS_REMOUNT,
     MS_STRICTATIME,
 )
+from sandbox.network.etcfiles import ETC_FILES, etc_name
 from sandbox.runtime.spec import ContainerSpec
 from sandbox.security.paths import MASKED_PATHS, READONLY_PATHS, masked, read_only  # noqa: F401 - tests read them
 from sandbox.valueclass import valueclass
@@ -57,7 +58,6 @@ DEV_LINKS = (
     ("/dev/stdout", "/proc/self/fd/1"),
     ("/dev/stderr", "/proc/self/fd/2"),
 )
-ETC_FILES = ("hostname", "hosts", "resolv.conf")
 # Masked and read-only paths are data of sandbox.security.paths; paths that do not exist are skipped.
 # An image may not replace these with symlinks: they are refused rather than followed.
 NO_SYMLINK_PATHS = ("/proc", "/sys", "/dev")
@@ -264,19 +264,12 @@ def init_args(args: tuple[str, ...]) -> list[str]:
     return [INIT_TARGET, "--", *args]
 
 
-def _etc_name(key: str) -> str:
-    name = key.removeprefix("/etc/")
-    if name not in ETC_FILES:
-        raise RootfsError(f"sbx does not provide /etc/{name}", hint=f"etc files are {', '.join(ETC_FILES)}")
-    return name
-
-
 def plan_mounts(spec: ContainerSpec, root: str, container_dir: str) -> tuple[MountOp, ...]:
     """The mounts that make ``root`` a container's root, in the order they must happen.
 
-    ``container_dir`` holds the /etc files :func:`write_etc_files` wrote. Bind sources are checked here, so a
-    missing one fails before anything is mounted. ``root`` is accepted for symmetry with :func:`apply_mounts`;
-    the plan itself is made of container paths.
+    ``container_dir`` holds the /etc files :func:`sandbox.network.etcfiles.write_etc_files` wrote. Bind sources
+    are checked here, so a missing one fails before anything is mounted. ``root`` is accepted for symmetry with
+    :func:`apply_mounts`; the plan itself is made of container paths.
     """
     del root  # the plan names container paths only
     ops: list[MountOp] = [
@@ -307,7 +300,7 @@ def plan_mounts(spec: ContainerSpec, root: str, container_dir: str) -> tuple[Mou
         ops.append(MountOp("/sys/fs/cgroup", "tmpfs", "tmpfs", _SAFE | MS_RDONLY, "mode=755,size=4k", kind="tmpfs"))
         ops.append(MountOp("/sys/fs/cgroup", "cgroup2", "cgroup2", _SAFE | MS_RDONLY, create="dir", kind="cgroup2"))
     etc_dir = os.path.join(container_dir, "etc")
-    provided = {_etc_name(key) for key in spec.etc_files}
+    provided = {etc_name(key) for key in spec.etc_files}
     ops += [
         MountOp(f"/etc/{name}", os.path.join(etc_dir, name), None, MS_BIND, create="file", kind="bind")
         for name in ETC_FILES
@@ -321,27 +314,6 @@ def plan_mounts(spec: ContainerSpec, root: str, container_dir: str) -> tuple[Mou
     if spec.read_only:  # last, so /dev, /dev/shm, volumes and the /etc files stay writable
         ops.append(MountOp("/", None, None, _READ_ONLY_REMOUNT, kind="remount"))
     return tuple(ops)
-
-
-def write_etc_files(spec: ContainerSpec, container_dir: str, *, durable: bool = True) -> None:
-    """Write ``spec.etc_files`` (keys ``/etc/NAME`` or ``NAME``) to ``container_dir/etc/NAME``, mode 0644.
-
-    Each is fsynced before its rename (a power cut leaves the old file or the new one, never an empty one), unless
-    not ``durable``: the files of a ``--rm`` container, which no reboot keeps (an fsync is 1-5 ms, BENCHMARKS B1)."""
-    etc_dir = os.path.join(container_dir, "etc")
-    os.makedirs(etc_dir, mode=0o755, exist_ok=True)
-    for key, content in spec.etc_files.items():
-        path = os.path.join(etc_dir, _etc_name(key))
-        temporary = f"{path}.tmp"
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        try:
-            os.fchmod(descriptor, 0o644)  # whatever the umask
-            os.write(descriptor, content.encode())
-            if durable:
-                os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-        os.replace(temporary, path)
 
 
 # --- the executor ------------------------------------------------------------------------------------------------

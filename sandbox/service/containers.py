@@ -148,9 +148,9 @@ class ContainerService:
                 security=security,
                 ports=ports,
             )
-            from sandbox.runtime.mounts import write_etc_files
+            from sandbox.network.etcfiles import write_etc_files
 
-            write_etc_files(spec, str(container_dir), durable=durable)
+            write_etc_files(spec.etc_files, str(container_dir), durable=durable)
         except BaseException:
             self.remove_dir(container_dir)
             raise

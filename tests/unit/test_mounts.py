@@ -21,6 +21,7 @@ from sandbox.kernel.constants import (
     MS_STRICTATIME,
 )
 from sandbox.kernel.fake import FakeKernel
+from sandbox.network.etcfiles import write_etc_files
 from sandbox.runtime.idmap import IdMap, IdRange
 from sandbox.runtime.mounts import (
     MountOp,
@@ -28,7 +29,6 @@ from sandbox.runtime.mounts import (
     locked_flags,
     plan_mounts,
     resolve_in_root,
-    write_etc_files,
 )
 from sandbox.runtime.rootfs import RootfsPlan
 from sandbox.runtime.spec import ContainerSpec, Mount, Process
@@ -175,7 +175,7 @@ def test_bad_user_mounts_are_clean_errors(tmp_path, mount, message):
 def test_etc_files_are_written_0644_and_only_known_names(tmp_path):
     old = os.umask(0o077)
     try:
-        write_etc_files(make_spec(), str(tmp_path))
+        write_etc_files(make_spec().etc_files, str(tmp_path))
     finally:
         os.umask(old)
     hosts = tmp_path / "etc" / "hosts"
@@ -184,7 +184,7 @@ def test_etc_files_are_written_0644_and_only_known_names(tmp_path):
     only = plan_mounts(make_spec(etc_files={"hosts": "x"}), "/root", str(tmp_path))
     assert [op.target for op in only if op.target.startswith("/etc/")] == ["/etc/hosts"]
     with pytest.raises(RootfsError, match="does not provide"):
-        write_etc_files(make_spec(etc_files={"/etc/../passwd": "x"}), str(tmp_path))
+        write_etc_files(make_spec(etc_files={"/etc/../passwd": "x"}).etc_files, str(tmp_path))
 
 
 def test_etc_files_are_fsynced_before_their_rename_unless_for_a_rm_container(tmp_path, monkeypatch):
@@ -193,10 +193,10 @@ def test_etc_files_are_fsynced_before_their_rename_unless_for_a_rm_container(tmp
     real_fsync, real_replace = os.fsync, os.replace
     monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
     monkeypatch.setattr(os, "replace", lambda a, b: (calls.append("rename"), real_replace(a, b))[1])
-    write_etc_files(make_spec(), str(tmp_path / "kept"))
+    write_etc_files(make_spec().etc_files, str(tmp_path / "kept"))
     assert calls == ["fsync", "rename"] * 3
     calls.clear()
-    write_etc_files(make_spec(), str(tmp_path / "rm"), durable=False)
+    write_etc_files(make_spec().etc_files, str(tmp_path / "rm"), durable=False)
     assert calls == ["rename"] * 3
     assert (tmp_path / "rm" / "etc" / "hosts").read_text() == ETC["/etc/hosts"]
 
@@ -249,7 +249,7 @@ def test_apply_mounts_at_resolved_host_targets_and_creates_mountpoints(tmp_path,
     (root / "proc" / "kcore").write_text("")  # a file to mask; /proc/acpi a directory; the rest absent
     (root / "proc" / "acpi").mkdir()
     (root / "proc" / "sys").mkdir()
-    write_etc_files(make_spec(), str(tmp_path))
+    write_etc_files(make_spec().etc_files, str(tmp_path))
     kernel = FakeKernel()
     apply_mounts(kernel, plan_mounts(make_spec(), str(root), str(tmp_path)), str(root))
     calls = mounts(kernel)
