@@ -81,12 +81,13 @@ def write_maps(pid: int, idmap: IdMap, helpers: dict[str, str], deadline: float 
     timeout = _HELPER_TIMEOUT if deadline is None else max(0.1, min(_HELPER_TIMEOUT, deadline - time.monotonic()))
     until = time.monotonic() + timeout
     running: list[_Helper] = []
+    inherited = _inheritable_fds()  # the helpers' own pipes are close-on-exec: one look serves both
     try:
         for program, ranges in (("newuidmap", idmap.uids), ("newgidmap", idmap.gids)):
             command = [helpers[program], str(pid)]
             for item in ranges:
                 command += [str(item.container_id), str(item.host_id), str(item.size)]
-            running.append(_Helper(program, command))
+            running.append(_Helper(program, command, inherited))
         if meanwhile is not None:  # the helpers' exec and setuid checks take milliseconds: not spent waiting
             meanwhile()
         _collect(running, until)
@@ -110,9 +111,10 @@ def write_maps(pid: int, idmap: IdMap, helpers: dict[str, str], deadline: float 
 
 
 class _Helper:
-    """One id-map helper started with posix_spawn: its pid, its stderr pipe, and (once ended) its exit code."""
+    """One id-map helper started with posix_spawn: its pid, its stderr pipe, and (once ended) its exit code.
+    ``inherited``: the caller's descriptors the helper would inherit, closed in it (:func:`_inheritable_fds`)."""
 
-    def __init__(self, program: str, command: list[str]) -> None:
+    def __init__(self, program: str, command: list[str], inherited: list[int]) -> None:
         self.program = program
         self.stderr = bytearray()
         self.returncode: int | None = None
@@ -122,7 +124,7 @@ class _Helper:
             actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                        (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
                        (os.POSIX_SPAWN_DUP2, write_fd, 2)]
-            actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds()]
+            actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in inherited]
             self.pid = os.posix_spawn(command[0], command, dict(os.environ), file_actions=actions,
                                       setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
         except BaseException:
