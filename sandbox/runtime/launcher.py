@@ -221,9 +221,13 @@ def _init(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tupl
 
 
 def _stage2_imports() -> None:
-    """What stage 2 imports and the CLI has not (the process plan), imported while the parent writes the id maps
-    rather than after GO, where it would delay every start (BENCHMARKS B1)."""
-    from sandbox.runtime import plan  # noqa: F401
+    """What stage 2 imports (the mounts, the user, the terminal, the process plan), imported while the parent writes
+    the id maps rather than after GO, where it would delay every start (BENCHMARKS B1). The monitor leaves to this
+    whatever it had not imported when GO came (:data:`sandbox.service.monitoring.WARM`)."""
+    import fcntl  # noqa: F401 - used by _loopback_up after pivot_root
+    import struct  # noqa: F401 - used by _loopback_up after pivot_root
+
+    from sandbox.runtime import console, identity, mounts, plan, rootfs  # noqa: F401
 
 
 def _namespaces(spec: ContainerSpec, kernel, channel, network, extra: int) -> None:
@@ -249,7 +253,7 @@ def _stage1(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
 
     kernel.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
     network.enter(kernel)  # its user namespace, then its network namespace
-    become_root(kernel, child_handshake(channel, 60))
+    become_root(kernel, child_handshake(channel, 60, meanwhile=_stage2_imports))
     _namespaces(spec, kernel, channel, network, k.CLONE_NEWPID)
     pid = os.fork()
     if pid == 0:  # stage 2: pid 1
@@ -277,10 +281,7 @@ def _stage1(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
 def _stage2(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tuple[int, int, int] | None,
             plan) -> None:
     # Everything stage 2 imports must be imported before pivot_root: afterwards the host's Python library is
-    # out of reach, as it should be (TESTPLAN 26).
-    import fcntl  # noqa: F401 - used by _loopback_up after pivot_root
-    import struct  # noqa: F401 - used by _loopback_up after pivot_root
-
+    # out of reach, as it should be (TESTPLAN 26): _stage2_imports ran while the maps were written.
     from sandbox.kernel import constants as k
     from sandbox.network.modes import new_netns
     from sandbox.runtime import plan as process_plan
