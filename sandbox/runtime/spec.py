@@ -289,3 +289,15 @@ def idmap_from_json(data: object, where: str = "idmap") -> IdMap:
         return tuple(found)
 
     return IdMap(ranges("uids"), ranges("gids"), reader.optional_string("note"))
+
+
+def stored_spec(record) -> ContainerSpec:
+    """The ContainerSpec kept in a container's record (StoreCorrupt when it is missing or damaged): what `start`,
+    `exec` and a monitor that was given only the container's id run from."""
+    data = (record.spec or {}).get("spec")
+    if data is None:
+        raise StoreCorrupt(
+            f"container {record.name} has no stored spec (it was made by an older sbx, or its create failed)",
+            hint=f"remove it with sbx rm {record.name} and create it again",
+        )
+    return ContainerSpec.from_json(data)

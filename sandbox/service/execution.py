@@ -79,7 +79,7 @@ class Execution:
         if not spec.get("hostname"):  # an old record without a host name: keep the container's own HOSTNAME
             env = tuple(entry for entry in env if entry != "HOSTNAME=")
         from sandbox.runtime import privileges
-        from sandbox.service.lifecycle import stored_spec
+        from sandbox.runtime.spec import stored_spec
 
         # the container's own caps and profile (as Docker's exec), compiled here, before the joiner's chroot
         container = stored_spec(record)

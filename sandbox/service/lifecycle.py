@@ -139,6 +139,7 @@ class Lifecycle:
         """Start a created or exited container from the spec in its record, with the same writable layer.
 
         ``on_listening(socket_path)``: the API's attach connects there before the monitor starts the container."""
+        from sandbox.runtime.spec import stored_spec
         from sandbox.service.monitoring import spawn
         from sandbox.store.locks import FileLock
 
@@ -517,20 +518,6 @@ def _describe(spec) -> dict:
 def _record_spec(spec) -> dict:
     """The record's spec: the summary beside the full spec (under "spec") that `start` rebuilds the container from."""
     return {**_describe(spec), "spec": spec.to_json()}
-
-
-def stored_spec(record):
-    """The ContainerSpec kept in a record (StoreCorrupt when it is missing or damaged)."""
-    from sandbox.errors import StoreCorrupt
-    from sandbox.runtime.spec import ContainerSpec
-
-    data = (record.spec or {}).get("spec")
-    if data is None:
-        raise StoreCorrupt(
-            f"container {record.name} has no stored spec (it was made by an older sbx, or its create failed)",
-            hint=f"remove it with sbx rm {record.name} and create it again",
-        )
-    return ContainerSpec.from_json(data)
 
 
 def _tree_size(path) -> int:
