@@ -110,14 +110,16 @@ def spawn_fresh(entry: str, params: dict, container_id: str, *, runtime_root: Pa
 
 def serve(report_fd: int, store_root: Path, container_id: str, build_spec, remove_dir, *,
           runtime_root: Path | None = None, hold: bool = False, fresh: bool = True,
-          finish: tuple[str, dict] | None = None) -> None:
+          finish: tuple[str, dict] | None = None, meanwhile: Callable[[], object] | None = None) -> None:
     """The monitor's whole life in the process that :func:`spawn_fresh` started (``fresh``) or
-    :func:`sandbox.monitor.detached.prepare` forked; ``finish`` as for :func:`spawn`."""
+    :func:`sandbox.monitor.detached.prepare` forked; ``finish`` as for :func:`spawn`. ``meanwhile()`` runs once
+    pid 1 has its GO, while it makes its mounts (the monitor has nothing else to do then)."""
     socket_path = _socket_path(runtime_root, container_id)
     monitor = Monitor(Path(store_root), container_id, build_spec, remove_dir, report_fd, socket_path=socket_path,
                       hold=hold and socket_path is not None)
     monitor.fresh = fresh
     monitor.finish = finish
+    monitor.meanwhile = meanwhile
     monitor.run()
 
 
@@ -142,6 +144,7 @@ class Monitor(Supervisor):
 
     fresh = False  # started by spawn_fresh: it prepares a fork of stage 1 (_before_fork); a forked one does not
     finish: tuple[str, dict] | None = None  # detached: hand the running container to the steady state (spawn)
+    meanwhile: Callable[[], object] | None = None  # run while pid 1 makes its mounts (serve)
 
     def __init__(self, store_root: Path, container_id: str, build_spec, remove_dir, report_fd: int, *,
                  socket_path: Path | None = None, hold: bool = False) -> None:
@@ -174,6 +177,8 @@ class Monitor(Supervisor):
                 _before_fork()  # only --network container: forks a stage 1 that lives as long as the container
             started, sources = self._start(launcher, spec, container_dir, record)
             self.running_spec = network.with_settings(record.spec, self.network)
+            if self.meanwhile is not None:
+                self.meanwhile()
         except BaseException as error:
             network.stop(self.network)
             self._finish(as_start_error(error), None, container_dir, record)

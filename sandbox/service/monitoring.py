@@ -16,15 +16,16 @@ ENTRY = "sandbox.service.monitoring:run"
 FINISH = "sandbox.service.monitoring:finish"
 FORKED_NETWORKS = ("none", "host", "slirp4netns", "pasta")
 # What a prepared monitor imports while sbx records and builds the container, in the order it then needs them (the
-# monitor's setup, the launcher, pid 1's steps, the end): the import events of one `run --rm` under an audit hook.
+# monitor's setup, the launcher, the end, pid 1's steps): the import events of one `run --rm` under an audit hook.
 WARM = (
-    "sandbox.config", "sandbox.kernel.libc", "sandbox.store.containers", "sandbox.service.lifecycle",
+    "sandbox.config", "sandbox.kernel.libc", "sandbox.store.containers", "sandbox.runtime.spec",
     "sandbox.monitor.monitor", "sandbox.monitor.attach", "sandbox.monitor.network", "sandbox.network.modes",
     "sandbox.kernel.cmdline", "sandbox.runtime.launcher", "sandbox.runtime.usermaps", "sandbox.cgroups.tree",
-    "sandbox.cgroups.delegation",
-    "sandbox.runtime.plan", "sandbox.runtime.workdir", "sandbox.runtime.identity", "sandbox.runtime.privileges",
-    "sandbox.security.cache", "sandbox.runtime.console", "sandbox.runtime.mounts", "sandbox.security.paths",
+    "sandbox.cgroups.delegation", "sandbox.runtime.privileges", "sandbox.security.cache",
     "sandbox.monitor.logs", "sandbox.store.trees", "sandbox.service.containers",
+    # pid 1's own: what GO cut off here it imports itself while its id maps are written (launcher._stage2_imports)
+    "sandbox.runtime.plan", "sandbox.runtime.workdir", "sandbox.runtime.identity", "sandbox.runtime.console",
+    "sandbox.runtime.mounts", "sandbox.security.paths",
 )
 
 
@@ -84,7 +85,7 @@ def run(report_fd: int, params: dict) -> None:
     """The monitor, in the fresh interpreter or a prepared fork: supervise the container ``params["id"]`` until it
     has ended."""
     from sandbox.monitor.monitor import serve
-    from sandbox.service.lifecycle import stored_spec
+    from sandbox.runtime.spec import stored_spec
     from sandbox.store.containers import ContainerStore, containers_root
 
     settings, remove_dir = _from_params(params)
@@ -105,7 +106,17 @@ def run(report_fd: int, params: dict) -> None:
     if params.get("detached"):  # a prepared monitor of a detached container: lean while it runs, as spawn's
         finish = (FINISH, {key: params[key] for key in ("data_root", "runtime_root", "config_root", "id")})
     serve(report_fd, store_root, params["id"], build_spec, remove_dir, runtime_root=settings.runtime_root,
-          hold=bool(params.get("hold")), fresh=not params.get("prepared"), finish=finish)
+          hold=bool(params.get("hold")), fresh=not params.get("prepared"), finish=finish,
+          meanwhile=None if finish else _import_the_end)
+
+
+def _import_the_end() -> None:
+    """What the end of a monitor that stays itself needs (the container service, which removes an --rm container's
+    directory), imported while pid 1 makes its mounts: a prepared monitor whose GO came before it got to them
+    (:data:`WARM`) would import it after the container exited, delaying `run --rm` (BENCHMARKS B1). A detached
+    monitor does not: its end runs in a fresh interpreter (:func:`finish`)."""
+    import sandbox.service.containers  # noqa: F401
+    import sandbox.store.trees  # noqa: F401
 
 
 def finish(_report_fd: int, params: dict) -> None:

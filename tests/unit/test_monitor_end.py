@@ -69,3 +69,20 @@ def test_an_rm_container_that_could_not_be_removed_has_its_end_recorded(store):
     monitor._finish(None, 5, store.dir(ID), record)
     kept = store.get(ID)
     assert (kept.state.value, kept.exit_code, monitor.ended) == ("exited", 5, [5])
+
+
+def test_the_monitors_meanwhile_runs_once_pid_1_has_its_go_before_the_outputs_are_pumped(store, monkeypatch):
+    _created(store, auto_remove=True)
+    steps = []
+    monitor = _monitor(store, lambda path: None)
+    monitor.build_spec = lambda record: ("spec", store.dir(ID))
+    monitor.meanwhile = lambda: steps.append("meanwhile")
+    monkeypatch.setattr("sandbox.monitor.network.attach", lambda *args: None)
+    monkeypatch.setattr("sandbox.monitor.network.with_settings", lambda spec, network: spec)
+    monkeypatch.setattr("sandbox.monitor.network.stop", lambda network: None)
+    monitor._listen = lambda: True
+    monitor._start = lambda *args: steps.append("started") or ("started", {})
+    monitor._supervise = lambda *args: steps.append("supervised") or (None, 0)
+    monitor._finish = lambda *args, **kwargs: steps.append("finished")
+    monitor.run()
+    assert steps == ["started", "meanwhile", "supervised", "finished"]

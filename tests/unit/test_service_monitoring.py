@@ -48,3 +48,16 @@ def test_a_detached_start_is_forked_unless_it_joins_another_container(config, mo
         assert entry == monitoring.FINISH
         assert params == {"data_root": str(config.data_root), "runtime_root": str(config.runtime_root),
                           "config_root": str(config.config_root), "id": CONTAINER_ID}  # roots and the id only
+
+
+@pytest.mark.parametrize("detached", [False, True])
+def test_a_monitor_that_stays_itself_imports_its_end_while_pid_1_makes_its_mounts(config, monkeypatch, detached):
+    """A prepared monitor whose GO came before it imported the container service would import it after the
+    container exited, on the way of `run --rm`'s answer: the monitor that ends in itself imports it while the
+    container starts. A detached one ends in a fresh interpreter and is given nothing to import."""
+    served = {}
+    monkeypatch.setattr(monitor, "serve", lambda *args, **kwargs: served.update(kwargs))
+    params = {"data_root": str(config.data_root), "runtime_root": str(config.runtime_root),
+              "config_root": str(config.config_root), "id": CONTAINER_ID, "prepared": True, "detached": detached}
+    monitoring.run(3, params)
+    assert served["meanwhile"] is (None if detached else monitoring._import_the_end)
