@@ -215,8 +215,22 @@ def _init(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tupl
     # until GO the parent's death shows as the channel closing; stage 2 sets it again once the ids are root's
     # (a change of the effective uid clears it)
     kernel.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
-    become_root(kernel, child_handshake(channel, 60, meanwhile=_stage2_imports))
-    _namespaces(spec, kernel, channel, network, 0)
+    failed: list[BaseException] = []
+
+    def meanwhile() -> None:
+        _stage2_imports()
+        # born in its user namespace, pid 1 holds every capability there already: these namespaces need no map,
+        # so they are made while the parent writes them (a network namespace costs the kernel ~0.5 ms). The cgroup
+        # namespace waits for GO: its root is the cgroup the parent is placing pid 1 in meanwhile.
+        try:
+            kernel.unshare(_own_namespaces(spec))
+        except BaseException as error:  # told after GO, where the parent listens for pid 1's failures
+            failed.append(error)
+
+    become_root(kernel, child_handshake(channel, 60, meanwhile=meanwhile))
+    if failed:
+        raise failed[0]
+    _namespaces(kernel, channel, network, k.CLONE_NEWCGROUP)
     _stage2(spec, container_dir, kernel, channel, stdio, plan)  # execs, or raises
 
 
@@ -230,16 +244,20 @@ def _stage2_imports() -> None:
     from sandbox.runtime import console, identity, mounts, plan, rootfs  # noqa: F401
 
 
-def _namespaces(spec: ContainerSpec, kernel, channel, network, extra: int) -> None:
-    """As root in the user namespace: unshare mount, UTS, IPC, cgroup (``extra``: pid) and, unless joined or
-    host, network namespaces; then, when a helper must join the new network namespace, NETNS and wait for it."""
+def _own_namespaces(spec: ContainerSpec) -> int:
+    """The namespaces a container makes for itself besides its user, pid and cgroup ones: mount, UTS, IPC and,
+    unless joined or host, network."""
     from sandbox.kernel import constants as k
     from sandbox.network.modes import new_netns
 
-    flags = k.CLONE_NEWNS | k.CLONE_NEWUTS | k.CLONE_NEWIPC | k.CLONE_NEWCGROUP | extra
-    if new_netns(spec.network):
-        flags |= k.CLONE_NEWNET
-    kernel.unshare(flags)  # the cgroup namespace's root: the cgroup the parent placed this process in before GO
+    return k.CLONE_NEWNS | k.CLONE_NEWUTS | k.CLONE_NEWIPC | (k.CLONE_NEWNET if new_netns(spec.network) else 0)
+
+
+def _namespaces(kernel, channel, network, flags: int) -> None:
+    """As root in the user namespace: unshare ``flags`` (the cgroup namespace among them, whose root is the cgroup
+    the parent placed this process in before GO); then, when a helper must join the container's new network
+    namespace, NETNS and wait for it."""
+    kernel.unshare(flags)
     if getattr(network, "needs_setup", False):
         channel.send(Kind.NETNS)
         channel.expect(Kind.NETWORK, 60)
@@ -254,7 +272,7 @@ def _stage1(spec: ContainerSpec, container_dir: Path, kernel, channel, stdio: tu
     kernel.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
     network.enter(kernel)  # its user namespace, then its network namespace
     become_root(kernel, child_handshake(channel, 60, meanwhile=_stage2_imports))
-    _namespaces(spec, kernel, channel, network, k.CLONE_NEWPID)
+    _namespaces(kernel, channel, network, _own_namespaces(spec) | k.CLONE_NEWCGROUP | k.CLONE_NEWPID)
     pid = os.fork()
     if pid == 0:  # stage 2: pid 1
         code = CANNOT_RUN

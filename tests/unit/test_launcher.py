@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from sandbox.errors import NamespaceError
+from sandbox.errors import NamespaceError, SyncError
 from sandbox.kernel import FakeKernel
 from sandbox.kernel import constants as k
 from sandbox.runtime import launcher
@@ -74,16 +74,34 @@ def child(monkeypatch):
     parent.close()
 
 
-def test_cloned_pid1_makes_the_other_namespaces_itself_then_goes_on_as_stage_2(child):
+def test_cloned_pid1_makes_the_other_namespaces_itself_then_goes_on_as_stage_2(child, monkeypatch):
+    """Mount, UTS, IPC and network while the parent writes the maps (pid 1 holds the capabilities since its birth);
+    the cgroup namespace once it is root, after GO: its root is the cgroup the parent placed it in meanwhile."""
     kernel = FakeKernel()
+    steps = []
+    monkeypatch.setattr(kernel, "unshare", lambda flags: steps.append(("unshare", flags)))
+    monkeypatch.setattr("sandbox.runtime.usermaps.become_root", lambda *args: steps.append(("root",)))
     network = SimpleNamespace(needs_setup=True, setup=None)
     child.parent.send(Kind.GO, own_maps=None)
     child.parent.send(Kind.NETWORK)
     launcher._init(make_spec("slirp4netns"), None, kernel, child.channel, None, None, network)
-    assert [call.args for call in kernel.calls if call.op == "unshare"] == [(REST | k.CLONE_NEWNET,)]
+    own = REST & ~k.CLONE_NEWCGROUP | k.CLONE_NEWNET
+    assert steps == [("unshare", own), ("root",), ("unshare", k.CLONE_NEWCGROUP)]
     assert (k.PR_SET_PDEATHSIG, 9, 0, 0, 0) in [call.args for call in kernel.calls if call.op == "prctl"]
     assert [child.parent.recv(1)["type"] for _ in range(2)] == [Kind.READY, Kind.NETNS]  # no PID: the parent knows
     assert len(child.reached) == 1
+
+
+def test_a_namespace_pid_1_could_not_make_while_its_maps_were_written_fails_it_after_go(child):
+    """Raised at once, the failure would race the parent's GO (which would then meet a closed socket instead)."""
+    kernel = FakeKernel().fail("unshare", errno.ENOSPC)
+    child.parent.send(Kind.GO, own_maps=None)
+    with pytest.raises(OSError, match="No space left"):
+        launcher._init(make_spec(), None, kernel, child.channel, None, None, None)
+    assert child.parent.recv(1)["type"] == Kind.READY
+    with pytest.raises(SyncError, match="did not answer"):
+        child.channel.expect(Kind.GO, 0.01)  # read already: the failure came after GO
+    assert child.reached == []
 
 
 def test_stage_1_joins_then_unshares_a_pid_namespace_too(child, monkeypatch):
