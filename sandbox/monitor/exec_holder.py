@@ -108,7 +108,8 @@ class Holder(Supervisor):
 
     def run(self) -> None:
         try:
-            if not self._listen():
+            self._listen()
+            if not self._first_client():
                 raise ContainerStartError("nobody attached to the exec session", hint="run the exec again")
             started = self.start()
         except BaseException as error:

@@ -177,6 +177,8 @@ class Monitor(Supervisor):
                 _before_fork()  # only --network container: forks a stage 1 that lives as long as the container
             started, sources = self._start(launcher, spec, container_dir, record)
             self.running_spec = network.with_settings(record.spec, self.network)
+            # sbx connects while pid 1 is made (its output waits in the pipes or the pty until the pump reads it)
+            self._first_client()
             if self.meanwhile is not None:
                 self.meanwhile()
         except BaseException as error:

@@ -9,7 +9,9 @@ its pipes), and serves attach clients on a unix socket. :func:`spawn` makes one;
     waitpid(middle)             ◄───  exit 0                        stdio → /dev/null, inherited fds pointed at
                                                                     /dev/null, subreaper; then main(report_fd)
     [expect LISTENING           ◄───────────────────────────────── LISTENING   (a held start only)
-     on_listening(): connect ──────────────────────────────────►   accept the first client, then start]
+     on_listening(): connect ──────────────────────────────────►   (the monitor starts the container
+                                                                    meanwhile) accept the first client before
+                                                                    any output is read]
     expect RUNNING              ◄───────────────────────────────── RUNNING {pid: PID, monitor: SUPERVISOR_PID}
                                 ◄───────────────────────────────── or ERROR {class, message, hint, exit_code}
 
@@ -38,7 +40,7 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from sandbox.errors import ContainerStartError, SyncError
+from sandbox.errors import ContainerStartError, SbxError, SyncError
 from sandbox.exitcodes import CANNOT_RUN
 from sandbox.monitor.pump import Pump
 from sandbox.runtime.sync import Channel, Kind, as_start_error, start_failure
@@ -47,6 +49,7 @@ from sandbox.valueclass import valueclass
 SPAWN_TIMEOUT = 120.0
 HOLD_TIMEOUT = 30.0  # how long a held start waits for its first client
 _LISTEN_TRIES = 3
+_FAILURE_WAIT = 2.0  # how long a client that could not connect waits for the failure that removed the socket
 
 
 @valueclass
@@ -95,7 +98,14 @@ def read_answer(channel: Channel, timeout: float, names: Names,
     if on_listening is not None:
         message = channel.expect((Kind.LISTENING, Kind.RUNNING), timeout, closed=closed)
         if message["type"] == Kind.LISTENING:
-            on_listening()
+            try:
+                on_listening()
+            except SbxError as unreachable:
+                # the supervisor starts while sbx connects: a start that failed meanwhile took its socket along,
+                # and its error is the one to tell (raised by expect); without one, the connection's failure is
+                with contextlib.suppress(SyncError):
+                    channel.expect(Kind.RUNNING, min(timeout, _FAILURE_WAIT), closed=closed)
+                raise unreachable from None
             message = channel.expect(Kind.RUNNING, timeout, closed=closed)
     else:
         message = channel.expect(Kind.RUNNING, timeout, closed=closed)
@@ -143,9 +153,9 @@ class Supervisor(Pump):
 
     # -- the start ------------------------------------------------------------------------------------------------
 
-    def _listen(self) -> bool:
-        """Serve the attach socket (if any); with a held start, wait for the first client. False when a held start
-        saw nobody come within :data:`HOLD_TIMEOUT`.
+    def _listen(self) -> None:
+        """Serve the attach socket (if any); for a held start, tell sbx it is there (LISTENING), which connects and
+        is accepted by :meth:`_first_client`.
 
         Neighbours share the socket's directory (the container's attach.sock, exec sessions' sockets) and each one
         leaving removes the directory once it is empty: a bind that finds the directory gone just made is retried.
@@ -153,7 +163,7 @@ class Supervisor(Pump):
         from sandbox.monitor import attach
 
         if self.socket_path is None:
-            return True
+            return
         for attempt in range(_LISTEN_TRIES):
             try:
                 self.listener = attach.listen(self.socket_path)
@@ -161,12 +171,15 @@ class Supervisor(Pump):
             except FileNotFoundError:
                 if attempt == _LISTEN_TRIES - 1:
                     raise
-        return self._wait_for_first_client() if self.hold else True
+        if self.hold:
+            assert self.report is not None
+            self.report.send(Kind.LISTENING)
 
-    def _wait_for_first_client(self) -> bool:
-        """Tell sbx the socket is there, then wait (bounded) for it to connect before the process starts."""
-        assert self.report is not None and self.listener is not None
-        self.report.send(Kind.LISTENING)
+    def _first_client(self) -> bool:
+        """A held start's first client, accepted (waiting for it, bounded) before any output is read, so it misses
+        none; False when it did not come within :data:`HOLD_TIMEOUT`. True when nothing is held."""
+        if not self.hold or self.listener is None:
+            return True
         if select.select([self.listener], [], [], HOLD_TIMEOUT)[0]:
             self._accept()
         return bool(self.clients)

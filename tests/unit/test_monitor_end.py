@@ -71,7 +71,10 @@ def test_an_rm_container_that_could_not_be_removed_has_its_end_recorded(store):
     assert (kept.state.value, kept.exit_code, monitor.ended) == ("exited", 5, [5])
 
 
-def test_the_monitors_meanwhile_runs_once_pid_1_has_its_go_before_the_outputs_are_pumped(store, monkeypatch):
+def test_pid_1_is_made_while_sbx_connects_and_its_output_is_pumped_once_sbx_is_in(store, monkeypatch):
+    """A held start (a foreground run) tells sbx its socket is there and makes pid 1 meanwhile (the connection is
+    accepted after, before any output is read, so nothing is missed): the round trip was on every start's way.
+    The monitor's ``meanwhile`` runs then too, while pid 1 makes its mounts."""
     _created(store, auto_remove=True)
     steps = []
     monitor = _monitor(store, lambda path: None)
@@ -80,9 +83,10 @@ def test_the_monitors_meanwhile_runs_once_pid_1_has_its_go_before_the_outputs_ar
     monkeypatch.setattr("sandbox.monitor.network.attach", lambda *args: None)
     monkeypatch.setattr("sandbox.monitor.network.with_settings", lambda spec, network: spec)
     monkeypatch.setattr("sandbox.monitor.network.stop", lambda network: None)
-    monitor._listen = lambda: True
+    monitor._listen = lambda: steps.append("listening")
+    monitor._first_client = lambda: steps.append("accepted")
     monitor._start = lambda *args: steps.append("started") or ("started", {})
     monitor._supervise = lambda *args: steps.append("supervised") or (None, 0)
     monitor._finish = lambda *args, **kwargs: steps.append("finished")
     monitor.run()
-    assert steps == ["started", "meanwhile", "supervised", "finished"]
+    assert steps == ["listening", "started", "accepted", "meanwhile", "supervised", "finished"]

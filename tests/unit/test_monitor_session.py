@@ -51,6 +51,35 @@ def test_read_answer_after_listening_calls_on_listening():
         channel.close()
 
 
+def test_a_start_that_failed_while_sbx_connected_is_told_rather_than_the_missing_socket():
+    """The supervisor starts while sbx connects; one whose start failed meanwhile has removed its socket, and its
+    ERROR, not the connection's failure, is what sbx tells."""
+    error = b'{"type": "error", "class": "NamespaceError", "message": "newuidmap failed (exit 1)", "exit_code": 125}\n'
+    channel, _ = report_with(b'{"type": "listening"}\n' + error)
+
+    def connect() -> None:
+        raise attach.AttachError("cannot reach the container's attach socket /run/x: No such file or directory")
+
+    try:
+        with pytest.raises(ContainerStartError, match="newuidmap failed"):
+            read_answer(channel, 1, NAMES, connect)
+    finally:
+        channel.close()
+
+
+def test_a_connection_refused_by_a_supervisor_that_goes_on_is_told_as_such():
+    channel, _ = report_with(b'{"type": "listening"}\n')
+
+    def connect() -> None:
+        raise attach.AttachError("refusing the attach socket /run/x: it is served by uid 0, not 1000")
+
+    try:
+        with pytest.raises(attach.AttachError, match="refusing"):
+            read_answer(channel, 1, NAMES, connect)
+    finally:
+        channel.close()
+
+
 def test_read_answer_closed_without_a_line():
     channel, _ = report_with(b"")
     try:
