@@ -16,12 +16,16 @@ ENTRY = "sandbox.service.monitoring:run"
 FINISH = "sandbox.service.monitoring:finish"
 FORKED_NETWORKS = ("none", "host", "slirp4netns", "pasta")
 # What a prepared monitor imports while sbx records and builds the container, in the order it then needs them (the
-# monitor's setup, the launcher, the end, pid 1's steps): the import events of one `run --rm` under an audit hook.
+# monitor's setup and the launcher up to the clone of pid 1, the cgroup, the end, pid 1's steps): the import events
+# of one `run --rm` under an audit hook.
 WARM = (
     "sandbox.config", "sandbox.kernel.libc", "sandbox.store.containers", "sandbox.runtime.spec",
     "sandbox.monitor.monitor", "sandbox.monitor.attach", "sandbox.monitor.network", "sandbox.network.modes",
-    "sandbox.kernel.cmdline", "sandbox.runtime.launcher", "sandbox.runtime.usermaps", "sandbox.cgroups.tree",
-    "sandbox.cgroups.delegation", "sandbox.runtime.privileges", "sandbox.security.cache",
+    "sandbox.kernel.cmdline", "sandbox.runtime.launcher", "sandbox.runtime.usermaps", "sandbox.runtime.privileges",
+    "sandbox.security.cache",
+    # placing pid 1 in its cgroup happens while its id maps are written: what GO cut off from here on is imported
+    # in that wait, or while pid 1 makes its mounts (_import_the_end)
+    "sandbox.cgroups.tree", "sandbox.cgroups.delegation",
     "sandbox.monitor.logs", "sandbox.store.trees", "sandbox.service.containers",
     # pid 1's own: what GO cut off here it imports itself while its id maps are written (launcher._stage2_imports)
     "sandbox.runtime.plan", "sandbox.runtime.workdir", "sandbox.runtime.identity", "sandbox.runtime.console",
