@@ -11,11 +11,11 @@ _DETACHED_MESSAGE = "read escape sequence"  # what Docker prints on stderr after
 
 def detach_key_bytes(flag: str | None, settings) -> bytes:
     """--detach-keys, else the config's detach_keys, else Ctrl-p Ctrl-q; "" turns detaching off."""
-    from sandbox.runtime import console
+    from sandbox.runtime import detachkeys
 
     if flag is None:
-        flag = settings.detach_keys if settings.detach_keys is not None else console.DEFAULT_DETACH_KEYS
-    return console.parse_detach_keys(flag)
+        flag = settings.detach_keys if settings.detach_keys is not None else detachkeys.DEFAULT_DETACH_KEYS
+    return detachkeys.parse_detach_keys(flag)
 
 
 def terminal_size() -> tuple[int, int] | None:

@@ -22,7 +22,7 @@ a peer whose SO_PEERCRED uid is not its own). Many clients may attach at once. E
                                   ◄─────────────────────  EXIT {"code": N} to every client when the container
                                                          has exited, then the monitor closes and removes the socket
 
-The detach keys are matched here, on the client side (:class:`~sandbox.runtime.console.DetachMatcher`), so the
+The detach keys are matched here, on the client side (:class:`~sandbox.runtime.detachkeys.DetachMatcher`), so the
 monitor never holds typed bytes back. A payload over :data:`MAX_PAYLOAD` or an unknown type ends the connection
 (:class:`AttachProtocolError`). The monitor never blocks on a client: a client whose unsent output passes
 :data:`CLIENT_BUFFER_LIMIT` is disconnected (a stopped terminal must not stop the container or its log).
@@ -228,9 +228,10 @@ def attach(
     container's stdin pipe (`run -i`, Docker's StdinOnce).
     """
     from sandbox.runtime import console
+    from sandbox.runtime.detachkeys import DetachMatcher
 
     sock = sock or connect(socket_path)  # a foreground run connects before the container starts
-    session = _Session(sock, stdin_fd, stdout_fd, stderr_fd, console.DetachMatcher(detach_keys), end_input)
+    session = _Session(sock, stdin_fd, stdout_fd, stderr_fd, DetachMatcher(detach_keys), end_input)
     user_tty = tty and stdin_fd is not None and os.isatty(stdin_fd)
     size_fd = None
     if tty:

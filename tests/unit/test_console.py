@@ -16,16 +16,14 @@ import pytest
 from sandbox.errors import InvalidDetachKeys, SbxError
 from sandbox.runtime import console
 from sandbox.runtime.console import (
-    DEFAULT_DETACH_KEYS,
-    DetachMatcher,
     forward_signals,
     get_window_size,
-    parse_detach_keys,
     proxy,
     raw_mode,
     resize_on_sigwinch,
     set_window_size,
 )
+from sandbox.runtime.detachkeys import DEFAULT_DETACH_KEYS, DetachMatcher, parse_detach_keys
 
 
 @pytest.fixture

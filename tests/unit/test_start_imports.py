@@ -79,3 +79,22 @@ def test_a_prepared_monitor_gets_its_go_before_sbx_imports_the_monitor_code() ->
     result = subprocess.run([sys.executable, "-c", GO_FIRST], capture_output=True, text=True, timeout=60,
                             cwd=Path(__file__).resolve().parents[2])
     assert result.stdout.strip() == "monitor code imported before GO: False", result.stdout + result.stderr
+
+
+KEYS_FIRST = """
+import sys
+from types import SimpleNamespace
+
+from sandbox.cli.attach import detach_key_bytes
+
+assert detach_key_bytes(None, SimpleNamespace(detach_keys=None)) == b"\\x10\\x11"
+print(sorted(name for name in ("sandbox.runtime.console", "termios", "tty", "selectors") if name in sys.modules))
+"""
+
+
+def test_sbx_run_checks_its_detach_keys_without_the_terminal_code() -> None:
+    """`run` checks --detach-keys before it makes the container; the terminal code (termios, tty, selectors) is
+    imported after GO, while the monitor works."""
+    result = subprocess.run([sys.executable, "-c", KEYS_FIRST], capture_output=True, text=True, timeout=60,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
