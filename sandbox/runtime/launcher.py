@@ -4,8 +4,9 @@ Two processes, speaking :mod:`sandbox.runtime.sync` (the sequence, every message
 monitor) and the container's pid 1, which the parent makes with ``clone(CLONE_NEWUSER | CLONE_NEWPID)`` (see
 :func:`_create`), so that it is born pid 1 of a new pid namespace in a new user namespace, and the parent is its
 real parent: it waits for pid 1 itself, and pid 1's PDEATHSIG kills the container when the parent dies. pid 1
-says READY, waits while the parent writes its id maps and places it in its cgroup (GO), becomes root there,
-unshares the mount, UTS, IPC, cgroup (and network) namespaces, has the network helper started (NETNS, NETWORK), then
+says READY and unshares the mount, UTS, IPC (and network) namespaces while the parent writes its id maps and
+places it in its cgroup (GO), becomes root there, unshares the cgroup namespace, has the network helper started
+(NETNS, NETWORK), then
 goes on as stage 2: mounts, pivot_root, sethostname, lo up, the pty, the user, then the process plan of
 :mod:`sandbox.runtime.plan` (session, tty, ids, privileges, fds, chdir, rlimits, execvpe). The parent knows pid
 1's host pid from clone; no PID message.

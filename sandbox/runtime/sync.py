@@ -16,10 +16,10 @@ The sequences, every kind in one place (``──►`` parent to child, ``◄─�
       NEWPID) ──────────────────►     (born pid 1 of its pid namespace; the parent has its host pid from clone)
     parent_handshake (born):          (its user namespace exists: clone made it)
       newuidmap/newgidmap start ◄──   READY                             (child_handshake)
-      (or the own map in GO);
+      (or the own map in GO);         meanwhile: unshare NS UTS IPC [NET]
       cgroup place; helpers end
                                 ──►   GO {own_maps}
-                                      become root; unshare NS UTS IPC CGROUP [NET]
+                                      become root; unshare CGROUP
     network.setup(pid 1)        ◄──   NETNS (only when a helper runs)
                                 ──►   NETWORK
                                       mounts, pivot_root, [-t: a pty of its own devpts]
