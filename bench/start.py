@@ -168,8 +168,10 @@ class Sbx:
         return [*self.cmd, "run", "--rm", "--network", "none", IMAGE_REF, "/bin/true"]
 
     def leftovers(self) -> str | None:
-        """What sbx's --rm runs left in its container store (sbx has no `ps` yet, so look at the directory)."""
-        left = [p for p in self.work.joinpath("data").rglob("containers/*") if p.parent.name == "containers"]
+        """What sbx's --rm runs left in its container store: a directory per container (store.lock, the store's
+        lock file, is no container)."""
+        left = [p for p in self.work.joinpath("data").rglob("containers/*")
+                if p.parent.name == "containers" and p.is_dir()]
         return " ".join(sorted(p.name for p in left)[:20]) or None
 
     def exec_trace(self) -> dict[str, Any]:
