@@ -17,6 +17,7 @@ import pytest
 
 from sandbox.errors import ContainerStartError
 from sandbox.monitor import detached
+from tests.integration.helpers import wait_for
 
 WARM_MODULE = '''
 import os
@@ -51,15 +52,6 @@ def modules(tmp_path, monkeypatch):
     (tmp_path / f"prep_entry_{suffix}.py").write_text(ENTRY_MODULE.format(seen=str(seen)))
     monkeypatch.syspath_prepend(str(tmp_path))
     return f"prep_entry_{suffix}", f"prep_warm_{suffix}", marker, seen
-
-
-def wait_for(check, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def gone(pid: int) -> bool:
